@@ -1,0 +1,306 @@
+"""Parallel, resumable rollout collection into an episode dataset.
+
+Each worker process builds its env once, then plays episodes whose indices the parent hands
+out. Episode ``i`` is reset with ``episode_seed(seed, i)`` and written atomically as
+``episodes/ep_{i:07d}.npz`` by the worker, so:
+
+* the same command gives the same episodes, whatever the number of workers;
+* a killed run leaves only whole episodes, and re-running the same command skips them.
+
+With a frame budget, the dataset is the shortest prefix of episodes ``0..k`` whose frames
+reach the budget; episodes past ``k`` that finished early are discarded, so the result does
+not depend on which worker was fastest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from envs.factory import env_options as default_env_options
+from envs.factory import make_env_from_options
+from envs.policies import PolicySpec
+from envs.registry import check_env_id
+from worldvae.atomic import remove_stale_temporaries
+from worldvae.data.episodes import CorruptEpisodeError, Episode, read_episode, write_episode
+from worldvae.data.manifest import (
+    EPISODES_DIR,
+    MANIFEST_NAME,
+    Manifest,
+    episode_filename,
+    episode_index,
+    episode_seed,
+)
+from worldvae.versions import library_versions
+
+_PROGRESS_EVERY = 64  # steps between progress messages from a worker
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """What a collect call did."""
+
+    out_dir: Path
+    new_episodes: int
+    new_frames: int
+    total_episodes: int
+    total_frames: int
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.new_frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def play_episode(env: Any, policy: Any, seed: int, progress: Any = None) -> Episode:
+    """Play one episode of ``env`` with ``policy`` from ``reset(seed=seed)``."""
+    policy.reset(seed)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    frames, actions, rewards, terminated, truncated = [obs], [], [], [], []
+    while True:
+        action = policy.act(obs)
+        obs, reward, term, trunc, _ = env.step(action)
+        frames.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terminated.append(term)
+        truncated.append(trunc)
+        if progress is not None and len(rewards) % _PROGRESS_EVERY == 0:
+            progress(_PROGRESS_EVERY)
+        if term or trunc:
+            break
+    if progress is not None:
+        progress(len(rewards) % _PROGRESS_EVERY + 1)
+    return Episode(
+        frames=np.stack(frames),
+        actions=np.asarray(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        terminated=np.asarray(terminated, dtype=bool),
+        truncated=np.asarray(truncated, dtype=bool),
+        seed=seed,
+    )
+
+
+def _worker(
+    env_id: str,
+    options: dict[str, Any],
+    policy: PolicySpec,
+    master_seed: int,
+    episodes_dir: str,
+    compress: bool,
+    tasks: mp.Queue,
+    results: mp.Queue,
+) -> None:
+    try:
+        env = make_env_from_options(env_id, options)
+        actor = policy.build(env.action_space)
+    except Exception:
+        results.put(("error", -1, traceback.format_exc()))
+        return
+    while (index := tasks.get()) is not None:
+        try:
+            episode = play_episode(
+                env,
+                actor,
+                episode_seed(master_seed, index),
+                lambda n: results.put(("steps", index, n)),
+            )
+            write_episode(Path(episodes_dir) / episode_filename(index), episode, compress=compress)
+            results.put(("done", index, episode.length + 1))
+        except Exception:
+            results.put(("error", index, traceback.format_exc()))
+            return
+    env.close()
+
+
+def _prepare_dir(out: Path, manifest: Manifest, overwrite: bool) -> dict[int, int]:
+    """Create or validate the dataset dir; return ``{index: n_frames}`` of episodes already there."""
+    episodes_dir = out / EPISODES_DIR
+    if (out / MANIFEST_NAME).exists():
+        old, new = Manifest.load(out).identity(), manifest.identity()
+        if overwrite:
+            shutil.rmtree(episodes_dir, ignore_errors=True)
+        elif old != new:
+            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+            raise ValueError(
+                f"{out} holds a dataset collected with other settings {diff} (old, new); "
+                "re-run with the same settings to resume, choose another --out, or pass "
+                "--overwrite to replace it"
+            )
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{out} exists, is not empty and is not a worldvae dataset; choose another --out"
+        )
+    episodes_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(episodes_dir)
+    manifest.save(out)
+    done: dict[int, int] = {}
+    for path in sorted(episodes_dir.glob("ep_*.npz")):
+        try:
+            done[episode_index(path)] = len(read_episode(path, keys=("rewards",))["rewards"]) + 1
+        except CorruptEpisodeError:
+            path.unlink()  # re-collected below: an episode is a pure function of its seed
+    return done
+
+
+def collect(
+    out_dir: str | Path,
+    env_id: str,
+    *,
+    n_episodes: int | None = None,
+    n_frames: int | None = None,
+    n_workers: int = 1,
+    policy: str | PolicySpec = "random",
+    seed: int = 0,
+    env_options: dict[str, Any] | None = None,
+    compress: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CollectResult:
+    """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
+
+    Args:
+        out_dir: dataset directory; re-running into the same directory resumes.
+        env_id: gymnasium id (see :func:`envs.make_env`).
+        n_episodes: number of episodes (exclusive with ``n_frames``).
+        n_frames: number of stored frames to reach (each episode of T steps stores T + 1).
+        n_workers: worker processes.
+        policy: ``"random"``, ``"brownian"``, ``"sb3:ALGO:PATH"`` or a :class:`PolicySpec`.
+        seed: master seed; episode seeds derive from it.
+        env_options: ``make_env`` keyword arguments, as made by :func:`envs.factory.env_options`.
+        compress: zlib-compress episode files (game frames shrink several-fold).
+        overwrite: delete what ``out_dir`` holds and start afresh.
+        progress: show a progress bar with frames/s.
+    """
+    if (n_episodes is None) == (n_frames is None):
+        raise ValueError("give exactly one of n_episodes or n_frames")
+    budget = n_episodes if n_episodes is not None else n_frames
+    if budget is None or budget < 1:
+        raise ValueError(f"the collection budget must be positive, got {budget}")
+    if n_workers < 1:
+        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    check_env_id(env_id)
+    spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
+    options = default_env_options() | dict(env_options or {})
+    probe = make_env_from_options(env_id, options)
+    frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
+    spec.build(probe.action_space)  # fail here, not in a worker, on a bad policy
+    probe.close()
+    manifest = Manifest(
+        env_id=env_id,
+        env_options=options,
+        frame_shape=frame_shape,  # type: ignore[arg-type]
+        policy=spec.to_dict(),
+        seed=seed,
+        versions=library_versions(),
+    )
+    out = Path(out_dir)
+    done = _prepare_dir(out, manifest, overwrite)
+    episodes_dir = out / EPISODES_DIR
+
+    def enough() -> int | None:
+        """Highest index needed once the budget is met by a complete prefix, else None."""
+        if n_episodes is not None:
+            return n_episodes - 1 if all(i in done for i in range(n_episodes)) else None
+        total, i = 0, 0
+        while i in done:
+            total += done[i]
+            if total >= budget:
+                return i
+            i += 1
+        return None
+
+    todo = (i for i in range(10**9 if n_episodes is None else n_episodes) if i not in done)
+    ctx = mp.get_context("spawn")
+    tasks: mp.Queue = ctx.Queue()
+    results: mp.Queue = ctx.Queue()
+    start = time.perf_counter()
+    before = dict(done)
+    bar = tqdm(
+        total=n_frames,
+        initial=sum(done.values()) if n_frames is not None else 0,
+        unit="frame",
+        unit_scale=True,
+        desc=f"collect {env_id}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    workers = []
+    in_flight: set[int] = set()
+    try:
+        if enough() is None:
+            workers = [
+                ctx.Process(
+                    target=_worker,
+                    args=(env_id, options, spec, seed, str(episodes_dir), compress, tasks, results),
+                    daemon=True,
+                )
+                for _ in range(n_workers)
+            ]
+            for w in workers:
+                w.start()
+            for _ in range(2 * n_workers):
+                index = next(todo, None)
+                if index is not None:
+                    tasks.put(index)
+                    in_flight.add(index)
+        while enough() is None:
+            try:
+                kind, index, payload = results.get(timeout=5.0)
+            except queue.Empty:
+                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if dead or not in_flight:
+                    raise RuntimeError(
+                        f"collector worker died (exit codes {dead}); see its output above"
+                    ) from None
+                continue
+            if kind == "error":
+                raise RuntimeError(f"collector worker failed on episode {index}:\n{payload}")
+            if kind == "steps":
+                bar.update(payload)
+                continue
+            done[index] = payload
+            in_flight.discard(index)
+            bar.set_postfix(episodes=len(done), refresh=False)
+            if enough() is None and (nxt := next(todo, None)) is not None:
+                tasks.put(nxt)
+                in_flight.add(nxt)
+    finally:
+        for _ in workers:
+            tasks.put(None)
+        for w in workers:
+            w.join(timeout=0.5 if in_flight else 30)
+            if w.is_alive():
+                w.terminate()
+                w.join()
+        bar.close()
+    last = enough()
+    if last is None:  # only reachable when the loop above raised
+        raise RuntimeError("collection stopped before its budget was met")
+    # Episodes this run finished beyond the prefix (some while the workers were stopping) are
+    # not part of the dataset; episodes that were there before the run are kept.
+    for path in episodes_dir.glob("ep_*.npz"):
+        index = episode_index(path)
+        if index > last and index not in before:
+            path.unlink()
+            done.pop(index, None)
+    remove_stale_temporaries(episodes_dir)
+    new = {i: n for i, n in done.items() if i not in before}
+    return CollectResult(
+        out_dir=out,
+        new_episodes=len(new),
+        new_frames=sum(new.values()),
+        total_episodes=len(done),
+        total_frames=sum(done.values()),
+        seconds=time.perf_counter() - start,
+    )

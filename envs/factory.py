@@ -1,0 +1,108 @@
+"""``make_env``: any supported gymnasium env as uint8 frames of a chosen size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation, is_image_space
+from envs.registry import check_env_id, family_of
+
+
+def _as_size(frame_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(frame_size, int):
+        return (frame_size, frame_size)
+    if len(frame_size) != 2:
+        raise ValueError(f"frame_size must be an int or (height, width), got {frame_size}")
+    return (int(frame_size[0]), int(frame_size[1]))
+
+
+def make_env(
+    env_id: str,
+    frame_size: int | tuple[int, int] = 64,
+    *,
+    crop: tuple[int, int, int, int] | None = None,
+    grayscale: bool = False,
+    frame_skip: int = 1,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> gym.Env:
+    """Make ``env_id`` with observations as uint8 frames ``(H, W, C)``.
+
+    Works headless (no display) for the four supported families: Box2D (``CarRacing-v3``),
+    Atari through ale-py (``ALE/Pong-v5``), MiniGrid (full-grid RGB image) and state-vector
+    envs that render ``rgb_array`` (``CartPole-v1``).
+
+    Args:
+        env_id: a registered gymnasium id.
+        frame_size: output height and width (an int for square frames).
+        crop: pixels removed from ``(top, bottom, left, right)`` before resizing.
+        grayscale: one output channel (``C = 1``) instead of three.
+        frame_skip: repeat each action this many times (rewards summed). Atari v5 envs already
+            skip 4 frames internally; pass ``env_kwargs={"frameskip": 1}`` to change that.
+        max_episode_steps: override the env's time limit.
+        env_kwargs: passed to ``gym.make`` (e.g. ``{"domain_randomize": True}``).
+
+    Raises:
+        ValueError: unknown id (with suggestions), or an env that neither gives nor renders
+            frames.
+
+    Example:
+        >>> env = make_env("CartPole-v1", frame_size=32)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, obs.dtype
+        ((32, 32, 3), dtype('uint8'))
+    """
+    check_env_id(env_id)
+    size = _as_size(frame_size)
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    family = family_of(env_id)
+    env = gym.make(env_id, **kwargs)
+    if family == "minigrid":
+        from minigrid.wrappers import ImgObsWrapper, RGBImgObsWrapper
+
+        env = ImgObsWrapper(RGBImgObsWrapper(env))
+    elif not is_image_space(env.observation_space):
+        render_modes = env.metadata.get("render_modes", [])
+        env.close()
+        if "rgb_array" not in render_modes:
+            raise ValueError(
+                f"environment {env_id!r} has observation space {env.observation_space}, which is "
+                f"not an image, and cannot render frames (render_modes={render_modes}); "
+                "pick an env that renders 'rgb_array'"
+            )
+        env = PixelObservation(gym.make(env_id, render_mode="rgb_array", **kwargs))
+    if frame_skip > 1:
+        env = ActionRepeat(env, frame_skip)
+    return FramePreprocess(env, size=size, crop=crop, grayscale=grayscale)
+
+
+def env_options(
+    frame_size: int | tuple[int, int] = 64,
+    crop: tuple[int, int, int, int] | None = None,
+    grayscale: bool = False,
+    frame_skip: int = 1,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``make_env`` keyword arguments as a JSON-ready dict (stored in manifests)."""
+    return {
+        "frame_size": list(_as_size(frame_size)),
+        "crop": list(crop) if crop else None,
+        "grayscale": grayscale,
+        "frame_skip": frame_skip,
+        "max_episode_steps": max_episode_steps,
+        "env_kwargs": dict(env_kwargs or {}),
+    }
+
+
+def make_env_from_options(env_id: str, options: dict[str, Any]) -> gym.Env:
+    """Rebuild an env from ``env_id`` and a dict made by :func:`env_options`."""
+    opts = dict(options)
+    opts["frame_size"] = tuple(opts.get("frame_size", (64, 64)))
+    if opts.get("crop") is not None:
+        opts["crop"] = tuple(opts["crop"])
+    return make_env(env_id, **opts)

@@ -1,0 +1,83 @@
+"""Collector scaling: frames/s with 1, 2 and 4 workers against the raw single-env step rate.
+
+Blocks alternate (raw, W=1, W=2, W=4, raw, ...) in one process for ``--rounds`` rounds and
+medians are reported, so machine noise hits every arm alike. The raw rate steps the same
+``make_env`` env (same preprocessing) in this process with random actions, resets included.
+Scaling ratio = collector frames/s / (min(W, cores) x raw frames/s); 1.0 is linear.
+
+    python scripts/bench_collector.py --env CarRacing-v3 --episodes 12 --max-episode-steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from envs import collect, make_env
+
+
+def raw_rate(env_id: str, seconds: float, max_steps: int) -> float:
+    env = make_env(env_id, max_episode_steps=max_steps)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        n += 1
+        if term or trunc:
+            env.reset()
+            n += 1  # the collector stores the reset frame too
+    rate = n / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def collector_rate(env_id: str, workers: int, episodes: int, max_steps: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        r = collect(
+            tmp,
+            env_id,
+            n_episodes=episodes,
+            n_workers=workers,
+            env_options={"max_episode_steps": max_steps},
+            progress=False,
+        )
+    return r.new_frames / r.seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="CarRacing-v3")
+    p.add_argument("--episodes", type=int, default=12, help="episodes per collector block")
+    p.add_argument("--max-episode-steps", type=int, default=200)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--raw-seconds", type=float, default=8.0)
+    args = p.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    raw: list[float] = []
+    coll: dict[int, list[float]] = {w: [] for w in args.workers}
+    for r in range(args.rounds):
+        raw.append(raw_rate(args.env, args.raw_seconds, args.max_episode_steps))
+        for w in args.workers:
+            coll[w].append(collector_rate(args.env, w, args.episodes, args.max_episode_steps))
+        print(
+            f"round {r + 1}: raw {raw[-1]:.0f}, "
+            + ", ".join(f"W={w} {coll[w][-1]:.0f}" for w in args.workers),
+            flush=True,
+        )
+    raw_med = statistics.median(raw)
+    print(f"\n{args.env}, {cores} cores, {args.rounds} rounds, medians (frames/s)")
+    print(f"{'':>12} {'frames/s':>9} {'x raw':>7} {'ratio to linear':>16}")
+    print(f"{'raw 1 env':>12} {raw_med:9.0f} {1.0:7.2f} {'':>16}")
+    for w in args.workers:
+        m = statistics.median(coll[w])
+        linear = min(w, cores) * raw_med
+        print(f"{f'W={w}':>12} {m:9.0f} {m / raw_med:7.2f} {m / linear:16.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Shared fixtures: small real datasets, written directly or collected from real envs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from worldvae.data import Episode, Manifest, episode_filename, write_episode
+from worldvae.data.manifest import EPISODES_DIR
+
+
+def write_synthetic_dataset(
+    root: Path, n_episodes: int, length: int = 20, frame_shape=(16, 16, 3), seed: int = 0
+) -> Path:
+    """A dataset of random-frame episodes whose frame ``t`` of episode ``i`` encodes (i, t)."""
+    rng = np.random.default_rng(seed)
+    Manifest(
+        env_id="Synthetic-v0",
+        env_options={},
+        frame_shape=tuple(frame_shape),
+        policy={"name": "random", "params": {}},
+        seed=seed,
+    ).save(root)
+    for i in range(n_episodes):
+        t = length + i % 3
+        frames = rng.integers(0, 256, (t + 1, *frame_shape), dtype=np.uint8)
+        frames[:, 0, 0, 0] = i  # identify the episode
+        frames[:, 0, 1, 0] = np.arange(t + 1)  # and the step
+        write_episode(
+            root / EPISODES_DIR / episode_filename(i),
+            Episode(
+                frames=frames,
+                actions=rng.integers(0, 2, t),
+                rewards=rng.standard_normal(t).astype(np.float32),
+                terminated=np.r_[np.zeros(t - 1, bool), True],
+                truncated=np.zeros(t, bool),
+                seed=i,
+            ),
+        )
+    return root
+
+
+@pytest.fixture
+def synthetic_dataset(tmp_path: Path) -> Path:
+    return write_synthetic_dataset(tmp_path / "ds", n_episodes=12)
+
+
+class NoRenderEnv(gym.Env):
+    """A state-vector env that cannot render: make_env must refuse it clearly."""
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+    observation_space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, True, False, {}
+
+
+@pytest.fixture(scope="session")
+def no_render_env_id() -> str:
+    env_id = "WorldvaeTestNoRender-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=NoRenderEnv)
+    return env_id

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import cv2
+
+from worldvae.cli.main import main
+
+
+def test_collect_then_info_writes_mosaic(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert (
+        main(
+            [
+                "collect",
+                "--env",
+                "CartPole-v1",
+                "--frame-size",
+                "16",
+                "--episodes",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert main(["data", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "episodes   3" in text and "CartPole-v1" in text
+    mosaic = cv2.imread(str(out / "mosaic.png"))
+    assert mosaic is not None and mosaic.shape[0] > 16
+    assert main(["data", "verify", str(out)]) == 0
+
+
+def test_bad_env_exits_non_zero_with_one_clear_line(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "worldvae", "collect", "--env", "CarRacin-v3", "--episodes", "1",
+         "--out", str(tmp_path / "x")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "worldvae: error: unknown environment id 'CarRacin-v3'; did you mean 'CarRacing-v3'?"
+    )
+    assert not (tmp_path / "x").exists()

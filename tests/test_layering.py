@@ -1,0 +1,34 @@
+"""Dependencies point one way: worldvae <- envs <- agents; only worldvae.cli sees all three."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "worldvae": {"envs", "agents", "gymnasium", "stable_baselines3", "ale_py", "minigrid"},
+    "envs": {"agents"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_point_one_way(package):
+    offenders = {}
+    for path in (ROOT / package).rglob("*.py"):
+        if package == "worldvae" and "cli" in path.relative_to(ROOT / package).parts:
+            continue
+        bad = _imports(path) & FORBIDDEN[package]
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert not offenders, f"imports against the layering: {offenders}"

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from envs import make_env
+from envs.preprocessing import FramePreprocess
+
+FAMILIES = [
+    ("CarRacing-v3", {"crop": (0, 12, 0, 0)}),
+    ("ALE/Pong-v5", {}),
+    ("MiniGrid-Empty-8x8-v0", {}),
+    ("CartPole-v1", {}),
+]
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), FAMILIES)
+def test_every_family_gives_uint8_frames_of_the_chosen_size(env_id, kwargs):
+    env = make_env(env_id, frame_size=32, **kwargs)
+    assert env.observation_space.shape == (32, 32, 3)
+    assert env.observation_space.dtype == np.uint8
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32, 32, 3) and obs.dtype == np.uint8
+    obs, *_ = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs)
+    assert obs.std() > 0  # a real picture, not a blank
+    env.close()
+
+
+@pytest.mark.parametrize(("env_id", "kwargs"), FAMILIES)
+def test_same_seed_same_frames(env_id, kwargs):
+    runs = []
+    for _ in range(2):
+        env = make_env(env_id, frame_size=24, **kwargs)
+        env.action_space.seed(7)
+        frames = [env.reset(seed=7)[0]]
+        for _ in range(5):
+            frames.append(env.step(env.action_space.sample())[0])
+        runs.append(np.stack(frames))
+        env.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_grayscale_rectangular_and_frame_skip():
+    env = make_env("CartPole-v1", frame_size=(20, 30), grayscale=True, frame_skip=3)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (20, 30, 1)
+    _, reward, *_ = env.step(0)
+    assert reward == 3.0  # three CartPole steps, +1 each
+
+
+def test_crop_removes_rows_before_resize():
+    full = make_env("CarRacing-v3", frame_size=96)
+    cropped = make_env("CarRacing-v3", frame_size=(84, 96), crop=(0, 12, 0, 0))
+    a, _ = full.reset(seed=1)
+    b, _ = cropped.reset(seed=1)
+    np.testing.assert_array_equal(a[:84], b)  # same pixels, dashboard strip gone
+
+
+def test_unknown_id_suggests_close_matches():
+    with pytest.raises(ValueError, match=r"unknown environment id 'CarRacin-v3'.*'CarRacing-v3'"):
+        make_env("CarRacin-v3")
+
+
+def test_env_without_frames_is_refused(no_render_env_id):
+    with pytest.raises(ValueError, match="not an image, and cannot render frames"):
+        make_env(no_render_env_id)
+
+
+def test_preprocess_rejects_non_image_space():
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match=r"FramePreprocess requires a uint8 \(H, W, C\) Box"):
+        FramePreprocess(gym.make("CartPole-v1"))
+
+
+def test_crop_larger_than_frame_is_refused():
+    with pytest.raises(ValueError, match="does not fit frames of 96x96"):
+        make_env("CarRacing-v3", crop=(50, 50, 0, 0))

@@ -1,0 +1,5 @@
+import sys
+
+from worldvae.cli.main import main
+
+sys.exit(main())

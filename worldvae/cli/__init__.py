@@ -1,0 +1,1 @@
+"""The ``worldvae`` command. This layer alone imports all three packages."""

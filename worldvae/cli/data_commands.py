@@ -1,0 +1,113 @@
+"""``worldvae collect`` and ``worldvae data info|verify``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from worldvae.cli.common import add_env_arguments, env_options_from_args
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect rollouts of an env into an episode dataset",
+        description="Play episodes in parallel worker processes and store frames, actions, "
+        "rewards and episode ends. Re-running the same command resumes.",
+    )
+    add_env_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="dataset directory")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--episodes", type=int, help="number of episodes")
+    budget.add_argument("--frames", type=int, help="number of frames to reach")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--policy", default="random", help="random | brownian | sb3:ALGO:PATH (default random)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument("--no-compress", action="store_true", help="store episodes uncompressed")
+    p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
+    p.set_defaults(func=run_collect)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from envs.collector import collect
+
+    result = collect(
+        args.out,
+        args.env,
+        n_episodes=args.episodes,
+        n_frames=args.frames,
+        n_workers=args.workers,
+        policy=args.policy,
+        seed=args.seed,
+        env_options=env_options_from_args(args),
+        compress=not args.no_compress,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"collected {result.new_episodes} new episodes ({result.new_frames} frames, "
+        f"{result.frames_per_second:.0f} frames/s); {result.out_dir} now holds "
+        f"{result.total_episodes} episodes, {result.total_frames} frames"
+    )
+    return 0
+
+
+def add_data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect an episode dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    info = data_sub.add_parser("info", help="counts, return statistics and a mosaic PNG")
+    info.add_argument("dir", type=Path)
+    info.add_argument("--mosaic", type=Path, default=None, help="PNG path (default DIR/mosaic.png)")
+    info.add_argument("--n", type=int, default=64, help="frames in the mosaic")
+    info.set_defaults(func=run_info)
+    verify = data_sub.add_parser("verify", help="read every episode and check its checksums")
+    verify.add_argument("dir", type=Path)
+    verify.set_defaults(func=run_verify)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from worldvae.data import EpisodeDataset
+    from worldvae.images import image_grid, save_png
+
+    ds = EpisodeDataset(args.dir)
+    m = ds.manifest
+    s = ds.stats()
+    print(f"dataset    {ds.root}")
+    print(
+        f"env        {m.env_id}  frames {m.frame_shape}  policy {m.policy['name']}  seed {m.seed}"
+    )
+    print(f"options    {m.env_options}")
+    print(
+        f"episodes   {s['episodes']} (train {s['train_episodes']}, val {s['val_episodes']})  "
+        f"frames {s['frames']}  mean length {s['length_mean']:.1f}"
+    )
+    print(
+        f"return     mean {s['return_mean']:.2f} +- {s['return_std']:.2f}  "
+        f"min {s['return_min']:.2f}  max {s['return_max']:.2f}"
+    )
+    print(f"versions   {', '.join(f'{k} {v}' for k, v in sorted(m.versions.items()))}")
+    frames = ds.sample_frames(args.n)
+    scale = max(1, 128 // max(m.frame_shape[:2]))
+    path = save_png(
+        args.mosaic or ds.root / "mosaic.png", image_grid(frames, n_cols=8, scale=scale)
+    )
+    print(f"mosaic     {path}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from worldvae.data import EpisodeDataset, read_episode
+
+    ds = EpisodeDataset(args.dir, skip_corrupt=True)
+    bad = list(ds.corrupt)
+    for info in ds.episodes:
+        try:
+            read_episode(info.path)
+        except Exception as e:
+            bad.append(info.path)
+            print(f"corrupt: {e}")
+    print(f"{len(ds.episodes) + len(ds.corrupt) - len(bad)} episodes intact, {len(bad)} corrupt")
+    if bad:
+        print("delete the corrupt files and re-run the collect command to re-collect them")
+    return 1 if bad else 0
