@@ -1,9 +1,13 @@
 """Collector scaling: frames/s with 1, 2 and 4 workers against the raw single-env step rate.
 
 Blocks alternate (raw, W=1, W=2, W=4, raw, ...) in one process for ``--rounds`` rounds and
-medians are reported, so machine noise hits every arm alike. The raw rate steps the same
-``make_env`` env (same preprocessing) in this process with random actions, resets included.
+medians are reported, so machine noise hits every arm alike. The raw rate plays the same
+episodes (same env, preprocessing, seeds and random policy) in one fresh process without
+writing anything: what one env can do alone.
 Scaling ratio = collector frames/s / (min(W, cores) x raw frames/s); 1.0 is linear.
+A block with W workers collects ``--episodes x min(W, cores)`` episodes, so every block runs
+about as long and worker start-up (process spawn, imports, env creation; about a second) weighs
+the same in each. Collector rates are end to end: start-up, compression and writing included.
 
     python scripts/bench_collector.py --env CarRacing-v3 --episodes 12 --max-episode-steps 200
 """
@@ -11,28 +15,34 @@ Scaling ratio = collector frames/s / (min(W, cores) x raw frames/s); 1.0 is line
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import statistics
 import tempfile
 import time
 
-from envs import collect, make_env
+from envs import PolicySpec, collect, make_env, play_episode
+from worldvae.data import episode_seed
 
 
-def raw_rate(env_id: str, seconds: float, max_steps: int) -> float:
+def _raw_frames_per_second(env_id: str, n_episodes: int, max_steps: int) -> float:
     env = make_env(env_id, max_episode_steps=max_steps)
-    env.reset(seed=0)
-    env.action_space.seed(0)
+    policy = PolicySpec("random").build(env.action_space)
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _, _, term, trunc, _ = env.step(env.action_space.sample())
-        n += 1
-        if term or trunc:
-            env.reset()
-            n += 1  # the collector stores the reset frame too
+    for i in range(n_episodes):
+        n += play_episode(env, policy, episode_seed(0, i)).frames.shape[0]
     rate = n / (time.perf_counter() - start)
     env.close()
     return rate
+
+
+def raw_rate(env_id: str, n_episodes: int, max_steps: int) -> float:
+    """Frames/s of one env playing the collector's first episodes (same seeds), no writing.
+
+    Runs in a fresh process, like a collector worker, so both start from the same state.
+    """
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_raw_frames_per_second, (env_id, n_episodes, max_steps))
 
 
 def collector_rate(env_id: str, workers: int, episodes: int, max_steps: int) -> float:
@@ -55,15 +65,15 @@ def main() -> None:
     p.add_argument("--max-episode-steps", type=int, default=200)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--raw-seconds", type=float, default=8.0)
     args = p.parse_args()
     cores = len(os.sched_getaffinity(0))
     raw: list[float] = []
     coll: dict[int, list[float]] = {w: [] for w in args.workers}
     for r in range(args.rounds):
-        raw.append(raw_rate(args.env, args.raw_seconds, args.max_episode_steps))
+        raw.append(raw_rate(args.env, args.episodes, args.max_episode_steps))
         for w in args.workers:
-            coll[w].append(collector_rate(args.env, w, args.episodes, args.max_episode_steps))
+            n_episodes = args.episodes * min(w, cores)
+            coll[w].append(collector_rate(args.env, w, n_episodes, args.max_episode_steps))
         print(
             f"round {r + 1}: raw {raw[-1]:.0f}, "
             + ", ".join(f"W={w} {coll[w][-1]:.0f}" for w in args.workers),

@@ -8,6 +8,7 @@ import sys
 
 from worldvae import __version__
 from worldvae.cli.data_commands import add_collect_parser, add_data_parser
+from worldvae.cli.vae_commands import add_inspect_parser, add_train_vae_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_collect_parser(sub)
     add_data_parser(sub)
+    add_train_vae_parser(sub)
+    add_inspect_parser(sub)
     return parser
 
 

@@ -1,0 +1,93 @@
+"""Configuration of an autoencoder: stored as ``config.json`` beside its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("ae", "dae", "inpaint", "sparse", "topk", "contractive", "vae", "beta-vae")
+VARIATIONAL_KINDS = ("vae", "beta-vae")
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Architecture and objective of one member of the autoencoder family.
+
+    Attributes:
+        kind: ``ae`` plain; ``dae`` denoising (``noise``: ``gaussian`` or ``masking``);
+            ``inpaint`` (random rectangles blanked, loss on the full frame); ``sparse`` (L1 on
+            the code); ``topk`` (k-sparse code); ``contractive`` (encoder Jacobian penalty);
+            ``vae``; ``beta-vae`` (``beta``, ``free_bits``, controlled capacity).
+        frame_shape: ``(H, W, C)`` of the uint8 frames it encodes; layer shapes derive from it.
+        latent_dim: size ``D`` of the code.
+        channels: conv channels of the encoder (the decoder mirrors them).
+        likelihood: ``mse`` (Gaussian, summed squared error) or ``bernoulli`` (summed BCE).
+        beta: weight of the KL term (``vae`` forces 1).
+        free_bits: KL floor per latent dimension in nats (batch-averaged), 0 disables.
+        capacity_max, capacity_steps, capacity_gamma: controlled capacity (Burgess et al.
+            2018): loss = recon + gamma * |KL - C|, C rising linearly to ``capacity_max`` nats
+            over ``capacity_steps`` steps. ``capacity_max = 0`` disables.
+        noise, noise_std, mask_prob: the ``dae`` corruption.
+        inpaint_fraction: side of each blanked square relative to the frame side.
+        l1_weight: ``sparse`` penalty weight on ``|z|``.
+        topk: number of code units kept by ``topk``.
+        contractive_weight: weight of ``||J||_F^2`` for ``contractive``.
+    """
+
+    kind: str = "beta-vae"
+    frame_shape: tuple[int, int, int] = (64, 64, 3)
+    latent_dim: int = 32
+    channels: tuple[int, ...] = (32, 64, 128, 256)
+    likelihood: str = "mse"
+    beta: float = 1.0
+    free_bits: float = 0.0
+    capacity_max: float = 0.0
+    capacity_steps: int = 100_000
+    capacity_gamma: float = 100.0
+    noise: str = "gaussian"
+    noise_std: float = 0.1
+    mask_prob: float = 0.25
+    inpaint_fraction: float = 0.3
+    l1_weight: float = 1e-2
+    topk: int = 8
+    contractive_weight: float = 1e-2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown autoencoder kind {self.kind!r}; choose one of {KINDS}")
+        if self.likelihood not in ("mse", "bernoulli"):
+            raise ValueError(f"likelihood must be 'mse' or 'bernoulli', got {self.likelihood!r}")
+        if self.noise not in ("gaussian", "masking"):
+            raise ValueError(f"noise must be 'gaussian' or 'masking', got {self.noise!r}")
+        if len(self.frame_shape) != 3 or self.frame_shape[2] not in (1, 3):
+            raise ValueError(f"frame_shape must be (H, W, C) with C 1 or 3, got {self.frame_shape}")
+        if self.kind == "topk" and not 0 < self.topk <= self.latent_dim:
+            raise ValueError(f"topk must be in 1..latent_dim={self.latent_dim}, got {self.topk}")
+        if self.latent_dim < 1 or not self.channels:
+            raise ValueError("latent_dim and channels must be positive")
+
+    @property
+    def variational(self) -> bool:
+        return self.kind in VARIATIONAL_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["frame_shape"] = list(self.frame_shape)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
+        """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown autoencoder config keys {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if "frame_shape" in d:
+            d["frame_shape"] = tuple(d["frame_shape"])
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)

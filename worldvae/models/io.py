@@ -1,0 +1,109 @@
+"""Model directories: ``config.json`` + ``model.safetensors``. Loading never unpickles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from worldvae.atomic import write_json
+from worldvae.devices import resolve_device
+from worldvae.models.autoencoder import Autoencoder
+from worldvae.models.config import AutoencoderConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A model directory is missing, incomplete, corrupt or not a model at all."""
+
+
+def save_model(
+    model: Autoencoder,
+    directory: str | os.PathLike[str],
+    extra: dict | None = None,
+    write_more: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``model`` to ``directory`` atomically (a sibling temp dir, then renamed).
+
+    ``extra`` (JSON-ready) is stored in ``config.json`` under ``"extra_info"``, e.g. training
+    metadata. ``write_more(tmp_dir)`` may add files (e.g. optimiser state) before the rename.
+    An existing directory is replaced only once the new one is complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_NAME))
+        write_json(tmp / CONFIG_NAME, {"model": model.config.to_dict(), "extra_info": extra or {}})
+        if write_more is not None:
+            write_more(tmp)
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_model_config(path: str | os.PathLike[str]) -> tuple[AutoencoderConfig, dict]:
+    """Read a model directory's config (and its ``extra_info``) without loading weights."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{path} is not a model directory (expected a folder with {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME}, as written by `worldvae train-vae`)"
+        )
+    cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"model directory {path} lacks {CONFIG_NAME}")
+    try:
+        d = json.loads(cfg_path.read_text())
+        return AutoencoderConfig.from_dict(d["model"]), d.get("extra_info", {})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path} is not a valid model config ({e})") from e
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto") -> Autoencoder:
+    """Load a model directory onto ``device`` (``"auto"``: CUDA when present) in eval mode.
+
+    A run directory from ``worldvae train-vae`` is accepted too (its best checkpoint is used).
+
+    Raises:
+        CheckpointError: missing or corrupt files, or weights that do not fit the config.
+    """
+    path = Path(path)
+    if (path / "checkpoints" / "best" / CONFIG_NAME).is_file():
+        path = path / "checkpoints" / "best"
+    config, _ = read_model_config(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"model directory {path} lacks {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file ({e}); it is corrupt or not a "
+            "worldvae checkpoint, re-train or restore it"
+        ) from e
+    model = Autoencoder(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights} does not match {path / CONFIG_NAME}: {e}") from e
+    return model.to(resolve_device(device)).eval()
