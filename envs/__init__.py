@@ -1,4 +1,10 @@
-"""The gymnasium side: pixel env factories, preprocessing, rollout collection, latent wrappers."""
+"""The gymnasium side: pixel env factories, preprocessing, rollout collection, latent wrappers.
+
+The latent wrappers (which need torch) are imported on first use, so collector workers that
+only play envs start quickly.
+"""
+
+from typing import Any
 
 from envs.collector import CollectResult, collect, play_episode
 from envs.factory import env_options, make_env, make_env_from_options
@@ -11,10 +17,12 @@ __all__ = [
     "BrownianPolicy",
     "CollectResult",
     "FramePreprocess",
+    "LatentObservation",
     "PixelObservation",
     "PolicySpec",
     "RandomPolicy",
     "SB3Policy",
+    "VecLatentObservation",
     "check_env_id",
     "collect",
     "env_options",
@@ -22,3 +30,11 @@ __all__ = [
     "make_env_from_options",
     "play_episode",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("LatentObservation", "VecLatentObservation"):
+        from envs import latent
+
+        return getattr(latent, name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")

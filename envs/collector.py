@@ -103,7 +103,7 @@ def _worker(
 ) -> None:
     try:
         env = make_env_from_options(env_id, options)
-        actor = policy.build(env.action_space)
+        actor = policy.build(env.action_space, env.observation_space)
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
         return
@@ -194,7 +194,9 @@ def collect(
     options = default_env_options() | dict(env_options or {})
     probe = make_env_from_options(env_id, options)
     frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
-    spec.build(probe.action_space)  # fail here, not in a worker, on a bad policy
+    spec.build(
+        probe.action_space, probe.observation_space
+    )  # fail here, not in a worker, on a bad policy
     probe.close()
     manifest = Manifest(
         env_id=env_id,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation, is_image_space
 from envs.registry import check_env_id, family_of
 
 
 def _as_size(frame_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(frame_size, int):
+    if isinstance(frame_size, (int, np.integer)):
         return (frame_size, frame_size)
     if len(frame_size) != 2:
         raise ValueError(f"frame_size must be an int or (height, width), got {frame_size}")
@@ -102,7 +103,7 @@ def env_options(
 def make_env_from_options(env_id: str, options: dict[str, Any]) -> gym.Env:
     """Rebuild an env from ``env_id`` and a dict made by :func:`env_options`."""
     opts = dict(options)
-    opts["frame_size"] = tuple(opts.get("frame_size", (64, 64)))
+    opts["frame_size"] = _as_size(opts.get("frame_size", 64))
     if opts.get("crop") is not None:
         opts["crop"] = tuple(opts["crop"])
     return make_env(env_id, **opts)

@@ -98,10 +98,24 @@ class SB3Policy:
         }
         if algo.lower() not in classes:
             raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(classes)}")
-        self.model = classes[algo.lower()].load(path, device="cpu")
+        self.path, self.algo_class = path, classes[algo.lower()]
+        self.model: Any = None
         self.frame_stack = frame_stack
         self.deterministic = deterministic
         self.frames: deque[np.ndarray] = deque(maxlen=frame_stack)
+
+    def bind(self, observation_space: gym.Space, action_space: gym.Space) -> SB3Policy:
+        """Load the agent for an env with these spaces (its frames stacked ``frame_stack`` times)."""
+        from envs.sb3_io import load_sb3
+
+        if not isinstance(observation_space, spaces.Box) or observation_space.shape is None:
+            raise ValueError(f"SB3Policy needs a Box observation space, got {observation_space}")
+        h, w, c = observation_space.shape
+        stacked = spaces.Box(0, 255, (h, w, c * self.frame_stack), np.uint8)
+        self.model = load_sb3(
+            self.algo_class, self.path, stacked, action_space, "CnnPolicy", device="cpu"
+        )
+        return self
 
     def reset(self, seed: int) -> None:
         self.model.set_random_seed(seed)
@@ -128,13 +142,17 @@ class PolicySpec:
     name: str = "random"
     params: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, action_space: gym.Space) -> ActionPolicy:
+    def build(
+        self, action_space: gym.Space, observation_space: gym.Space | None = None
+    ) -> ActionPolicy:
         if self.name == "random":
             return RandomPolicy(action_space, **self.params)
         if self.name == "brownian":
             return BrownianPolicy(action_space, **self.params)
         if self.name == "sb3":
-            return SB3Policy(**self.params)
+            if observation_space is None:
+                raise ValueError("an sb3 policy needs the env's observation space")
+            return SB3Policy(**self.params).bind(observation_space, action_space)
         raise ValueError(f"unknown policy {self.name!r}; choose random, brownian or sb3:ALGO:PATH")
 
     def to_dict(self) -> dict[str, Any]:

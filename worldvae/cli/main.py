@@ -7,6 +7,7 @@ import logging
 import sys
 
 from worldvae import __version__
+from worldvae.cli.agent_commands import add_evaluate_parser, add_train_agent_parser
 from worldvae.cli.data_commands import add_collect_parser, add_data_parser
 from worldvae.cli.vae_commands import add_inspect_parser, add_train_vae_parser
 
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_train_vae_parser(sub)
     add_inspect_parser(sub)
+    add_train_agent_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

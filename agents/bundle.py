@@ -1,0 +1,139 @@
+"""Agent bundles: the SB3 zip, the resolved config, and a hash-verified copy of the model.
+
+::
+
+    AGENT_DIR/
+      config.json      {"agent": AgentConfig, "model_sha256": ..., "status": "complete", ...}
+      agent.zip        the SB3 model (loaded without unpickling, see envs.sb3_io)
+      model/           the autoencoder it was trained on (latent and encoder agents)
+      eval.csv         periodic evaluation: steps, seconds, wall_seconds, mean_return, std_return
+      tb/              TensorBoard logs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.config import AgentConfig, algo_class
+from agents.environments import build_vec_env
+from envs.sb3_io import load_sb3
+from worldvae.models import Autoencoder, load_model
+from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME
+
+CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
+
+
+def model_sha256(model_dir: str | Path) -> str:
+    """Hash of a model directory's config and weights."""
+    h = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        h.update(name.encode())
+        h.update((Path(model_dir) / name).read_bytes())
+    return h.hexdigest()
+
+
+def copy_model(src: str | Path, bundle: Path) -> str:
+    """Copy the model (a run directory resolves to its best checkpoint); return its hash."""
+    src = Path(src)
+    if (src / "checkpoints" / "best" / CONFIG_NAME).is_file():
+        src = src / "checkpoints" / "best"
+    load_model(src, device="cpu")  # refuse a broken model before training on it
+    dst = bundle / MODEL_DIR
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(src / name, dst / name)
+    return model_sha256(dst)
+
+
+def is_complete(bundle: str | Path) -> bool:
+    path = Path(bundle) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text()).get("status") == "complete"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def policy_name(cfg: AgentConfig) -> str:
+    """Latent agents use an MLP; pixel and encoder agents a CNN policy (over images)."""
+    return "MlpPolicy" if cfg.obs == "latent" else "CnnPolicy"
+
+
+def policy_kwargs(cfg: AgentConfig, bundle: Path) -> dict[str, Any]:
+    """The policy kwargs of ``cfg``, with the encoder extractor for ``obs="encoder"``."""
+    from torch import nn
+
+    kwargs = dict(cfg.algo_kwargs.get("policy_kwargs", {}))
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = {"relu": nn.ReLU, "tanh": nn.Tanh}[kwargs["activation_fn"]]
+    if cfg.obs == "encoder":
+        from agents.extractor import PretrainedEncoderExtractor
+
+        kwargs["features_extractor_class"] = PretrainedEncoderExtractor
+        kwargs["features_extractor_kwargs"] = {
+            "model_dir": str(bundle / MODEL_DIR),
+            "freeze": bool(cfg.obs_options.get("freeze", True)),
+        }
+    return kwargs
+
+
+@dataclass
+class Bundle:
+    """A loaded agent bundle."""
+
+    path: Path
+    config: AgentConfig
+    agent: Any
+    model: Autoencoder | None
+    info: dict[str, Any]
+
+    def make_env(self, n_envs: int = 1, seed: int = 0) -> Any:
+        """A VecEnv with the observations this agent was trained on."""
+        return build_vec_env(self.config, n_envs, seed, self.model)
+
+
+def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
+    """Load an agent directory, refusing one whose model files changed since training.
+
+    Raises:
+        FileNotFoundError: not an agent directory, or an unfinished one.
+        ValueError: the model's hash differs from the one recorded at training time.
+    """
+    path = Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file() or not (path / AGENT_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not an agent directory (it lacks {CONFIG_FILE} or {AGENT_FILE}); train one with `worldvae train-agent`"
+        )
+    info = json.loads(cfg_file.read_text())
+    if info.get("status") != "complete":
+        raise FileNotFoundError(
+            f"{path} holds an unfinished training run; re-run `worldvae train-agent` to finish it"
+        )
+    cfg = AgentConfig.from_dict(info["agent"])
+    model = None
+    if cfg.obs in ("latent", "encoder"):
+        recorded = info.get("model_sha256")
+        actual = model_sha256(path / MODEL_DIR)
+        if actual != recorded:
+            raise ValueError(
+                f"the model in {path / MODEL_DIR} changed since the agent was trained on it "
+                f"(sha256 {actual[:12]} != recorded {recorded and recorded[:12]}); restore it or re-train the agent"
+            )
+        model = load_model(path / MODEL_DIR, device=device)
+    probe = build_vec_env(cfg, 1, 0, model)
+    agent = load_sb3(
+        algo_class(cfg.algo),
+        path / AGENT_FILE,
+        probe.observation_space,
+        probe.action_space,
+        policy_name(cfg),
+        policy_kwargs(cfg, path),
+        device=device,
+    )
+    probe.close()
+    return Bundle(path=path, config=cfg, agent=agent, model=model, info=info)

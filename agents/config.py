@@ -1,0 +1,195 @@
+"""Agent configuration: per-env YAML hyperparameters (literals only) resolved into one dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+OBS_KINDS = ("pixel", "latent", "encoder")
+ALGOS = ("ppo", "a2c", "dqn", "sac")
+ENV_KEYS = {"frame_size", "crop", "grayscale", "frame_skip", "max_episode_steps", "env_kwargs"}
+OBS_KEYS = {
+    "pixel": {"frame_stack"},
+    "latent": {"frame_stack", "action_history", "sample"},
+    "encoder": {"freeze"},
+}
+POLICY_KWARGS = {
+    "net_arch",
+    "activation_fn",
+    "ortho_init",
+    "normalize_images",
+    "share_features_extractor",
+    "features_dim",
+}
+
+
+def algo_class(algo: str) -> Any:
+    import stable_baselines3 as sb3
+
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
+    if algo not in classes:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
+    return classes[algo]
+
+
+def _algo_keys(algo: str) -> set[str]:
+    params = set(inspect.signature(algo_class(algo).__init__).parameters)
+    return (
+        params
+        - {
+            "self",
+            "policy",
+            "env",
+            "seed",
+            "device",
+            "verbose",
+            "tensorboard_log",
+            "_init_setup_model",
+        }
+    ) | {"n_envs"}
+
+
+def _read_yaml(path: Path | Any) -> dict[str, Any]:
+    text = path.read_text()
+    data = yaml.safe_load(text) or {}  # safe_load: literals only, no tags that build objects
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: hyperparameters must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def validate_hyperparams(data: dict[str, Any], source: str) -> None:
+    """Raise on unknown sections or keys, naming the file and the known keys."""
+    for section, values in data.items():
+        if section == "env":
+            known = ENV_KEYS
+        elif section in OBS_KEYS:
+            known = OBS_KEYS[section]
+        elif section in ALGOS:
+            known = _algo_keys(section)
+        else:
+            raise ValueError(
+                f"{source}: unknown section {section!r}; known: env, {', '.join(OBS_KINDS)}, {', '.join(ALGOS)}"
+            )
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown keys {unknown} in section {section!r}; known: {sorted(known)}"
+            )
+        pk = values.get("policy_kwargs", {})
+        if section in ALGOS and set(pk) - POLICY_KWARGS:
+            raise ValueError(
+                f"{source}: unknown policy_kwargs {sorted(set(pk) - POLICY_KWARGS)}; known: {sorted(POLICY_KWARGS)}"
+            )
+
+
+def load_hyperparams(env_id: str, extra_file: str | Path | None = None) -> dict[str, Any]:
+    """Defaults, then the env's built-in file, then ``extra_file``; section by section."""
+    files: list[tuple[str, Any]] = []
+    pkg = resources.files("agents") / "hyperparams"
+    files.append(("default.yaml", pkg / "default.yaml"))
+    env_file = pkg / f"{env_id.replace('/', '_')}.yaml"
+    if env_file.is_file():
+        files.append((env_file.name, env_file))
+    if extra_file is not None:
+        if not Path(extra_file).is_file():
+            raise FileNotFoundError(f"hyperparameter file {extra_file} does not exist")
+        files.append((str(extra_file), Path(extra_file)))
+    merged: dict[str, dict[str, Any]] = {}
+    for name, path in files:
+        data = _read_yaml(path)
+        validate_hyperparams(data, name)
+        for section, values in data.items():
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything that defines one agent run; stored as ``config.json`` in its bundle."""
+
+    env_id: str
+    obs: str = "pixel"
+    algo: str = "ppo"
+    model_dir: str | None = None
+    total_timesteps: int = 50_000
+    seed: int = 0
+    n_envs: int = 4
+    env_options: dict[str, Any] = field(default_factory=dict)
+    obs_options: dict[str, Any] = field(default_factory=dict)
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_freq: int = 10_000
+    eval_episodes: int = 5
+    eval_seed: int = 10_000
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.obs not in OBS_KINDS:
+            raise ValueError(f"obs must be one of {OBS_KINDS}, got {self.obs!r}")
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGOS}")
+        if self.obs in ("latent", "encoder") and not self.model_dir:
+            raise ValueError(f"obs={self.obs!r} needs a pretrained model: pass --model DIR")
+        unknown = set(self.obs_options) - OBS_KEYS[self.obs]
+        if unknown:
+            raise ValueError(
+                f"unknown {self.obs} options {sorted(unknown)}; known: {sorted(OBS_KEYS[self.obs])}"
+            )
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.env_id.replace('/', '_')}__{self.obs}__{self.algo}__{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown agent config keys {unknown}")
+        return cls(**d)
+
+
+def resolve_config(
+    env_id: str,
+    obs: str,
+    algo: str = "ppo",
+    model_dir: str | None = None,
+    total_timesteps: int = 50_000,
+    seed: int = 0,
+    hyperparams_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    **fields: Any,
+) -> AgentConfig:
+    """Build an :class:`AgentConfig` from the YAML hyperparameters for ``env_id`` and ``algo``.
+
+    ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields
+    (``env_options`` given there update the YAML's ``env`` section).
+    """
+    hp = load_hyperparams(env_id, hyperparams_file)
+    algo_kwargs = dict(hp.get(algo, {}))
+    algo_kwargs.update(overrides or {})
+    n_envs = int(algo_kwargs.pop("n_envs", 1))
+    env_options = {"frame_size": 64} | hp.get("env", {}) | fields.pop("env_options", {})
+    return AgentConfig(
+        env_id=env_id,
+        obs=obs,
+        algo=algo,
+        model_dir=str(model_dir) if model_dir else None,
+        total_timesteps=total_timesteps,
+        seed=seed,
+        n_envs=fields.pop("n_envs", n_envs),
+        env_options=env_options,
+        obs_options=dict(hp.get(obs, {})),
+        algo_kwargs=algo_kwargs,
+        **fields,
+    )

@@ -1,0 +1,88 @@
+"""Deterministic evaluation of agent bundles, with an optional video of what the agent sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agents.bundle import load_bundle
+from agents.environments import evaluate_policy_seeded
+from envs.latent import VecLatentObservation
+from worldvae.atomic import atomic_path
+
+
+@dataclass
+class EvalResult:
+    returns: np.ndarray
+    video: Path | None
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.returns.std())
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 30, scale: int = 4) -> Path:
+    """Write RGB (or one-channel) uint8 frames ``(H, W, C)`` as an MP4 file, atomically."""
+    h, w = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(
+            str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w * scale, h * scale)
+        )
+        if not writer.isOpened():
+            raise OSError(f"could not open a video writer for {path}")
+        for f in frames:
+            if f.shape[2] == 1:
+                f = np.repeat(f, 3, axis=2)
+            big = cv2.resize(f, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+            writer.write(cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+        writer.release()
+    return path
+
+
+def evaluate_bundle(
+    path: str | Path,
+    n_episodes: int = 10,
+    seed: int | None = None,
+    video: str | Path | None = None,
+    device: str = "auto",
+) -> EvalResult:
+    """Deterministic returns of an agent bundle on ``n_episodes`` seeded episodes.
+
+    ``seed`` defaults to the bundle's evaluation seed, so every agent of a comparison meets the
+    same episodes. ``video`` writes the first episode as MP4; for latent agents each frame is
+    the env's frame beside the VAE's reconstruction of it (what the agent sees).
+    """
+    bundle = load_bundle(path, device=device)
+    venv = bundle.make_env(1, 0)
+    frames: list[np.ndarray] = []
+
+    channels = 1 if bundle.config.env_options.get("grayscale") else 3
+
+    def record(env: Any, obs: np.ndarray) -> None:
+        if len(frames) > 5000:
+            return
+        if isinstance(env, VecLatentObservation):
+            assert env.last_frames is not None and bundle.model is not None
+            frame = env.last_frames[0]
+            frames.append(np.concatenate([frame, bundle.model.reconstruct(frame)], axis=1))
+        else:  # pixel (maybe frame-stacked along channels) or encoder agents: the newest frame
+            frames.append(np.asarray(obs[0][..., -channels:], np.uint8))
+
+    start = bundle.config.eval_seed if seed is None else seed
+    first = (
+        evaluate_policy_seeded(bundle.agent, venv, 1, start, on_step=record)
+        if video
+        else np.zeros(0)
+    )
+    rest = evaluate_policy_seeded(bundle.agent, venv, n_episodes - len(first), start + len(first))
+    venv.close()
+    out = write_video(Path(video), frames) if video and frames else None
+    return EvalResult(np.concatenate([first, rest]), out)

@@ -1,0 +1,190 @@
+"""Training one SB3 agent on pixels, on latents, or through a pretrained encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from agents.bundle import (
+    AGENT_FILE,
+    CONFIG_FILE,
+    EVAL_CSV,
+    copy_model,
+    is_complete,
+    policy_kwargs,
+    policy_name,
+)
+from agents.config import AgentConfig, algo_class
+from agents.environments import build_vec_env, evaluate_policy_seeded
+from worldvae.atomic import atomic_path, write_json
+from worldvae.models import Autoencoder, load_model
+from worldvae.versions import library_versions
+
+logger = logging.getLogger(__name__)
+
+
+class EvalAndProgress(BaseCallback):
+    """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar.
+
+    Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
+    evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``.
+    """
+
+    def __init__(self, eval_env: Any, cfg: AgentConfig, csv_path: Path, progress: bool):
+        super().__init__()
+        self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
+        self.rows: list[dict[str, float]] = []
+        self.progress = progress
+        self.next_eval = 0
+        self.eval_seconds = 0.0
+
+    def _on_training_start(self) -> None:
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=self.cfg.total_timesteps,
+            unit="step",
+            desc=self.cfg.run_name,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        t = time.perf_counter()
+        returns = evaluate_policy_seeded(
+            self.model, self.eval_env, self.cfg.eval_episodes, self.cfg.eval_seed
+        )
+        self.eval_seconds += time.perf_counter() - t
+        wall = time.perf_counter() - self.start
+        row = {
+            "steps": int(self.num_timesteps),
+            "seconds": round(wall - self.eval_seconds, 3),
+            "wall_seconds": round(wall, 3),
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+        }
+        self.rows.append(row)
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            w.writeheader()
+            w.writerows(self.rows)
+        self.logger.record("eval/mean_return", row["mean_return"])
+        self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
+        self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
+        self.next_eval = self.num_timesteps + self.cfg.eval_freq
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self.next_eval:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.rows or self.rows[-1]["steps"] != self.num_timesteps:
+            self._evaluate()
+        self.bar.close()
+
+
+@dataclass
+class AgentResult:
+    path: Path
+    final_mean_return: float
+    train_seconds: float
+    steps_per_second: float
+    skipped: bool = False
+
+
+def train_agent(
+    cfg: AgentConfig,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    skip_complete: bool = False,
+    progress: bool = True,
+    subprocess_envs: bool = False,
+    model: Autoencoder | None = None,
+) -> AgentResult:
+    """Train ``cfg`` into the bundle ``out_dir``.
+
+    A complete bundle is refused unless ``overwrite`` (replace) or ``skip_complete`` (return
+    it as is, for resumable comparisons). An unfinished bundle (a killed run) is restarted.
+    """
+    import torch
+
+    out = Path(out_dir)
+    if is_complete(out):
+        if skip_complete:
+            done = json.loads((out / CONFIG_FILE).read_text())
+            return AgentResult(
+                out,
+                done["final_mean_return"],
+                done["train_seconds"],
+                done["steps_per_second"],
+                skipped=True,
+            )
+        if not overwrite:
+            raise FileExistsError(
+                f"agent directory {out} already holds a trained agent; pass --overwrite to replace it or choose another --out"
+            )
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    info: dict[str, Any] = {
+        "agent": cfg.to_dict(),
+        "status": "training",
+        "versions": library_versions(),
+    }
+    if cfg.model_dir:
+        info["model_sha256"] = copy_model(cfg.model_dir, out)
+        info["model_source"] = str(cfg.model_dir)
+    write_json(out / CONFIG_FILE, info)
+    if cfg.obs == "latent" and model is None:
+        model = load_model(out / "model", device=cfg.device)
+    torch.manual_seed(cfg.seed)
+    env = build_vec_env(cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs)
+    eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model)
+    kwargs = {k: v for k, v in cfg.algo_kwargs.items() if k != "policy_kwargs"}
+    agent = algo_class(cfg.algo)(
+        policy_name(cfg),
+        env,
+        seed=cfg.seed,
+        device=cfg.device,
+        tensorboard_log=str(out / "tb"),
+        policy_kwargs=policy_kwargs(cfg, out),
+        verbose=0,
+        **kwargs,
+    )
+    callback = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress)
+    t = time.perf_counter()
+    agent.learn(cfg.total_timesteps, callback=callback, tb_log_name=cfg.run_name)
+    wall = time.perf_counter() - t
+    train_seconds = wall - callback.eval_seconds
+    with atomic_path(out / AGENT_FILE) as tmp:
+        agent.save(str(tmp))
+        if not tmp.exists():  # SB3 appends .zip when the name lacks it
+            Path(f"{tmp}.zip").replace(tmp)
+    env.close()
+    eval_env.close()
+    final = callback.rows[-1]["mean_return"]
+    info |= {
+        "status": "complete",
+        "final_mean_return": final,
+        "train_seconds": round(train_seconds, 3),
+        "steps_per_second": round(agent.num_timesteps / max(train_seconds, 1e-9), 2),
+        "steps": int(agent.num_timesteps),
+    }
+    write_json(out / CONFIG_FILE, info)
+    return AgentResult(out, final, train_seconds, info["steps_per_second"])
+
+
+def summarize_returns(returns: np.ndarray) -> str:
+    return f"{returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes"

@@ -1,0 +1,79 @@
+"""Loading stable-baselines3 zips without unpickling anything.
+
+SB3 stores tensors as ``.pth`` (loaded with ``weights_only=True``) but some entries of its
+``data`` JSON (spaces, schedules, policy kwargs) as cloudpickle. Passing every such entry as a
+``custom_objects`` replacement means ``load`` never calls ``cloudpickle.loads``.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+SCHEDULE_KEYS = (
+    "lr_schedule",
+    "clip_range",
+    "clip_range_vf",
+    "exploration_schedule",
+    "learning_rate",
+)
+
+
+def serialized_keys(path: str | Path) -> list[str]:
+    """Entries of an SB3 zip's ``data`` that would be unpickled on a plain ``load``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
+        raise ValueError(f"{path} is not a stable-baselines3 model file ({e})") from e
+    return [k for k, v in data.items() if isinstance(v, dict) and ":serialized:" in v]
+
+
+def load_sb3(
+    algo_class: Any,
+    path: str | Path,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    policy: str,
+    policy_kwargs: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> Any:
+    """``algo_class.load(path)`` with every pickled entry replaced by a known object.
+
+    Args:
+        algo_class: e.g. ``stable_baselines3.PPO``.
+        observation_space, action_space: the spaces the agent acts in (images channels-last,
+            as the env gives them).
+        policy: the policy it was built with, e.g. ``"CnnPolicy"`` or ``"MlpPolicy"``.
+        policy_kwargs: the policy kwargs it was built with (classes allowed: they come from
+            the caller's code, not from the file).
+    """
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.vec_env import VecTransposeImage
+
+    # SB3 builds image policies on channels-first spaces (it wraps envs in VecTransposeImage).
+    if (
+        isinstance(observation_space, gym.spaces.Box)
+        and is_image_space(observation_space)
+        and not is_image_space_channels_first(observation_space)
+    ):
+        observation_space = VecTransposeImage.transpose_space(observation_space)
+    replacements: dict[str, Any] = {
+        "observation_space": observation_space,
+        "action_space": action_space,
+        "policy_kwargs": dict(policy_kwargs or {}),
+        "policy_class": algo_class.policy_aliases[policy],
+    }
+    custom = {}
+    for key in serialized_keys(path):
+        if key in replacements:
+            custom[key] = replacements[key]
+        elif key in SCHEDULE_KEYS:
+            custom[key] = 0.0  # only used to continue training; evaluation does not read it
+        else:  # e.g. rollout_buffer_class: None makes SB3 choose its default
+            custom[key] = None
+    return algo_class.load(str(path), device=device, custom_objects=custom)

@@ -1,0 +1,82 @@
+"""``worldvae train-agent`` and ``worldvae evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-agent",
+        help="train an SB3 agent on pixels, on VAE latents, or through the pretrained encoder",
+        description="Hyperparameters come from agents/hyperparams (defaults, then the env's own "
+        "file, then --hyperparams). The agent directory holds the SB3 zip, the resolved "
+        "config, the model it was trained on, and periodic evaluations (eval.csv).",
+    )
+    p.add_argument("--env", required=True)
+    p.add_argument("--obs", required=True, choices=["pixel", "latent", "encoder"])
+    p.add_argument("--model", default=None, help="model or VAE run directory (latent, encoder)")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac"])
+    p.add_argument("--steps", type=int, default=50_000, help="env steps (default 50000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=int, default=None, help="override the YAML's n_envs")
+    p.add_argument("--hyperparams", type=Path, default=None, help="a YAML file of overrides")
+    p.add_argument("--finetune", action="store_true", help="encoder mode: train the encoder too")
+    p.add_argument("--eval-freq", type=int, default=10_000)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--subproc", action="store_true", help="run envs in subprocesses")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--out", type=Path, default=None, help="agent directory (default runs/agents/RUN_NAME)"
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_train_agent)
+
+
+def run_train_agent(args: argparse.Namespace) -> int:
+    from agents.config import resolve_config
+    from agents.training import train_agent
+
+    fields = {
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "device": args.device,
+    }
+    if args.n_envs is not None:
+        fields["n_envs"] = args.n_envs
+    cfg = resolve_config(
+        args.env, args.obs, args.algo, args.model, args.steps, args.seed, args.hyperparams, **fields
+    )
+    if args.obs == "encoder" and args.finetune:
+        cfg = type(cfg).from_dict(
+            cfg.to_dict() | {"obs_options": cfg.obs_options | {"freeze": False}}
+        )
+    out = args.out or Path("runs") / "agents" / cfg.run_name
+    r = train_agent(cfg, out, overwrite=args.overwrite, subprocess_envs=args.subproc)
+    print(
+        f"trained {cfg.run_name}: final eval return {r.final_mean_return:.2f}, {r.steps_per_second:.0f} env-steps/s; agent: {r.path}"
+    )
+    return 0
+
+
+def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="deterministic evaluation of an agent directory")
+    p.add_argument("agent", type=Path)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument(
+        "--seed", type=int, default=None, help="first episode seed (default: the agent's eval seed)"
+    )
+    p.add_argument("--video", type=Path, default=None, help="write the first episode as MP4")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from agents.evaluation import evaluate_bundle
+
+    r = evaluate_bundle(args.agent, args.episodes, args.seed, args.video, args.device)
+    print(f"{args.agent}: return {r.mean:.2f} +- {r.std:.2f} over {len(r.returns)} episodes")
+    if r.video:
+        print(f"video: {r.video}")
+    return 0
