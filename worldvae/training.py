@@ -398,6 +398,10 @@ class VAETrainer:
             writer.close()
         if not self.best_dir.exists():  # e.g. max_steps hit before an epoch ended
             save_model(self.model, self.best_dir, extra={"step": self.state["step"]})
+        cut = cfg.max_steps is not None and self.state["epoch"] < cfg.epochs and not stopped_early
+        if not cut:
+            self.state["finished"] = True
+            self._save_last()
         return TrainResult(
             run_dir=self.run_dir,
             best_val_loss=self.state["best_val_loss"],
@@ -406,6 +410,15 @@ class VAETrainer:
             images_per_second=images / seconds if seconds > 0 else 0.0,
             stopped_early=stopped_early,
         )
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """True once a run completed its epochs or stopped early (not when it was cut short)."""
+    path = Path(run_dir) / "checkpoints" / "last" / STATE_JSON
+    try:
+        return bool(json.loads(path.read_text()).get("finished"))
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def train_autoencoder(

@@ -1,0 +1,197 @@
+"""The main job: collect -> train VAE -> compare pixel and latent agents -> report.
+
+Every stage resumes: the collector skips finished episodes, the VAE run continues from its
+last checkpoint (or is skipped when finished), finished agents are skipped, and the report is
+rebuilt from the results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agents.comparison import CompareConfig, run_comparison
+from agents.report import write_report
+from envs import collect
+from envs.factory import env_options
+from worldvae.data import EpisodeDataset
+from worldvae.diagnostics import inspect_model
+from worldvae.models import load_model
+from worldvae.training import TrainConfig, is_finished, train_autoencoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Budgets of every stage."""
+
+    env_id: str
+    frame_size: int = 64
+    collect_frames: int = 20_000
+    collect_policy: str = "random"
+    max_episode_steps: int | None = None
+    crop: tuple[int, int, int, int] | None = None
+    frame_skip: int = 1
+    vae_model: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "beta-vae", "latent_dim": 32}
+    )
+    vae_epochs: int = 5
+    vae_batch_size: int = 128
+    agent_steps: int = 30_000
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_envs: int | None = None
+    eval_freq: int = 3_000
+    eval_episodes: int = 5
+    final_eval_episodes: int = 10
+    overrides: dict[str, Any] = field(default_factory=dict)
+    shifted_env_kwargs: dict[str, Any] | None = None
+    workers: int = 2
+    subprocess_envs: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    # A minute or two: every stage runs, nothing is expected to learn. Used by the tests.
+    "smoke": Preset(
+        env_id="MiniGrid-Empty-5x5-v0",
+        frame_size=40,
+        collect_frames=1_200,
+        vae_model={"kind": "beta-vae", "latent_dim": 8, "channels": [16, 32, 64]},
+        vae_epochs=2,
+        vae_batch_size=64,
+        agent_steps=512,
+        seeds=(0, 1),
+        n_envs=2,
+        eval_freq=256,
+        eval_episodes=2,
+        final_eval_episodes=3,
+        overrides={"n_steps": 128, "batch_size": 64, "n_epochs": 2},
+        workers=1,
+    ),
+    # The default: within 30 minutes on 2 CPU cores both agents learn (see README).
+    "quick": Preset(
+        env_id="MiniGrid-Empty-8x8-v0",
+        collect_frames=20_000,
+        vae_epochs=5,
+        agent_steps=30_000,
+        seeds=(0, 1, 2),
+        n_envs=4,
+        eval_freq=3_000,
+        eval_episodes=5,
+        final_eval_episodes=10,
+        overrides={"n_steps": 128, "batch_size": 128, "n_epochs": 4, "learning_rate": 0.00025},
+        workers=2,
+    ),
+    # GPU-machine scale on CarRacing: ~10k rollouts for the VAE, 1M agent steps, 5 seeds.
+    "full": Preset(
+        env_id="CarRacing-v3",
+        collect_frames=10_000 * 1_000,
+        collect_policy="brownian",
+        crop=(0, 12, 0, 0),
+        frame_skip=2,
+        vae_epochs=10,
+        vae_batch_size=1024,
+        agent_steps=1_000_000,
+        seeds=(0, 1, 2, 3, 4),
+        eval_freq=50_000,
+        eval_episodes=10,
+        final_eval_episodes=50,
+        shifted_env_kwargs={"domain_randomize": True},
+        workers=1,
+        subprocess_envs=True,
+    ),
+}
+
+
+def run_pipeline(
+    preset_name: str,
+    out_dir: str | Path | None = None,
+    env_id: str | None = None,
+    command: str = "",
+    progress: bool = True,
+) -> Path:
+    """Run every stage of ``preset_name`` (optionally on another env); return ``report.md``."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[preset_name]
+    if env_id:
+        preset = replace(preset, env_id=env_id)
+    out = Path(
+        out_dir or Path("runs") / "pipeline" / f"{preset_name}__{preset.env_id.replace('/', '_')}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    opts = env_options(
+        frame_size=preset.frame_size,
+        crop=preset.crop,
+        frame_skip=preset.frame_skip,
+        max_episode_steps=preset.max_episode_steps,
+    )
+
+    t = time.perf_counter()
+    data = out / "data"
+    r = collect(
+        data,
+        preset.env_id,
+        n_frames=preset.collect_frames,
+        n_workers=2,
+        policy=preset.collect_policy,
+        env_options=opts,
+        progress=progress,
+    )
+    timings["collect"] = time.perf_counter() - t
+    print(f"[1/4] data: {r.total_episodes} episodes, {r.total_frames} frames in {data}", flush=True)
+
+    t = time.perf_counter()
+    vae = out / "vae"
+    if not is_finished(vae):
+        tcfg = TrainConfig(
+            model=preset.vae_model, epochs=preset.vae_epochs, batch_size=preset.vae_batch_size
+        )
+        train_autoencoder(data, vae, tcfg, resume=vae.exists(), progress=progress)
+    timings["train_vae"] = time.perf_counter() - t
+    print(f"[2/4] VAE: {vae / 'checkpoints' / 'best'}", flush=True)
+
+    t = time.perf_counter()
+    ccfg = CompareConfig(
+        env_id=preset.env_id,
+        model_dir=str(vae),
+        seeds=preset.seeds,
+        total_timesteps=preset.agent_steps,
+        eval_freq=preset.eval_freq,
+        eval_episodes=preset.eval_episodes,
+        final_eval_episodes=preset.final_eval_episodes,
+        vae_frames=r.total_frames,
+        env_options={k: v for k, v in opts.items() if v is not None},
+        overrides=preset.overrides,
+        n_envs=preset.n_envs,
+        shifted_env_kwargs=preset.shifted_env_kwargs,
+        workers=preset.workers,
+        subprocess_envs=preset.subprocess_envs,
+    )
+    result = run_comparison(ccfg, out / "compare", progress=progress)
+    timings["compare"] = time.perf_counter() - t
+    print(f"[3/4] agents: {out / 'compare' / 'runs'}", flush=True)
+
+    model = load_model(vae, device="cpu")
+    pictures = inspect_model(model, EpisodeDataset(data), out / "vae" / "inspect", n_frames=512)[
+        "files"
+    ]
+    images = {k: Path(pictures[k]) for k in ("reconstructions", "traversals")}
+    report = write_report(
+        result,
+        out / "report",
+        command or f"worldvae pipeline --preset {preset_name} --env {preset.env_id}",
+        images,
+    )
+    timings_path = out / "report" / "timings.json"
+    previous = json.loads(timings_path.read_text()) if timings_path.exists() else []
+    timings_path.write_text(
+        json.dumps([*previous, {k: round(v, 1) for k, v in timings.items()}], indent=2)
+    )
+    print(f"[4/4] report: {report}", flush=True)
+    return report

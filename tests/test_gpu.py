@@ -1,0 +1,38 @@
+"""CUDA paths: run with ``pytest -m gpu`` on a machine with a GPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_synthetic_dataset
+from worldvae.models import Autoencoder, AutoencoderConfig, load_model
+from worldvae.training import TrainConfig, train_autoencoder
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+def test_auto_device_trains_on_cuda_with_bf16(tmp_path):
+    data = write_synthetic_dataset(
+        tmp_path / "ds", n_episodes=6, length=40, frame_shape=(64, 64, 3)
+    )
+    cfg = TrainConfig(
+        model={"kind": "beta-vae", "beta": 2.0}, epochs=2, batch_size=64, warmup_steps=1
+    )
+    result = train_autoencoder(data, tmp_path / "run", cfg, progress=False)
+    assert np.isfinite(result.best_val_loss)
+    model = load_model(tmp_path / "run")  # device="auto"
+    assert model.device.type == "cuda"
+
+
+def test_cuda_encode_matches_cpu():
+    torch.manual_seed(0)
+    cpu = Autoencoder(AutoencoderConfig()).eval()
+    gpu = Autoencoder(AutoencoderConfig()).eval().cuda()
+    gpu.load_state_dict(cpu.state_dict())
+    frames = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(cpu.encode(frames), gpu.encode(frames), rtol=1e-3, atol=1e-3)
+    z = gpu.encode(torch.from_numpy(frames).cuda())
+    assert z.device.type == "cuda" and z.shape == (16, 32)
