@@ -29,10 +29,11 @@ lint: install
 
 bench: install
 	$(BIN)/python scripts/bench_collector.py
+	$(BIN)/python scripts/bench_vae.py
+	$(BIN)/python scripts/bench_latent.py
 
 pipeline: install
-	$(BIN)/worldvae collect --env CarRacing-v3 --episodes 8 --workers 2 --policy brownian --out runs/data/CarRacing-v3
-	$(BIN)/worldvae data info runs/data/CarRacing-v3
+	$(BIN)/worldvae pipeline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from worldvae.configs import reject_unknown_keys
+
 OBS_KINDS = ("pixel", "latent", "encoder")
 ALGOS = ("ppo", "a2c", "dqn", "sac")
 ENV_KEYS = {"frame_size", "crop", "grayscale", "frame_skip", "max_episode_steps", "env_kwargs"}
@@ -152,10 +154,7 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown agent config keys {unknown}")
+        reject_unknown_keys(cls, d, "agent config")
         return cls(**d)
 
 

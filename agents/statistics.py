@@ -44,7 +44,9 @@ def bootstrap_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def normalized_auc(steps: Sequence[float], returns: Sequence[float]) -> float:
+def normalized_auc(
+    steps: Sequence[float] | np.ndarray, returns: Sequence[float] | np.ndarray
+) -> float:
     """Area under a learning curve divided by its span: the average return over training."""
     s, r = np.asarray(steps, float), np.asarray(returns, float)
     if len(s) < 2 or s[-1] == s[0]:
@@ -52,7 +54,9 @@ def normalized_auc(steps: Sequence[float], returns: Sequence[float]) -> float:
     return float(np.trapezoid(r, s) / (s[-1] - s[0]))
 
 
-def first_crossing(xs: Sequence[float], returns: Sequence[float], threshold: float) -> float | None:
+def first_crossing(
+    xs: Sequence[float] | np.ndarray, returns: Sequence[float] | np.ndarray, threshold: float
+) -> float | None:
     """First ``x`` (steps or seconds) at which the return reaches ``threshold``, else None."""
     for x, r in zip(xs, returns, strict=True):
         if r >= threshold:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
@@ -184,7 +183,3 @@ def train_agent(
     }
     write_json(out / CONFIG_FILE, info)
     return AgentResult(out, final, train_seconds, info["steps_per_second"])
-
-
-def summarize_returns(returns: np.ndarray) -> str:
-    return f"{returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes"

@@ -85,7 +85,13 @@ def main() -> None:
     p.add_argument("--ppo-steps", type=int, default=2048)
     p.add_argument("--ppo-envs", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads in this process (default: torch's)"
+    )
+    p.add_argument("--skip-ppo", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.model is None:
         args.model = Path("runs/bench/untrained-v")
         from worldvae.models import save_model
@@ -117,7 +123,7 @@ def main() -> None:
         per_env.close()
 
     ppo: dict[str, list[float]] = {"pixel": [], "latent": []}
-    for r in range(max(1, args.rounds - 1)):
+    for r in range(0 if args.skip_ppo else max(1, args.rounds - 1)):
         pix = VecFrameStack(vec([pixel_env] * args.ppo_envs), 2, channels_order="last")
         ppo["pixel"].append(ppo_rate(pix, "CnnPolicy", args.ppo_steps))
         pix.close()
@@ -136,6 +142,8 @@ def main() -> None:
         b_m = statistics.median(results[(n, "batched")])
         p_m = statistics.median(results[(n, "per-env")])
         print(f"{n:5d} {raw_m:7.0f} {b_m:8.0f} {b_m / raw_m:6.2f} {p_m:8.0f} {p_m / raw_m:6.2f}")
+    if args.skip_ppo:
+        return
     pix_m, lat_m = statistics.median(ppo["pixel"]), statistics.median(ppo["latent"])
     print(
         f"\nPPO env-steps/s, {args.ppo_envs} envs: pixel {pix_m:.0f}, latent {lat_m:.0f}, ratio {lat_m / pix_m:.2f}x"

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from worldvae.configs import reject_unknown_keys
+
 KINDS = ("ae", "dae", "inpaint", "sparse", "topk", "contractive", "vae", "beta-vae")
 VARIATIONAL_KINDS = ("vae", "beta-vae")
 
@@ -81,10 +83,7 @@ class AutoencoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
         """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown autoencoder config keys {unknown}; known: {sorted(names)}")
+        reject_unknown_keys(cls, d, "autoencoder config")
         d = dict(d)
         if "frame_shape" in d:
             d["frame_shape"] = tuple(d["frame_shape"])

@@ -1,0 +1,39 @@
+import json
+
+import cv2
+
+from agents.pipeline import run_pipeline
+
+
+def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
+    out = tmp_path / "smoke"
+    report = run_pipeline("smoke", out, progress=False)
+    files = {p.name for p in (out / "report").iterdir()}
+    assert {
+        "report.md",
+        "curves.png",
+        "results.csv",
+        "results.json",
+        "vae_reconstructions.png",
+        "vae_traversals.png",
+    } <= files
+    assert cv2.imread(str(out / "report" / "curves.png")) is not None
+    text = report.read_text()
+    assert (
+        "| pixel |" in text and "| latent |" in text and "worldvae pipeline --preset smoke" in text
+    )
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert len(results["runs"]) == 4 and set(results["summary"]) == {"pixel", "latent"}
+    agent_zips = sorted((out / "compare" / "runs").glob("*/agent.zip"))
+    stamps = [p.stat().st_mtime_ns for p in agent_zips]
+    vae_stamp = (out / "vae" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    episodes = sorted(p.name for p in (out / "data" / "episodes").iterdir())
+
+    run_pipeline("smoke", out, progress=False)  # everything is already there: nothing is redone
+    assert [p.stat().st_mtime_ns for p in agent_zips] == stamps
+    assert (
+        out / "vae" / "checkpoints" / "best" / "model.safetensors"
+    ).stat().st_mtime_ns == vae_stamp
+    assert sorted(p.name for p in (out / "data" / "episodes").iterdir()) == episodes
+    timings = json.loads((out / "report" / "timings.json").read_text())
+    assert len(timings) == 2 and timings[1]["train_vae"] < 1.0
