@@ -7,7 +7,13 @@ write episodes start quickly.
 from typing import Any
 
 from worldvae.data.dataset import EpisodeDataset, EpisodeInfo
-from worldvae.data.episodes import CorruptEpisodeError, Episode, load_episode, read_episode, write_episode
+from worldvae.data.episodes import (
+    CorruptEpisodeError,
+    Episode,
+    load_episode,
+    read_episode,
+    write_episode,
+)
 from worldvae.data.manifest import Manifest, episode_filename, episode_seed
 
 __all__ = [

@@ -54,10 +54,14 @@ class Episode:
                 f"{self.frames.shape}"
             )
         if len(self.frames) != t + 1:
-            raise ValueError(f"Episode has {t} steps, so it needs {t + 1} frames, got {len(self.frames)}")
+            raise ValueError(
+                f"Episode has {t} steps, so it needs {t + 1} frames, got {len(self.frames)}"
+            )
         for name in ("actions", "terminated", "truncated"):
             if len(getattr(self, name)) != t:
-                raise ValueError(f"Episode {name} has length {len(getattr(self, name))}, expected {t}")
+                raise ValueError(
+                    f"Episode {name} has length {len(getattr(self, name))}, expected {t}"
+                )
 
     @property
     def length(self) -> int:
