@@ -151,12 +151,14 @@ def run_comparison(
     random = random_baseline(jobs[0][2], cfg.final_eval_episodes, cfg.eval_seed)
     runs: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, np.ndarray]]] = {obs: [] for obs in cfg.obs_kinds}
+    run_curves: list[dict[str, np.ndarray]] = []  # one per row of ``runs``
     for obs, seed, acfg in jobs:
         bundle = paths[(obs, seed)]
         info = json.loads((bundle / "config.json").read_text())
         final = evaluate_bundle(bundle, cfg.final_eval_episodes, cfg.eval_seed, device="cpu")
         curve = _read_curve(bundle)
         curves[obs].append(curve)
+        run_curves.append(curve)
         row: dict[str, Any] = {
             "obs": obs,
             "seed": seed,
@@ -176,15 +178,14 @@ def run_comparison(
         if cfg.threshold is not None
         else float(random.mean() + 0.5 * (best - random.mean()))
     )
-    for row, (obs, _, _) in zip(runs, jobs, strict=True):
-        curve = curves[obs][[r["run"] for r in runs if r["obs"] == obs].index(row["run"])]
+    for row, curve in zip(runs, run_curves, strict=True):
         steps = first_crossing(curve["steps"], curve["mean_return"], threshold)
         row["steps_to_threshold"] = steps
         row["seconds_to_threshold"] = first_crossing(
             curve["seconds"], curve["mean_return"], threshold
         )
         row["steps_to_threshold_with_pretraining"] = (
-            None if steps is None else steps + (cfg.vae_frames if obs != "pixel" else 0)
+            None if steps is None else steps + (cfg.vae_frames if row["obs"] != "pixel" else 0)
         )
     summary = summarize(runs, cfg.obs_kinds)
     result = ComparisonResult(out, runs, summary, float(random.mean()), threshold, curves, cfg)
