@@ -150,14 +150,12 @@ def run_comparison(
 
     random = random_baseline(jobs[0][2], cfg.final_eval_episodes, cfg.eval_seed)
     runs: list[dict[str, Any]] = []
-    curves: dict[str, list[dict[str, np.ndarray]]] = {obs: [] for obs in cfg.obs_kinds}
     run_curves: list[dict[str, np.ndarray]] = []  # one per row of ``runs``
     for obs, seed, acfg in jobs:
         bundle = paths[(obs, seed)]
         info = json.loads((bundle / "config.json").read_text())
         final = evaluate_bundle(bundle, cfg.final_eval_episodes, cfg.eval_seed, device="cpu")
         curve = _read_curve(bundle)
-        curves[obs].append(curve)
         run_curves.append(curve)
         row: dict[str, Any] = {
             "obs": obs,
@@ -187,6 +185,10 @@ def run_comparison(
         row["steps_to_threshold_with_pretraining"] = (
             None if steps is None else steps + (cfg.vae_frames if row["obs"] != "pixel" else 0)
         )
+    curves = {
+        obs: [c for r, c in zip(runs, run_curves, strict=True) if r["obs"] == obs]
+        for obs in cfg.obs_kinds
+    }
     summary = summarize(runs, cfg.obs_kinds)
     result = ComparisonResult(out, runs, summary, float(random.mean()), threshold, curves, cfg)
     write_results(result)

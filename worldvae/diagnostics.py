@@ -144,8 +144,7 @@ def inspect_model(
     """Write every diagnostic picture into ``out_dir`` and return the numbers as a dict."""
     out = Path(out_dir)
     frames = collect_frames(dataset, "val", n_frames)
-    if frames.shape[1:] != tuple(model.config.frame_shape):
-        model.check_frames(frames)
+    model.check_frames(frames)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(frames), size=min(16, len(frames)), replace=False)
     mu, logvar = encode_batched(model, frames)
