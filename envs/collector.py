@@ -19,6 +19,7 @@ import queue
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from envs.factory import env_options as default_env_options
 from envs.factory import make_env_from_options
 from envs.policies import PolicySpec
 from envs.registry import check_env_id
+from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
 from worldvae.data.episodes import CorruptEpisodeError, Episode, read_episode, write_episode
 from worldvae.data.manifest import (
@@ -61,15 +63,28 @@ class CollectResult:
         return self.new_frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def play_episode(env: Any, policy: Any, seed: int, progress: Any = None) -> Episode:
-    """Play one episode of ``env`` with ``policy`` from ``reset(seed=seed)``."""
+def play_episode(
+    env: Any,
+    policy: Any,
+    seed: int,
+    progress: Any = None,
+    state_fn: Callable[[Any], np.ndarray] | None = None,
+) -> Episode:
+    """Play one episode of ``env`` with ``policy`` from ``reset(seed=seed)``.
+
+    ``state_fn(env)`` (see :func:`envs.state.state_reader`) records the env's true state
+    beside each frame as the episode's ``states`` ``(T + 1, S)``.
+    """
     policy.reset(seed)
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
     frames, actions, rewards, terminated, truncated = [obs], [], [], [], []
+    states = [state_fn(env)] if state_fn is not None else []
     while True:
         action = policy.act(obs)
         obs, reward, term, trunc, _ = env.step(action)
+        if state_fn is not None:
+            states.append(state_fn(env))
         frames.append(obs)
         actions.append(action)
         rewards.append(reward)
@@ -88,6 +103,7 @@ def play_episode(env: Any, policy: Any, seed: int, progress: Any = None) -> Epis
         terminated=np.asarray(terminated, dtype=bool),
         truncated=np.asarray(truncated, dtype=bool),
         seed=seed,
+        states=np.stack(states).astype(np.float32) if state_fn is not None else None,
     )
 
 
@@ -100,10 +116,12 @@ def _worker(
     compress: bool,
     tasks: mp.Queue,
     results: mp.Queue,
+    record_state: bool = False,
 ) -> None:
     try:
         env = make_env_from_options(env_id, options)
         actor = policy.build(env.action_space, env.observation_space)
+        state_fn = state_reader(env_id) if record_state else None
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
         return
@@ -114,6 +132,7 @@ def _worker(
                 actor,
                 episode_seed(master_seed, index),
                 lambda n: results.put(("steps", index, n)),
+                state_fn,
             )
             write_episode(Path(episodes_dir) / episode_filename(index), episode, compress=compress)
             results.put(("done", index, episode.length + 1))
@@ -166,6 +185,7 @@ def collect(
     compress: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    record_state: bool | None = None,
 ) -> CollectResult:
     """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
 
@@ -181,6 +201,10 @@ def collect(
         compress: zlib-compress episode files (game frames shrink several-fold).
         overwrite: delete what ``out_dir`` holds and start afresh.
         progress: show a progress bar with frames/s.
+        record_state: store the env's true state per frame (``states`` in each episode, names
+            in the manifest; see :mod:`envs.state`). None: on for envs with a known state
+            (classic control, MiniGrid, CarRacing), off otherwise. True on an env without a
+            known state is an error.
     """
     if (n_episodes is None) == (n_frames is None):
         raise ValueError("give exactly one of n_episodes or n_frames")
@@ -190,6 +214,11 @@ def collect(
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     check_env_id(env_id)
+    names = state_names(env_id)
+    if record_state is None:
+        record_state = names is not None
+    elif record_state and names is None:
+        state_reader(env_id)  # raises, naming the envs whose state is known
     spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
     options = default_env_options() | dict(env_options or {})
     probe = make_env_from_options(env_id, options)
@@ -205,6 +234,7 @@ def collect(
         policy=spec.to_dict(),
         seed=seed,
         versions=library_versions(),
+        state_names=list(names) if record_state and names is not None else None,
     )
     out = Path(out_dir)
     done = _prepare_dir(out, manifest, overwrite)
@@ -244,7 +274,17 @@ def collect(
             workers = [
                 ctx.Process(
                     target=_worker,
-                    args=(env_id, options, spec, seed, str(episodes_dir), compress, tasks, results),
+                    args=(
+                        env_id,
+                        options,
+                        spec,
+                        seed,
+                        str(episodes_dir),
+                        compress,
+                        tasks,
+                        results,
+                        bool(record_state),
+                    ),
                     daemon=True,
                 )
                 for _ in range(n_workers)

@@ -27,6 +27,13 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--no-compress", action="store_true", help="store episodes uncompressed")
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
+    p.add_argument(
+        "--record-state",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the env's true state per frame (default: on for classic control, MiniGrid "
+        "and CarRacing, off for other envs)",
+    )
     p.set_defaults(func=run_collect)
 
 
@@ -44,6 +51,7 @@ def run_collect(args: argparse.Namespace) -> int:
         env_options=env_options_from_args(args),
         compress=not args.no_compress,
         overwrite=args.overwrite,
+        record_state=args.record_state,
     )
     print(
         f"collected {result.new_episodes} new episodes ({result.new_frames} frames, "

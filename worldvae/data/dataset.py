@@ -93,6 +93,12 @@ class EpisodeDataset:
     def frame_shape(self) -> tuple[int, int, int]:
         return self.manifest.frame_shape
 
+    @property
+    def state_names(self) -> tuple[str, ...] | None:
+        """Names of the per-frame true-state factors, or None when no states were recorded."""
+        names = self.manifest.state_names
+        return tuple(names) if names is not None else None
+
     def split(self, which: Split) -> tuple[EpisodeInfo, ...]:
         """Episodes of one split: ``"train"``, ``"val"`` or ``"all"``."""
         if which == "all":

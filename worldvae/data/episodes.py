@@ -11,7 +11,11 @@ rewards       (T,)              float32 reward after each step
 terminated    (T,)              bool    episode ended by the environment
 truncated     (T,)              bool    episode cut by a time limit
 seed          ()                int64   seed the episode was reset with
+states        (T + 1, S)        float32 optional: the env's true state at each frame
 ============  ===============  =======  ============================================
+
+``states`` is present when the dataset was collected with ``record_state``; its factor names
+are in the manifest (``state_names``).
 
 Every member of the archive carries a CRC-32 that is checked when it is read, so a flipped
 byte or a truncated file raises :class:`CorruptEpisodeError` naming the file. Archives are
@@ -23,6 +27,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +50,7 @@ class Episode:
     terminated: np.ndarray
     truncated: np.ndarray
     seed: int
+    states: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t = len(self.rewards)
@@ -62,6 +68,13 @@ class Episode:
                 raise ValueError(
                     f"Episode {name} has length {len(getattr(self, name))}, expected {t}"
                 )
+        if self.states is not None and (
+            self.states.dtype != np.float32 or self.states.ndim != 2 or len(self.states) != t + 1
+        ):
+            raise ValueError(
+                f"Episode states must be float32 (T+1, S) = ({t + 1}, S), got "
+                f"{self.states.dtype} {self.states.shape}"
+            )
 
     @property
     def length(self) -> int:
@@ -77,16 +90,18 @@ class Episode:
 def write_episode(path: str | Path, episode: Episode, compress: bool = True) -> None:
     """Write ``episode`` to ``path`` (``.npz``) atomically; a kill leaves no partial file."""
     save = np.savez_compressed if compress else np.savez
+    members: dict[str, Any] = {
+        "frames": episode.frames,
+        "actions": episode.actions,
+        "rewards": episode.rewards.astype(np.float32),
+        "terminated": episode.terminated.astype(bool),
+        "truncated": episode.truncated.astype(bool),
+        "seed": np.int64(episode.seed),
+    }
+    if episode.states is not None:
+        members["states"] = episode.states
     with atomic_path(path) as tmp:
-        save(
-            tmp,
-            frames=episode.frames,
-            actions=episode.actions,
-            rewards=episode.rewards.astype(np.float32),
-            terminated=episode.terminated.astype(bool),
-            truncated=episode.truncated.astype(bool),
-            seed=np.int64(episode.seed),
-        )
+        save(tmp, **members)
 
 
 def _open(path: Path) -> np.lib.npyio.NpzFile:
@@ -121,9 +136,16 @@ def read_episode(path: str | Path, keys: tuple[str, ...] = EPISODE_KEYS) -> dict
             ) from e
 
 
+def has_states(path: str | Path) -> bool:
+    """Whether an episode file holds the optional ``states`` member."""
+    with _open(Path(path)) as archive:
+        return "states" in archive.files
+
+
 def load_episode(path: str | Path) -> Episode:
-    """Read a whole episode file into an :class:`Episode`."""
-    d = read_episode(path)
+    """Read a whole episode file into an :class:`Episode` (``states`` None when absent)."""
+    keys = EPISODE_KEYS + (("states",) if has_states(path) else ())
+    d = read_episode(path, keys)
     return Episode(
         frames=d["frames"],
         actions=d["actions"],
@@ -131,4 +153,5 @@ def load_episode(path: str | Path) -> Episode:
         terminated=d["terminated"],
         truncated=d["truncated"],
         seed=int(d["seed"]),
+        states=d.get("states"),
     )

@@ -27,6 +27,8 @@ class Manifest:
         policy: the action policy's description (its name and parameters).
         seed: master seed; episode ``i`` is reset with ``episode_seed(seed, i)``.
         versions: library versions at collection time.
+        state_names: names of the true-state factors stored per frame as ``states``, or None
+            when the dataset holds no states.
     """
 
     env_id: str
@@ -36,6 +38,7 @@ class Manifest:
     seed: int
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    state_names: list[str] | None = None
 
     def identity(self) -> dict[str, Any]:
         """The fields that must agree for a re-run to resume into the same directory."""
