@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.arms import get_arm
 from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env
 from envs.sb3_io import load_sb3
-from worldvae.models import Autoencoder, load_model
+from worldvae.encoders import Encoder, load_encoder
 from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
@@ -42,7 +43,7 @@ def copy_model(src: str | Path, bundle: Path) -> str:
     src = Path(src)
     if (src / "checkpoints" / "best" / CONFIG_NAME).is_file():
         src = src / "checkpoints" / "best"
-    load_model(src, device="cpu")  # refuse a broken model before training on it
+    load_encoder(src, device="cpu")  # refuse a broken model before training on it
     dst = bundle / MODEL_DIR
     dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -59,8 +60,8 @@ def is_complete(bundle: str | Path) -> bool:
 
 
 def policy_name(cfg: AgentConfig) -> str:
-    """Latent agents use an MLP; pixel and encoder agents a CNN policy (over images)."""
-    return "MlpPolicy" if cfg.obs == "latent" else "CnnPolicy"
+    """The arm's policy: an MLP over codes or states, a CNN over images."""
+    return get_arm(cfg.obs).policy
 
 
 def policy_kwargs(cfg: AgentConfig, bundle: Path) -> dict[str, Any]:
@@ -88,7 +89,7 @@ class Bundle:
     path: Path
     config: AgentConfig
     agent: Any
-    model: Autoencoder | None
+    model: Encoder | None
     info: dict[str, Any]
 
     def make_env(self, n_envs: int = 1, seed: int = 0) -> Any:
@@ -116,7 +117,7 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
         )
     cfg = AgentConfig.from_dict(info["agent"])
     model = None
-    if cfg.obs in ("latent", "encoder"):
+    if get_arm(cfg.obs).model is not None:
         recorded = info.get("model_sha256")
         actual = model_sha256(path / MODEL_DIR)
         if actual != recorded:
@@ -124,7 +125,7 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
                 f"the model in {path / MODEL_DIR} changed since the agent was trained on it "
                 f"(sha256 {actual[:12]} != recorded {recorded and recorded[:12]}); restore it or re-train the agent"
             )
-        model = load_model(path / MODEL_DIR, device=device)
+        model = load_encoder(path / MODEL_DIR, device=device)
     probe = build_vec_env(cfg, 1, 0, model)
     agent = load_sb3(
         algo_class(cfg.algo),

@@ -1,34 +1,58 @@
-"""Pixel versus latent agents: same env, algorithm, hyperparameters, budget, seeds, evaluation."""
+"""Arms against each other: same env, algorithm, hyperparameters, budget, seeds, evaluation.
+
+The arms (``pixel``, ``latent``, ``encoder`` and the controls ``random``, ``pca``, ``state``;
+see :mod:`agents.arms`) are checked before anything trains, then every (arm, seed) run is
+trained (finished runs are skipped on a re-run) under one progress bar, evaluated on the same
+fixed-seed episodes, and aggregated as Agarwal et al. (2021) recommend (:mod:`agents.statistics`).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from agents.arms import check_arms, get_arm
 from agents.config import AgentConfig, resolve_config
+from agents.controls import arm_model_dir, best_model_dir, vae_data_dir
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
-from agents.statistics import bootstrap_ci, first_crossing, iqm, normalized_auc
+from agents.statistics import (
+    bootstrap_ci,
+    first_crossing,
+    iqm,
+    iqm_is_mean,
+    normalized_auc,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+)
 from agents.training import train_agent
 from worldvae.atomic import atomic_open, write_json
 
 logger = logging.getLogger(__name__)
 
+CODE_ARMS = ("latent", "random", "pca")  # arms whose agent sees an encoder's codes: probed
+
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """One comparison. ``vae_frames`` are the env frames spent collecting the VAE's data."""
+    """One comparison. ``vae_frames`` are the env frames spent collecting the VAE's data.
+
+    ``data_dir`` is the VAE's dataset (for the ``pca`` arm and the probes); by default it is
+    read from the VAE run's config. ``deterministic_eval=False`` evaluates the sampled policy.
+    """
 
     env_id: str
-    model_dir: str
+    model_dir: str | None
     algo: str = "ppo"
     obs_kinds: tuple[str, ...] = ("pixel", "latent")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -46,21 +70,33 @@ class CompareConfig:
     hyperparams_file: str | None = None
     workers: int = 1
     subprocess_envs: bool = False
+    data_dir: str | None = None
+    deterministic_eval: bool = True
+    probe: bool = True
 
-    def agent_config(self, obs: str, seed: int) -> AgentConfig:
+    def resolved_data_dir(self) -> str | None:
+        if self.data_dir is not None:
+            return self.data_dir
+        return vae_data_dir(self.model_dir) if self.model_dir else None
+
+    def agent_config(self, obs: str, seed: int, model_dir: str | None = None) -> AgentConfig:
+        """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.controls`)."""
         fields: dict[str, Any] = {
             "eval_freq": self.eval_freq,
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.eval_seed,
             "env_options": self.env_options,
+            "deterministic_eval": self.deterministic_eval,
         }
         if self.n_envs is not None:
             fields["n_envs"] = self.n_envs
+        if model_dir is None and get_arm(obs).model == "vae":
+            model_dir = self.model_dir
         return resolve_config(
             self.env_id,
             obs,
             self.algo,
-            self.model_dir if obs != "pixel" else None,
+            model_dir,
             self.total_timesteps,
             seed,
             self.hyperparams_file,
@@ -69,12 +105,106 @@ class CompareConfig:
         )
 
 
-def _train_one(cfg: AgentConfig, out: str, subprocess_envs: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Run:
+    """One (observation kind, seed) cell of a comparison and where its agent bundle goes."""
+
+    obs: str
+    seed: int
+    config: AgentConfig
+    path: Path
+
+
+def plan_runs(cfg: CompareConfig, out_dir: str | Path) -> list[Run]:
+    """Check the arms, build the controls' encoders, and list every run (arms, then seeds).
+
+    Raises:
+        ValueError: an arm cannot run (all problems named at once), before anything trains.
+    """
+    data_dir = cfg.resolved_data_dir()
+    check_arms(cfg.obs_kinds, cfg.env_id, cfg.model_dir, data_dir)
+    out = Path(out_dir)
+    runs = []
+    for obs in cfg.obs_kinds:
+        for seed in cfg.seeds:
+            model_dir = arm_model_dir(obs, cfg.model_dir, data_dir, out / "controls", seed)
+            acfg = cfg.agent_config(obs, seed, model_dir)
+            runs.append(Run(obs, seed, acfg, out / "runs" / acfg.run_name))
+    return runs
+
+
+def _train_run_in_worker(run: Run, subprocess_envs: bool) -> bool:
     import torch
 
     torch.set_num_threads(1)  # parallel runs share the cores; one thread each avoids thrashing
-    r = train_agent(cfg, out, skip_complete=True, progress=False, subprocess_envs=subprocess_envs)
-    return {"path": str(r.path), "skipped": r.skipped}
+    r = train_agent(
+        run.config, run.path, skip_complete=True, progress=False, subprocess_envs=subprocess_envs
+    )
+    return r.skipped
+
+
+def _steps_logged(run: Run) -> int:
+    """Env steps a run has reached, from its last evaluation row (0 before the first)."""
+    try:
+        lines = (run.path / "eval.csv").read_text().splitlines()
+        return int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def train_runs(runs: list[Run], workers: int, subprocess_envs: bool, progress: bool) -> None:
+    """Train every run under one progress bar: env steps done of the total, runs finished, ETA.
+
+    With ``workers > 1`` runs train in parallel processes and the bar follows their evaluation
+    logs; with one worker it follows every step.
+    """
+    total = sum(r.config.total_timesteps for r in runs)
+    bar = tqdm(
+        total=total, unit="step", unit_scale=True, desc="compare", disable=not progress,
+        dynamic_ncols=True,
+    )  # fmt: skip
+    finished = 0
+
+    def show() -> None:
+        bar.set_postfix(runs=f"{finished}/{len(runs)}", refresh=True)
+
+    show()
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures: dict[Future[bool], Run] = {
+                    pool.submit(_train_run_in_worker, run, subprocess_envs): run for run in runs
+                }
+                done_steps = 0
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        f.result()  # re-raise a failed run's error here
+                        finished += 1
+                        done_steps += futures[f].config.total_timesteps
+                    live = sum(_steps_logged(futures[f]) for f in pending)
+                    bar.update(done_steps + live - bar.n)
+                    show()
+        else:
+            for run in runs:
+                start = bar.n
+                r = train_agent(
+                    run.config,
+                    run.path,
+                    skip_complete=True,
+                    progress=False,
+                    subprocess_envs=subprocess_envs,
+                    on_steps=bar.update,
+                )
+                bar.update(start + run.config.total_timesteps - bar.n)
+                finished += 1
+                show()
+                logger.info(
+                    "%s %s", run.config.run_name, "skipped (complete)" if r.skipped else "trained"
+                )
+    finally:
+        bar.close()
 
 
 def _read_curve(bundle: Path) -> dict[str, np.ndarray]:
@@ -115,84 +245,139 @@ class ComparisonResult:
     threshold: float
     curves: dict[str, list[dict[str, np.ndarray]]]
     config: CompareConfig
+    improvement: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_run(run: Run, cfg: CompareConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The result row of one trained run (final and shifted returns, AUC, speed) and its curve."""
+    info = json.loads((run.path / "config.json").read_text())
+    final = evaluate_bundle(
+        run.path,
+        cfg.final_eval_episodes,
+        cfg.eval_seed,
+        device="cpu",
+        deterministic=cfg.deterministic_eval,
+    )
+    curve = _read_curve(run.path)
+    row: dict[str, Any] = {
+        "obs": run.obs,
+        "seed": run.seed,
+        "run": run.config.run_name,
+        "final_return_mean": final.mean,
+        "final_return_std": final.std,
+        "auc": normalized_auc(curve["steps"], curve["mean_return"]),
+        "train_seconds": info["train_seconds"],
+        "steps_per_second": info["steps_per_second"],
+        "budget_steps": run.config.total_timesteps,
+    }
+    if cfg.shifted_env_kwargs:
+        row["shifted_return_mean"] = _shifted_return(run.path, run.config, cfg)
+    return row, curve
+
+
+def choose_threshold(cfg: CompareConfig, random_return: float, rows: list[dict[str, Any]]) -> float:
+    """``cfg.threshold``, or halfway from the random policy to the best final return."""
+    if cfg.threshold is not None:
+        return cfg.threshold
+    best = max(r["final_return_mean"] for r in rows)
+    return float(random_return + 0.5 * (best - random_return))
+
+
+def add_threshold_columns(
+    rows: list[dict[str, Any]],
+    curves: list[dict[str, np.ndarray]],
+    threshold: float,
+    vae_frames: int,
+) -> None:
+    """Add steps and seconds to ``threshold`` (and steps counting the VAE's frames) to each row.
+
+    The evaluation before training (step 0) never counts as reaching the threshold.
+    """
+    for row, curve in zip(rows, curves, strict=True):
+        steps = first_crossing(curve["steps"], curve["mean_return"], threshold)
+        row["steps_to_threshold"] = steps
+        row["seconds_to_threshold"] = first_crossing(
+            curve["seconds"], curve["mean_return"], threshold, steps=curve["steps"]
+        )
+        pretraining = vae_frames if get_arm(row["obs"]).model is not None else 0
+        row["steps_to_threshold_with_pretraining"] = None if steps is None else steps + pretraining
 
 
 def run_comparison(
     cfg: CompareConfig, out_dir: str | Path, progress: bool = True
 ) -> ComparisonResult:
-    """Train every (observation kind, seed) pair, skipping finished ones, then aggregate.
+    """Train every (arm, seed) pair, skipping finished ones, then evaluate and aggregate.
 
-    Results go to ``out_dir/runs/RUN_NAME`` (agent bundles) and ``out_dir/results.{csv,json}``.
+    Results go to ``out_dir/runs/RUN_NAME`` (agent bundles), ``out_dir/controls/`` (the
+    control arms' encoders) and ``out_dir/results.{csv,json}``.
     """
     out = Path(out_dir)
-    jobs = [(obs, seed, cfg.agent_config(obs, seed)) for obs in cfg.obs_kinds for seed in cfg.seeds]
-    paths = {(obs, seed): out / "runs" / acfg.run_name for obs, seed, acfg in jobs}
-    if cfg.workers > 1:
-        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_train_one, acfg, str(paths[(obs, seed)]), cfg.subprocess_envs)
-                for obs, seed, acfg in jobs
-            ]
-            for f in futures:
-                f.result()
-    else:
-        for obs, seed, acfg in jobs:
-            r = train_agent(
-                acfg,
-                paths[(obs, seed)],
-                skip_complete=True,
-                progress=progress,
-                subprocess_envs=cfg.subprocess_envs,
-            )
-            logger.info(
-                "%s %s: %s", acfg.run_name, "skipped (complete)" if r.skipped else "trained", r.path
-            )
-
-    random = random_baseline(jobs[0][2], cfg.final_eval_episodes, cfg.eval_seed)
-    runs: list[dict[str, Any]] = []
-    run_curves: list[dict[str, np.ndarray]] = []  # one per row of ``runs``
-    for obs, seed, acfg in jobs:
-        bundle = paths[(obs, seed)]
-        info = json.loads((bundle / "config.json").read_text())
-        final = evaluate_bundle(bundle, cfg.final_eval_episodes, cfg.eval_seed, device="cpu")
-        curve = _read_curve(bundle)
-        run_curves.append(curve)
-        row: dict[str, Any] = {
-            "obs": obs,
-            "seed": seed,
-            "run": acfg.run_name,
-            "final_return_mean": final.mean,
-            "final_return_std": final.std,
-            "auc": normalized_auc(curve["steps"], curve["mean_return"]),
-            "train_seconds": info["train_seconds"],
-            "steps_per_second": info["steps_per_second"],
-        }
-        if cfg.shifted_env_kwargs:
-            row["shifted_return_mean"] = _shifted_return(bundle, acfg, cfg)
-        runs.append(row)
-    best = max(r["final_return_mean"] for r in runs)
-    threshold = (
-        cfg.threshold
-        if cfg.threshold is not None
-        else float(random.mean() + 0.5 * (best - random.mean()))
-    )
-    for row, curve in zip(runs, run_curves, strict=True):
-        steps = first_crossing(curve["steps"], curve["mean_return"], threshold)
-        row["steps_to_threshold"] = steps
-        row["seconds_to_threshold"] = first_crossing(
-            curve["seconds"], curve["mean_return"], threshold
-        )
-        row["steps_to_threshold_with_pretraining"] = (
-            None if steps is None else steps + (cfg.vae_frames if row["obs"] != "pixel" else 0)
-        )
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    runs = plan_runs(cfg, out)
+    train_runs(runs, cfg.workers, cfg.subprocess_envs, progress)
+    timings["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    random = random_baseline(runs[0].config, cfg.final_eval_episodes, cfg.eval_seed)
+    evaluated = [evaluate_run(run, cfg) for run in runs]
+    rows = [row for row, _ in evaluated]
+    run_curves = [curve for _, curve in evaluated]  # one per row
+    threshold = choose_threshold(cfg, float(random.mean()), rows)
+    add_threshold_columns(rows, run_curves, threshold, cfg.vae_frames)
     curves = {
-        obs: [c for r, c in zip(runs, run_curves, strict=True) if r["obs"] == obs]
+        obs: [c for r, c in zip(rows, run_curves, strict=True) if r["obs"] == obs]
         for obs in cfg.obs_kinds
     }
-    summary = summarize(runs, cfg.obs_kinds)
-    result = ComparisonResult(out, runs, summary, float(random.mean()), threshold, curves, cfg)
+    summary = summarize(rows, cfg.obs_kinds)
+    improvement = improvements(rows, cfg.obs_kinds)
+    timings["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    probes = probe_arms(cfg, runs) if cfg.probe else {}
+    timings["probe"] = time.perf_counter() - t
+    result = ComparisonResult(
+        out,
+        rows,
+        summary,
+        float(random.mean()),
+        threshold,
+        curves,
+        cfg,
+        improvement,
+        probes,
+        {k: round(v, 1) for k, v in timings.items()},
+    )
     write_results(result)
     return result
+
+
+def probe_arms(cfg: CompareConfig, runs: list[Run]) -> dict[str, Any]:
+    """Linear-probe R^2 from each code arm's encoder to the true state, on held-out episodes.
+
+    Empty when the dataset holds no states (or is unknown). The random arm is probed through
+    its first seed's encoder.
+    """
+    from worldvae.data import EpisodeDataset
+    from worldvae.encoders import load_encoder
+    from worldvae.probes import probe_dataset
+
+    data_dir = cfg.resolved_data_dir()
+    if data_dir is None:
+        return {}
+    dataset = EpisodeDataset(data_dir)
+    if dataset.state_names is None or not dataset.split("val"):
+        return {}
+    out: dict[str, Any] = {"state_names": list(dataset.state_names), "r2": {}}
+    for obs in CODE_ARMS:
+        run = next((r for r in runs if r.obs == obs), None)
+        if run is None or run.config.model_dir is None:
+            continue
+        encoder = load_encoder(best_model_dir(run.config.model_dir), device="cpu")
+        result = probe_dataset(lambda f, e=encoder: e.encode(f), dataset)  # type: ignore[misc]
+        out["r2"][obs] = result.as_dict()
+        out["n_train"], out["n_test"] = result.n_train, result.n_test
+    return out
 
 
 def _shifted_return(bundle: Path, acfg: AgentConfig, cfg: CompareConfig) -> float:
@@ -205,13 +390,26 @@ def _shifted_return(bundle: Path, acfg: AgentConfig, cfg: CompareConfig) -> floa
     }
     shifted = AgentConfig.from_dict(acfg.to_dict() | {"env_options": shifted_options})
     venv = build_vec_env(shifted, 1, 0, b.model)
-    returns = evaluate_policy_seeded(b.agent, venv, cfg.final_eval_episodes, cfg.eval_seed)
+    returns = evaluate_policy_seeded(
+        b.agent, venv, cfg.final_eval_episodes, cfg.eval_seed, cfg.deterministic_eval
+    )
     venv.close()
     return float(returns.mean())
 
 
+def _censored(rows: list[dict[str, Any]], key: str, cap_key: str) -> np.ndarray:
+    """Per-run values of ``key``; a run that never reached the threshold counts as ``cap_key``."""
+    return np.array([r[cap_key] if r[key] is None else r[key] for r in rows], dtype=float)
+
+
 def summarize(runs: list[dict[str, Any]], obs_kinds: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Per observation kind: mean +- std, IQM with 95% bootstrap CI, AUC, speed, thresholds."""
+    """Per arm: mean +- std, IQM with its stratified-bootstrap 95% CI, AUC, speed, thresholds.
+
+    Steps and seconds to the threshold are summarised two ways: the median over the seeds
+    that reached it, and the IQM over all seeds with its CI, where a seed that never reached
+    it counts as the whole budget (its steps, or its training seconds): a lower bound on
+    its true value, so arms that often fail look no worse than they are.
+    """
     out: dict[str, dict[str, Any]] = {}
     for obs in obs_kinds:
         rows = [r for r in runs if r["obs"] == obs]
@@ -226,8 +424,11 @@ def summarize(runs: list[dict[str, Any]], obs_kinds: tuple[str, ...]) -> dict[st
             for r in rows
             if r["steps_to_threshold_with_pretraining"] is not None
         ]
+        steps_all = _censored(rows, "steps_to_threshold", "budget_steps")
+        secs_all = _censored(rows, "seconds_to_threshold", "train_seconds")
         out[obs] = {
             "n_seeds": len(rows),
+            "iqm_is_mean": iqm_is_mean(len(rows)),
             "final_mean": float(finals.mean()),
             "final_std": float(finals.std()),
             "iqm": iqm(finals),
@@ -241,9 +442,34 @@ def summarize(runs: list[dict[str, Any]], obs_kinds: tuple[str, ...]) -> dict[st
             "steps_to_threshold_with_pretraining": float(np.median(reached_p))
             if reached_p
             else None,
+            "steps_to_threshold_iqm": iqm(steps_all),
+            "steps_to_threshold_iqm_ci": list(bootstrap_ci(steps_all)),
+            "seconds_to_threshold_iqm": iqm(secs_all),
+            "seconds_to_threshold_iqm_ci": list(bootstrap_ci(secs_all)),
         }
         if "shifted_return_mean" in rows[0]:
             out[obs]["shifted_mean"] = float(np.mean([r["shifted_return_mean"] for r in rows]))
+    return out
+
+
+def improvements(
+    runs: list[dict[str, Any]], obs_kinds: tuple[str, ...], baseline: str = "pixel"
+) -> dict[str, dict[str, Any]]:
+    """``P(arm > baseline)`` on the final return, with its 95% CI, for every other arm."""
+    if baseline not in obs_kinds:
+        return {}
+    base = [r["final_return_mean"] for r in runs if r["obs"] == baseline]
+    out: dict[str, dict[str, Any]] = {}
+    for obs in obs_kinds:
+        if obs == baseline:
+            continue
+        arm = [r["final_return_mean"] for r in runs if r["obs"] == obs]
+        low, high = probability_of_improvement_ci(arm, base)
+        out[obs] = {
+            "against": baseline,
+            "probability": probability_of_improvement(arm, base),
+            "ci": [low, high],
+        }
     return out
 
 
@@ -262,8 +488,11 @@ def write_results(result: ComparisonResult) -> None:
         {
             "runs": result.runs,
             "summary": result.summary,
+            "probability_of_improvement": result.improvement,
+            "probes": result.probes,
             "random_return": result.random_return,
             "threshold": result.threshold,
+            "timings": result.timings,
             "config": asdict(result.config),
         },
     )

@@ -11,16 +11,13 @@ from typing import Any
 
 import yaml
 
+from agents.arms import ARMS
 from worldvae.configs import reject_unknown_keys
 
-OBS_KINDS = ("pixel", "latent", "encoder")
+OBS_KINDS = tuple(ARMS)
 ALGOS = ("ppo", "a2c", "dqn", "sac")
 ENV_KEYS = {"frame_size", "crop", "grayscale", "frame_skip", "max_episode_steps", "env_kwargs"}
-OBS_KEYS = {
-    "pixel": {"frame_stack"},
-    "latent": {"frame_stack", "action_history", "sample"},
-    "encoder": {"freeze"},
-}
+OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
     "activation_fn",
@@ -131,13 +128,14 @@ class AgentConfig:
     eval_episodes: int = 5
     eval_seed: int = 10_000
     device: str = "auto"
+    deterministic_eval: bool = True
 
     def __post_init__(self) -> None:
         if self.obs not in OBS_KINDS:
             raise ValueError(f"obs must be one of {OBS_KINDS}, got {self.obs!r}")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGOS}")
-        if self.obs in ("latent", "encoder") and not self.model_dir:
+        if ARMS[self.obs].model is not None and not self.model_dir:
             raise ValueError(f"obs={self.obs!r} needs a pretrained model: pass --model DIR")
         unknown = set(self.obs_options) - OBS_KEYS[self.obs]
         if unknown:

@@ -1,4 +1,4 @@
-"""Deterministic evaluation of agent bundles, with an optional video of what the agent sees."""
+"""Seeded evaluation of agent bundles, with an optional video of what the agent sees."""
 
 from __future__ import annotations
 
@@ -53,8 +53,12 @@ def evaluate_bundle(
     seed: int | None = None,
     video: str | Path | None = None,
     device: str = "auto",
+    deterministic: bool | None = None,
 ) -> EvalResult:
-    """Deterministic returns of an agent bundle on ``n_episodes`` seeded episodes.
+    """Returns of an agent bundle on ``n_episodes`` seeded episodes.
+
+    ``deterministic`` defaults to the bundle's ``deterministic_eval`` (the policy's mode
+    action; False samples actions, reproducibly seeded).
 
     ``seed`` defaults to the bundle's evaluation seed, so every agent of a comparison meets the
     same episodes. ``video`` writes the first episode as MP4; for latent agents each frame is
@@ -77,12 +81,15 @@ def evaluate_bundle(
             frames.append(np.asarray(obs[0][..., -channels:], np.uint8))
 
     start = bundle.config.eval_seed if seed is None else seed
+    det = bundle.config.deterministic_eval if deterministic is None else deterministic
     first = (
-        evaluate_policy_seeded(bundle.agent, venv, 1, start, on_step=record)
+        evaluate_policy_seeded(bundle.agent, venv, 1, start, det, on_step=record)
         if video
         else np.zeros(0)
     )
-    rest = evaluate_policy_seeded(bundle.agent, venv, n_episodes - len(first), start + len(first))
+    rest = evaluate_policy_seeded(
+        bundle.agent, venv, n_episodes - len(first), start + len(first), det
+    )
     venv.close()
     out = write_video(Path(video), frames) if video and frames else None
     return EvalResult(np.concatenate([first, rest]), out)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agents.arms import check_arms
 from agents.comparison import CompareConfig, run_comparison
 from agents.report import write_report
 from envs import collect
@@ -22,6 +23,7 @@ from worldvae.data import EpisodeDataset
 from worldvae.diagnostics import inspect_model
 from worldvae.models import load_model
 from worldvae.training import TrainConfig, is_finished, train_autoencoder
+from worldvae.versions import machine_description
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +50,13 @@ class Preset:
     eval_freq: int = 3_000
     eval_episodes: int = 5
     final_eval_episodes: int = 10
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per algorithm
     shifted_env_kwargs: dict[str, Any] | None = None
     workers: int = 2
     subprocess_envs: bool = False
+    algo: str = "ppo"
+    obs_kinds: tuple[str, ...] = ("pixel", "latent", "random", "pca", "state")
+    deterministic_eval: bool = True
 
 
 PRESETS: dict[str, Preset] = {
@@ -69,21 +74,33 @@ PRESETS: dict[str, Preset] = {
         eval_freq=256,
         eval_episodes=2,
         final_eval_episodes=3,
-        overrides={"n_steps": 128, "batch_size": 64, "n_epochs": 2},
+        overrides={"ppo": {"n_steps": 128, "batch_size": 64, "n_epochs": 2}},
         workers=1,
+        obs_kinds=("pixel", "latent"),
     ),
-    # The default: within 30 minutes on 2 CPU cores both agents learn (see README).
+    # The default: five arms, five seeds, within 30 minutes on 2 CPU cores (see README for
+    # how the task was chosen).
     "quick": Preset(
-        env_id="MiniGrid-Empty-8x8-v0",
-        collect_frames=20_000,
+        env_id="CartPole-v1",
+        frame_size=48,
+        collect_frames=10_000,
+        vae_model={"kind": "beta-vae", "latent_dim": 16, "channels": [16, 32, 64, 128]},
         vae_epochs=5,
-        agent_steps=30_000,
-        seeds=(0, 1, 2),
-        n_envs=4,
-        eval_freq=3_000,
+        vae_batch_size=128,
+        agent_steps=20_000,
+        seeds=(0, 1, 2, 3, 4),
+        eval_freq=2_000,
         eval_episodes=5,
         final_eval_episodes=10,
-        overrides={"n_steps": 128, "batch_size": 128, "n_epochs": 4, "learning_rate": 0.00025},
+        overrides={
+            "ppo": {
+                "n_envs": 4,
+                "n_steps": 128,
+                "batch_size": 128,
+                "n_epochs": 4,
+                "learning_rate": 0.00025,
+            }
+        },
         workers=2,
     ),
     # GPU-machine scale on CarRacing: ~10k rollouts for the VAE, 1M agent steps, 5 seeds.
@@ -103,6 +120,7 @@ PRESETS: dict[str, Preset] = {
         shifted_env_kwargs={"domain_randomize": True},
         workers=1,
         subprocess_envs=True,
+        obs_kinds=("pixel", "latent", "random", "pca"),
     ),
 }
 
@@ -113,13 +131,27 @@ def run_pipeline(
     env_id: str | None = None,
     command: str = "",
     progress: bool = True,
+    algo: str | None = None,
+    obs_kinds: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> Path:
-    """Run every stage of ``preset_name`` (optionally on another env); return ``report.md``."""
+    """Run every stage of ``preset_name`` (optionally on another env, algorithm, arms or
+    seeds); return ``report.md``. Impossible arms are refused before anything runs."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[preset_name]
     if env_id:
         preset = replace(preset, env_id=env_id)
+    if algo:
+        preset = replace(preset, algo=algo)
+    if obs_kinds:
+        preset = replace(preset, obs_kinds=tuple(obs_kinds))
+    if seeds:
+        preset = replace(preset, seeds=tuple(seeds))
+    # the data and the model exist later; only what can be known now is checked here
+    check_arms(
+        preset.obs_kinds, preset.env_id, model_dir="(trained below)", data_dir="(collected below)"
+    )
     out = Path(
         out_dir or Path("runs") / "pipeline" / f"{preset_name}__{preset.env_id.replace('/', '_')}"
     )
@@ -160,6 +192,10 @@ def run_pipeline(
     ccfg = CompareConfig(
         env_id=preset.env_id,
         model_dir=str(vae),
+        algo=preset.algo,
+        obs_kinds=preset.obs_kinds,
+        data_dir=str(data),
+        deterministic_eval=preset.deterministic_eval,
         seeds=preset.seeds,
         total_timesteps=preset.agent_steps,
         eval_freq=preset.eval_freq,
@@ -167,7 +203,7 @@ def run_pipeline(
         final_eval_episodes=preset.final_eval_episodes,
         vae_frames=r.total_frames,
         env_options={k: v for k, v in opts.items() if v is not None},
-        overrides=preset.overrides,
+        overrides=preset.overrides.get(preset.algo, {}),
         n_envs=preset.n_envs,
         shifted_env_kwargs=preset.shifted_env_kwargs,
         workers=preset.workers,
@@ -187,6 +223,8 @@ def run_pipeline(
         out / "report",
         command or f"worldvae pipeline --preset {preset_name} --env {preset.env_id}",
         images,
+        stage_times={k: round(v, 1) for k, v in timings.items()},
+        machine=machine_description(),
     )
     timings_path = out / "report" / "timings.json"
     previous = json.loads(timings_path.read_text()) if timings_path.exists() else []

@@ -1,4 +1,10 @@
-"""The comparison report: report.md, curves.png, results.{csv,json} and the VAE's pictures."""
+"""The comparison report: report.md, curves.png, profiles.png, results.{csv,json}, VAE pictures.
+
+Every arm is plotted and tabulated. Curves are sample-efficiency curves (IQM over runs at each
+point, with a 95% bootstrap band); ``profiles.png`` holds the performance profiles of the final
+returns; the table gives IQMs with stratified-bootstrap CIs and the probability of improvement
+over the pixel arm (Agarwal et al. 2021).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,27 @@ from typing import Any
 import numpy as np
 
 from agents.comparison import ComparisonResult
-from agents.statistics import curve_band
+from agents.statistics import performance_profile_band, sample_efficiency_curve
 from worldvae.atomic import atomic_open, atomic_path
 from worldvae.versions import library_versions
 
-COLORS = {"pixel": "#1f77b4", "latent": "#d62728", "encoder": "#2ca02c"}
+COLORS = {
+    "pixel": "#1f77b4",
+    "latent": "#d62728",
+    "encoder": "#2ca02c",
+    "random": "#7f7f7f",
+    "pca": "#9467bd",
+    "state": "#ff7f0e",
+}
+AXES = {
+    "final return": ("iqm", "iqm_ci"),
+    "steps to threshold": ("steps_to_threshold_iqm", "steps_to_threshold_iqm_ci"),
+    "seconds to threshold": ("seconds_to_threshold_iqm", "seconds_to_threshold_iqm_ci"),
+}
 
 
 def plot_curves(result: ComparisonResult, path: Path) -> Path:
-    """Return against env steps and against training seconds: mean and 95% CI per kind."""
+    """IQM return against env steps and against training seconds, with 95% CIs, per arm."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,18 +49,51 @@ def plot_curves(result: ComparisonResult, path: Path) -> Path:
         for obs, curves in result.curves.items():
             end = min(c[key][-1] for c in curves)
             grid = np.linspace(0, end, 100)
-            mean, low, high = curve_band([(c[key], c["mean_return"]) for c in curves], grid)
+            ys = np.stack([np.interp(grid, c[key], c["mean_return"]) for c in curves])
+            mid, low, high = sample_efficiency_curve(ys)
             color = COLORS.get(obs)
-            ax.plot(grid, mean, color=color, label=f"{obs} ({len(curves)} seeds)")
-            ax.fill_between(grid, low, high, color=color, alpha=0.2)
-        ax.axhline(result.random_return, color="grey", ls="--", lw=1, label="random policy")
+            ax.plot(grid, mid, color=color, label=f"{obs} ({len(curves)} seeds)")
+            ax.fill_between(grid, low, high, color=color, alpha=0.15)
+        ax.axhline(result.random_return, color="black", ls=":", lw=1, label="random policy")
+        ax.axhline(result.threshold, color="grey", ls="--", lw=0.8, label="threshold")
         ax.set_xlabel(label)
-        ax.set_ylabel("evaluation return")
+        ax.set_ylabel("evaluation return (IQM over seeds)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="best")
+    axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(
-        f"{result.config.env_id}, {result.config.algo.upper()}: mean and 95% bootstrap CI over seeds"
+        f"{result.config.env_id}, {result.config.algo.upper()}: IQM and 95% bootstrap CI over seeds"
     )
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_profiles(result: ComparisonResult, path: Path) -> Path:
+    """Performance profiles of the final returns: fraction of runs above each score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finals = {
+        obs: np.array([r["final_return_mean"] for r in result.runs if r["obs"] == obs])
+        for obs in result.config.obs_kinds
+    }
+    lo = min(min(v.min() for v in finals.values()), result.random_return)
+    hi = max(v.max() for v in finals.values())
+    taus = np.linspace(lo - 0.02 * abs(hi - lo), hi + 0.02 * abs(hi - lo), 200)
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    for obs, scores in finals.items():
+        prof, low, high = performance_profile_band(scores, taus)
+        ax.plot(taus, prof, color=COLORS.get(obs), label=obs)
+        ax.fill_between(taus, low, high, color=COLORS.get(obs), alpha=0.12)
+    ax.axvline(result.random_return, color="black", ls=":", lw=1, label="random policy")
+    ax.set_xlabel("final return tau")
+    ax.set_ylabel("fraction of runs with return > tau")
+    ax.set_title(f"{result.config.env_id}: performance profiles (95% CI)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -57,21 +108,80 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return str(x)
 
 
+def _interval(v: dict[str, Any], key: str, digits: int = 2) -> str:
+    mid, (low, high) = v[key], v[f"{key}_ci"]
+    return f"{mid:,.{digits}f} [{low:,.{digits}f}, {high:,.{digits}f}]"
+
+
+def separations(result: ComparisonResult, a: str = "latent", b: str = "pixel") -> dict[str, str]:
+    """For each axis (final return, steps and seconds to threshold): which arm's 95% CI lies
+    wholly on the better side of the other's, or ``""`` when the intervals overlap."""
+    s = result.summary
+    if a not in s or b not in s:
+        return {}
+    out = {}
+    for axis, (_, ci) in AXES.items():
+        (a_lo, a_hi), (b_lo, b_hi) = s[a][ci], s[b][ci]
+        higher_better = axis == "final return"
+        if a_lo > b_hi:
+            out[axis] = a if higher_better else b
+        elif b_lo > a_hi:
+            out[axis] = b if higher_better else a
+        else:
+            out[axis] = ""
+    return out
+
+
 def verdict(result: ComparisonResult) -> str:
-    """One honest sentence: which arm scored higher, whether the intervals separate, speed."""
+    """Honest sentences: which arm scored higher, on which axes the intervals separate, speed."""
     s = result.summary
     if "pixel" not in s or "latent" not in s:
-        return "Only one observation kind was run; nothing to compare."
+        return "The pixel or the latent arm was not run; no pixel-versus-latent verdict."
     p, lat = s["pixel"], s["latent"]
-    separated = lat["iqm_ci"][0] > p["iqm_ci"][1] or p["iqm_ci"][0] > lat["iqm_ci"][1]
-    speed = lat["steps_per_second"] / max(p["steps_per_second"], 1e-9)
-    better = "latent" if lat["iqm"] > p["iqm"] else "pixel"
+    sep = separations(result)
+    won = {axis: arm for axis, arm in sep.items() if arm}
     n = p["n_seeds"]
-    if separated:
-        head = f"The {better} agent scores higher (IQM {s[better]['iqm']:.2f} against {s['pixel' if better == 'latent' else 'latent']['iqm']:.2f}; the 95% intervals do not overlap over {n} seeds)"
+    speed = lat["steps_per_second"] / max(p["steps_per_second"], 1e-9)
+    if won:
+        parts = [f"{arm} on {axis}" for axis, arm in won.items()]
+        head = (
+            f"Latent and pixel separate (non-overlapping 95% CIs over {n} seeds): better is "
+            + "; ".join(parts)
+        )
     else:
-        head = f"At this budget the two agents are not separable (IQM latent {lat['iqm']:.2f} [{lat['iqm_ci'][0]:.2f}, {lat['iqm_ci'][1]:.2f}] against pixel {p['iqm']:.2f} [{p['iqm_ci'][0]:.2f}, {p['iqm_ci'][1]:.2f}], overlapping 95% intervals over {n} seeds)"
-    return f"{head}; the latent agent trains at {speed:.2f}x the pixel agent's env-steps/s."
+        head = (
+            f"At this budget latent and pixel are not separable on final return or time to "
+            f"threshold (overlapping 95% CIs over {n} seeds; final IQM latent "
+            f"{_interval(lat, 'iqm')} against pixel {_interval(p, 'iqm')})"
+        )
+    poi = result.improvement.get("latent")
+    tail = ""
+    if poi:
+        tail = (
+            f" P(latent > pixel) = {poi['probability']:.2f} "
+            f"[{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]."
+        )
+    return f"{head}. The latent agent trains at {speed:.2f}x the pixel agent's env-steps/s.{tail}"
+
+
+def _probe_lines(probes: dict[str, Any]) -> list[str]:
+    if not probes or not probes.get("r2"):
+        return [
+            "No probe: the dataset holds no env states (collect with `--record-state`).",
+        ]
+    names = probes["state_names"]
+    lines = [
+        f"R^2 of a ridge regression from each arm's code to the env's true state, fitted on "
+        f"{probes['n_train']:,} frames of the training episodes and scored on {probes['n_test']:,} "
+        "frames of held-out episodes (1 = the factor is a linear function of the code).",
+        "",
+        "| code | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for arm, r2 in probes["r2"].items():
+        cells = ["n/a" if r2[n] is None else f"{r2[n]:.2f}" for n in names]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(
@@ -79,11 +189,14 @@ def write_report(
     out_dir: str | Path,
     command: str,
     vae_images: dict[str, Path] | None = None,
+    stage_times: dict[str, float] | None = None,
+    machine: str | None = None,
 ) -> Path:
     """Write the report directory; returns the path of ``report.md``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(result, out / "curves.png")
+    plot_profiles(result, out / "profiles.png")
     for name in ("results.csv", "results.json"):
         if result.out_dir != out:
             shutil.copy2(result.out_dir / name, out / name)
@@ -91,39 +204,74 @@ def write_report(
         shutil.copy2(src, out / f"vae_{name}.png")
     cfg = result.config
     s = result.summary
+    n_seeds = len(cfg.seeds)
+    mode = "deterministic (mode action)" if cfg.deterministic_eval else "stochastic (sampled)"
     lines = [
-        f"# {cfg.env_id}: pixel versus latent {cfg.algo.upper()}",
+        f"# {cfg.env_id}: {', '.join(cfg.obs_kinds)} ({cfg.algo.upper()})",
         "",
         verdict(result),
         "",
-        f"Each agent: {cfg.total_timesteps:,} env steps, seeds {list(cfg.seeds)}, the same hyperparameters; "
-        f"final evaluation on {cfg.final_eval_episodes} fixed-seed episodes (deterministic policy). "
-        f"A random policy scores {result.random_return:.2f} on them. The threshold for the "
-        f"time-to-threshold columns is {result.threshold:.2f} (halfway from random to the best final score unless set). "
-        f"The VAE was pretrained on {cfg.vae_frames:,} env frames, counted in the last column.",
+        f"Each agent: {cfg.total_timesteps:,} env steps, seeds {list(cfg.seeds)}, the same "
+        f"hyperparameters; every arm is evaluated on the same {cfg.final_eval_episodes} "
+        f"fixed-seed episodes (seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.final_eval_episodes - 1}), "
+        f"policy {mode}. A random policy scores {result.random_return:.2f} on them. The "
+        f"threshold is {result.threshold:.2f} (halfway from random to the best final score "
+        "unless set); the evaluation before training (step 0) never counts as reaching it. "
+        f"The VAE was pretrained on {cfg.vae_frames:,} env frames, counted in the last column "
+        "for the arms that use an encoder.",
         "",
-        "| observation | final return (mean +- std) | IQM [95% CI] | AUC (mean return over training) | env-steps/s | steps to threshold | seconds to threshold | steps to threshold incl. VAE frames |"
-        + (" zero-shot shifted return |" if cfg.shifted_env_kwargs else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if cfg.shifted_env_kwargs else ""),
+    ]
+    if n_seeds < 4:
+        lines += [
+            f"**With {n_seeds} seeds the IQM is the plain mean**: a 25% trim of {n_seeds} runs "
+            "removes none. Use 5 or more seeds for the IQM to mean anything.",
+            "",
+        ]
+    lines += [
+        "| arm | final return (mean +- std) | IQM [95% CI] | P(arm > pixel) [95% CI] | AUC | "
+        "env-steps/s | steps to threshold (median, seeds) | steps to threshold, IQM [95% CI] | "
+        "seconds to threshold, IQM [95% CI] | steps incl. VAE frames |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for obs, v in s.items():
-        reach = f" ({v['seeds_reaching_threshold']}/{v['n_seeds']} seeds)"
-        row = (
-            f"| {obs} | {v['final_mean']:.2f} +- {v['final_std']:.2f} | {v['iqm']:.2f} [{v['iqm_ci'][0]:.2f}, {v['iqm_ci'][1]:.2f}] "
-            f"| {v['auc']:.2f} | {v['steps_per_second']:.0f} | {_fmt(v['steps_to_threshold'], 0)}{reach} "
-            f"| {_fmt(v['seconds_to_threshold'], 1)} | {_fmt(v['steps_to_threshold_with_pretraining'], 0)} |"
+        poi = result.improvement.get(obs)
+        poi_cell = (
+            f"{poi['probability']:.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else "-"
         )
-        if cfg.shifted_env_kwargs:
-            row += f" {v.get('shifted_mean', float('nan')):.2f} |"
-        lines.append(row)
+        lines.append(
+            f"| {obs} | {v['final_mean']:.2f} +- {v['final_std']:.2f} | {_interval(v, 'iqm')} "
+            f"| {poi_cell} | {v['auc']:.2f} | {v['steps_per_second']:.0f} "
+            f"| {_fmt(v['steps_to_threshold'], 0)} ({v['seeds_reaching_threshold']}/{v['n_seeds']}) "
+            f"| {_interval(v, 'steps_to_threshold_iqm', 0)} "
+            f"| {_interval(v, 'seconds_to_threshold_iqm', 1)} "
+            f"| {_fmt(v['steps_to_threshold_with_pretraining'], 0)} |"
+        )
+    if cfg.shifted_env_kwargs:
+        lines += ["", f"Zero-shot return with {cfg.shifted_env_kwargs}:", ""]
+        lines += [f"- {obs}: {v.get('shifted_mean', float('nan')):.2f}" for obs, v in s.items()]
     lines += [
         "",
-        "![learning curves](curves.png)",
+        "Steps and seconds to threshold, IQM: a seed that never reached the threshold counts as "
+        "its whole budget (a lower bound). P(arm > pixel): the probability that a run of the arm "
+        "ends with a higher return than a run of the pixel arm (ties count one half). Per-run "
+        "numbers: `results.csv`, `results.json`.",
         "",
-        "Medians over the seeds that reached the threshold. Per-run numbers: `results.csv`, `results.json`.",
+        "![sample-efficiency curves](curves.png)",
+        "",
+        "![performance profiles](profiles.png)",
+        "",
+        "## What the codes hold: linear probes",
+        "",
+        *_probe_lines(result.probes),
     ]
     if vae_images:
         lines += ["", "## The VAE", ""] + [f"![{n}](vae_{n}.png)" for n in vae_images]
+    if stage_times or result.timings:
+        lines += ["", "## Stage times", ""]
+        for stage, secs in (stage_times or {}).items():
+            lines.append(f"- {stage}: {secs:,.0f} s")
+        for stage, secs in result.timings.items():
+            lines.append(f"- compare / {stage}: {secs:,.0f} s")
     versions = library_versions()
     lines += [
         "",
@@ -133,9 +281,10 @@ def write_report(
         command,
         "```",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        "",
     ]
+    if machine:
+        lines += [f"Machine: {machine}", ""]
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
     with atomic_open(out / "report.md") as f:
         f.write("\n".join(lines))
     return out / "report.md"

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from agents.arms import get_arm
 from agents.bundle import (
     AGENT_FILE,
     CONFIG_FILE,
@@ -26,7 +28,7 @@ from agents.bundle import (
 from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from worldvae.atomic import atomic_path, write_json
-from worldvae.models import Autoencoder, load_model
+from worldvae.encoders import load_encoder
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -39,9 +41,17 @@ class EvalAndProgress(BaseCallback):
     evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``.
     """
 
-    def __init__(self, eval_env: Any, cfg: AgentConfig, csv_path: Path, progress: bool):
+    def __init__(
+        self,
+        eval_env: Any,
+        cfg: AgentConfig,
+        csv_path: Path,
+        progress: bool,
+        on_steps: Callable[[int], None] | None = None,
+    ):
         super().__init__()
         self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
+        self.on_steps = on_steps
         self.rows: list[dict[str, float]] = []
         self.progress = progress
         self.next_eval = 0
@@ -61,7 +71,11 @@ class EvalAndProgress(BaseCallback):
     def _evaluate(self) -> None:
         t = time.perf_counter()
         returns = evaluate_policy_seeded(
-            self.model, self.eval_env, self.cfg.eval_episodes, self.cfg.eval_seed
+            self.model,
+            self.eval_env,
+            self.cfg.eval_episodes,
+            self.cfg.eval_seed,
+            deterministic=self.cfg.deterministic_eval,
         )
         self.eval_seconds += time.perf_counter() - t
         wall = time.perf_counter() - self.start
@@ -84,6 +98,8 @@ class EvalAndProgress(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
+        if self.on_steps is not None:
+            self.on_steps(self.training_env.num_envs)
         if self.num_timesteps >= self.next_eval:
             self._evaluate()
         return True
@@ -110,12 +126,13 @@ def train_agent(
     skip_complete: bool = False,
     progress: bool = True,
     subprocess_envs: bool = False,
-    model: Autoencoder | None = None,
+    on_steps: Callable[[int], None] | None = None,
 ) -> AgentResult:
     """Train ``cfg`` into the bundle ``out_dir``.
 
     A complete bundle is refused unless ``overwrite`` (replace) or ``skip_complete`` (return
     it as is, for resumable comparisons). An unfinished bundle (a killed run) is restarted.
+    ``on_steps(n)`` is called after every vectorised step with the env steps it took.
     """
     import torch
 
@@ -146,8 +163,7 @@ def train_agent(
         info["model_sha256"] = copy_model(cfg.model_dir, out)
         info["model_source"] = str(cfg.model_dir)
     write_json(out / CONFIG_FILE, info)
-    if cfg.obs == "latent" and model is None:
-        model = load_model(out / "model", device=cfg.device)
+    model = load_encoder(out / "model", device=cfg.device) if get_arm(cfg.obs).loads_model else None
     torch.manual_seed(cfg.seed)
     env = build_vec_env(cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs)
     eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model)
@@ -162,7 +178,7 @@ def train_agent(
         verbose=0,
         **kwargs,
     )
-    callback = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress)
+    callback = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress, on_steps)
     t = time.perf_counter()
     agent.learn(cfg.total_timesteps, callback=callback, tb_log_name=cfg.run_name)
     wall = time.perf_counter() - t

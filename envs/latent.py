@@ -19,17 +19,17 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from envs.preprocessing import is_image_space
-from worldvae.models import Autoencoder, load_model
+from worldvae.encoders import Encoder, load_encoder
 
 
-def resolve_model(model: Autoencoder | str | Path, device: str = "auto") -> Autoencoder:
-    """A loaded model, or a model / run directory to load (in eval mode)."""
-    if isinstance(model, Autoencoder):
-        return model.eval()
-    return load_model(model, device=device)
+def resolve_model(model: Encoder | str | Path, device: str = "auto") -> Encoder:
+    """A loaded model (autoencoder or PCA), or a model / run / PCA directory to load (in eval mode)."""
+    if isinstance(model, (str, Path)):
+        return load_encoder(model, device=device)
+    return model.eval()
 
 
-def check_frame_space(wrapper: str, space: gym.Space, model: Autoencoder) -> None:
+def check_frame_space(wrapper: str, space: gym.Space, model: Encoder) -> None:
     """Raise a clear error unless ``space`` holds uint8 frames of the model's shape."""
     if not is_image_space(space) or len(space.shape or ()) != 3:
         raise ValueError(f"{wrapper} requires a uint8 (H, W, C) Box observation space, got {space}")
@@ -127,7 +127,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(
         self,
         env: gym.Env,
-        model: Autoencoder | str | Path,
+        model: Encoder | str | Path,
         frame_stack: int = 1,
         action_history: int = 0,
         sample: bool = False,
@@ -180,7 +180,7 @@ class VecLatentObservation(VecEnvWrapper):
     def __init__(
         self,
         venv: VecEnv,
-        model: Autoencoder | str | Path,
+        model: Encoder | str | Path,
         frame_stack: int = 1,
         action_history: int = 0,
         sample: bool = False,

@@ -13,11 +13,24 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         "compare", help="pixel versus latent agents on the same budget and seeds, with a report"
     )
     p.add_argument("--env", required=True)
-    p.add_argument("--model", required=True, help="VAE model or run directory")
+    p.add_argument("--model", default=None, help="VAE model or run directory (arms with a model)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the VAE's dataset, for the pca arm and the probes (default: read from the VAE run)",
+    )
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac"])
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (>= 3 recommended)")
-    p.add_argument("--obs", default="pixel,latent", help="comma list of pixel, latent, encoder")
+    p.add_argument(
+        "--obs",
+        default="pixel,latent",
+        help="comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state",
+    )
+    p.add_argument(
+        "--stochastic-eval", action="store_true", help="evaluate the sampled policy, not its mode"
+    )
     p.add_argument("--eval-freq", type=int, default=5_000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--final-episodes", type=int, default=10)
@@ -35,10 +48,13 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     from agents.comparison import CompareConfig, run_comparison
     from agents.report import write_report
+    from worldvae.versions import machine_description
 
     cfg = CompareConfig(
         env_id=args.env,
         model_dir=args.model,
+        data_dir=str(args.data) if args.data else None,
+        deterministic_eval=not args.stochastic_eval,
         algo=args.algo,
         obs_kinds=tuple(args.obs.split(",")),
         seeds=tuple(range(args.seeds)),
@@ -53,7 +69,12 @@ def run_compare(args: argparse.Namespace) -> int:
         hyperparams_file=str(args.hyperparams) if args.hyperparams else None,
     )
     result = run_comparison(cfg, args.out)
-    report = write_report(result, args.out / "report", "worldvae " + shlex.join(sys.argv[1:]))
+    report = write_report(
+        result,
+        args.out / "report",
+        "worldvae " + shlex.join(sys.argv[1:]),
+        machine=machine_description(),
+    )
     print(f"report: {report}")
     return 0
 
@@ -67,6 +88,13 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
     p.add_argument("--env", default=None, help="run the preset on another env")
+    p.add_argument(
+        "--algo", default=None, choices=["ppo", "a2c", "dqn", "sac"], help="override the preset's"
+    )
+    p.add_argument("--obs", default=None, help="comma list of arms (default: the preset's)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (default: the preset's)"
+    )
     p.add_argument("--out", type=Path, default=None, help="default runs/pipeline/PRESET__ENV")
     p.set_defaults(func=run_pipeline_command)
 
@@ -75,7 +103,13 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     from agents.pipeline import run_pipeline
 
     report = run_pipeline(
-        args.preset, args.out, args.env, command="worldvae " + shlex.join(sys.argv[1:])
+        args.preset,
+        args.out,
+        args.env,
+        command="worldvae " + shlex.join(sys.argv[1:]),
+        algo=args.algo,
+        obs_kinds=tuple(args.obs.split(",")) if args.obs else None,
+        seeds=tuple(range(args.seeds)) if args.seeds else None,
     )
     print(f"done: {report}")
     return 0

@@ -121,6 +121,15 @@ def run_inspect(args: argparse.Namespace) -> int:
     s = inspect_model(
         model, dataset, out, shifted=shifted, n_frames=args.frames, quantile=args.quantile
     )
+    if dataset.state_names is not None and dataset.split("val"):
+        from worldvae.probes import probe_dataset
+
+        probe = probe_dataset(model.encode, dataset)
+        s["probe_r2"] = probe.as_dict()
+        cells = ", ".join(
+            f"{n} {'n/a' if v is None else f'{v:.2f}'}" for n, v in s["probe_r2"].items()
+        )
+        print(f"linear probe R^2 on held-out episodes ({probe.n_test} frames): {cells}")
     write_json(out / "summary.json", s)
     print(f"active units {s['active_units']} / {s['latent_dim']}")
     if "kl_per_dim" in s:

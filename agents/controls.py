@@ -1,0 +1,88 @@
+"""The encoders of the control arms, built from the pretrained VAE and its data.
+
+* ``random``: the VAE's architecture (same config), freshly initialised from the run's seed and
+  never trained; one per agent seed, so the spread over seeds includes the draw of weights.
+* ``pca``: a whitened PCA of the VAE's training frames with the VAE's latent size.
+
+Both are written once under the comparison's ``controls/`` directory and reused on re-runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from agents.arms import get_arm
+from worldvae.data import EpisodeDataset
+from worldvae.models import Autoencoder, save_model
+from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+from worldvae.pca import fit_pca, is_pca_dir
+
+PCA_FIT_FRAMES = 2_000
+
+
+def best_model_dir(model_dir: str | Path) -> Path:
+    """A model directory, or the best checkpoint of a VAE run directory."""
+    path = Path(model_dir)
+    best = path / "checkpoints" / "best"
+    return best if (best / CONFIG_NAME).is_file() else path
+
+
+def vae_data_dir(model_dir: str | Path) -> str | None:
+    """The dataset a VAE run was trained on, as its run config records it (None if unknown)."""
+    cfg = Path(model_dir) / "config.json"
+    try:
+        root = json.loads(cfg.read_text()).get("data", {}).get("root")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return str(root) if root and Path(root).is_dir() else None
+
+
+def random_encoder_dir(model_dir: str | Path, out: Path, seed: int) -> Path:
+    """An untrained copy of the VAE's architecture, initialised with ``seed``."""
+    target = out / f"random_seed{seed}"
+    if (target / WEIGHTS_NAME).is_file():
+        return target
+    config, _ = read_model_config(best_model_dir(model_dir))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Autoencoder(config)
+    return save_model(model, target, extra={"control": "random", "seed": seed})
+
+
+def pca_encoder_dir(
+    model_dir: str | Path, data_dir: str | Path, out: Path, n_frames: int = PCA_FIT_FRAMES
+) -> Path:
+    """A PCA of the training frames of ``data_dir`` to the VAE's latent size."""
+    target = out / "pca"
+    if is_pca_dir(target) and (target / WEIGHTS_NAME).is_file():
+        return target
+    config, _ = read_model_config(best_model_dir(model_dir))
+    dataset = EpisodeDataset(data_dir)
+    if tuple(dataset.frame_shape) != tuple(config.frame_shape):
+        raise ValueError(
+            f"the dataset {data_dir} holds frames {dataset.frame_shape}, the model expects "
+            f"{config.frame_shape}; pass the data the model was trained on"
+        )
+    frames = dataset.sample_frames(n_frames, seed=0, which="train")
+    return fit_pca(frames, config.latent_dim, seed=0).save(target)
+
+
+def arm_model_dir(
+    obs: str, model_dir: str | None, data_dir: str | None, out: Path, seed: int
+) -> str | None:
+    """The model directory an agent of arm ``obs`` and ``seed`` is trained with."""
+    source = get_arm(obs).model
+    if source is None:
+        return None
+    if model_dir is None:
+        raise ValueError(f"{obs!r} needs the pretrained model: pass --model DIR")
+    if source == "vae":
+        return model_dir
+    if source == "random":
+        return str(random_encoder_dir(model_dir, out, seed))
+    if data_dir is None:
+        raise ValueError("'pca' needs the frames the model was trained on: pass --data DIR")
+    return str(pca_encoder_dir(model_dir, data_dir, out))

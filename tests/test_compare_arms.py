@@ -1,0 +1,104 @@
+"""Comparisons with the control arms: one run per arm, probes, probability of improvement, the
+report, and impossible arms refused before anything trains."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.comparison import CompareConfig, add_threshold_columns, run_comparison
+from agents.report import write_report
+from envs import collect
+from worldvae.cli.main import main
+from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+
+
+@pytest.fixture(scope="module")
+def vae_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    collect(
+        root / "data",
+        "CartPole-v1",
+        n_episodes=12,
+        env_options={"frame_size": [24, 24], "max_episode_steps": 40},
+        progress=False,
+    )
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig(kind="vae", frame_shape=(24, 24, 3), latent_dim=4, channels=(8, 16))
+    save_model(Autoencoder(cfg), root / "vae")
+    return root
+
+
+def test_comparison_of_every_code_arm_with_probes(vae_and_data, tmp_path, capsys):
+    cfg = CompareConfig(
+        env_id="CartPole-v1",
+        model_dir=str(vae_and_data / "vae"),
+        data_dir=str(vae_and_data / "data"),
+        obs_kinds=("pixel", "latent", "random", "pca", "state"),
+        seeds=(0, 1),
+        total_timesteps=64,
+        eval_freq=64,
+        eval_episodes=1,
+        final_eval_episodes=2,
+        env_options={"frame_size": 24, "max_episode_steps": 40},
+        overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        n_envs=2,
+        deterministic_eval=False,
+    )
+    result = run_comparison(cfg, tmp_path / "cmp", progress=True)
+    assert "compare" in capsys.readouterr().err  # the one progress bar over all runs
+    assert {r["obs"] for r in result.runs} == set(cfg.obs_kinds) and len(result.runs) == 10
+    assert set(result.improvement) == {"latent", "random", "pca", "state"}
+    for poi in result.improvement.values():
+        assert 0.0 <= poi["ci"][0] <= poi["probability"] <= poi["ci"][1] <= 1.0
+    assert set(result.probes["r2"]) == {"latent", "random", "pca"}
+    assert result.probes["state_names"] == ["x", "x_dot", "theta", "theta_dot"]
+    assert (tmp_path / "cmp" / "controls" / "pca" / "model.safetensors").is_file()
+    assert (tmp_path / "cmp" / "controls" / "random_seed1" / "model.safetensors").is_file()
+    for v in result.summary.values():
+        assert v["iqm_is_mean"] and len(v["steps_to_threshold_iqm_ci"]) == 2
+    saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert saved["config"]["deterministic_eval"] is False
+    report = write_report(result, tmp_path / "cmp" / "report", "worldvae compare ...").read_text()
+    for arm in cfg.obs_kinds:
+        assert f"| {arm} |" in report
+    assert "IQM is the plain mean" in report and "theta_dot" in report
+    assert (tmp_path / "cmp" / "report" / "profiles.png").is_file()
+
+
+def test_threshold_columns_ignore_the_step_zero_evaluation():
+    rows = [{"obs": "pixel"}, {"obs": "latent"}]
+    curves = [
+        {"steps": np.array([0, 100, 200]), "seconds": np.array([0.0, 1.0, 2.0]),
+         "mean_return": np.array([9.0, 0.0, 9.0])},
+        {"steps": np.array([0, 100]), "seconds": np.array([0.0, 1.5]),
+         "mean_return": np.array([9.0, 0.0])},
+    ]  # fmt: skip
+    add_threshold_columns(rows, curves, threshold=5.0, vae_frames=1000)
+    assert rows[0]["steps_to_threshold"] == 200 and rows[0]["seconds_to_threshold"] == 2.0
+    assert rows[1]["steps_to_threshold"] is None  # lucky at step 0 only: never reached
+
+
+def test_impossible_arms_fail_before_training(vae_and_data, tmp_path, capsys):
+    cfg = CompareConfig(
+        env_id="ALE/Pong-v5", model_dir=str(vae_and_data / "vae"), obs_kinds=("pixel", "state")
+    )
+    with pytest.raises(ValueError, match="'state': ALE/Pong-v5 has no known"):
+        run_comparison(cfg, tmp_path / "cmp", progress=False)
+    assert not (tmp_path / "cmp" / "runs").exists()
+    status = main(
+        [
+            "compare",
+            "--env",
+            "CartPole-v1",
+            "--obs",
+            "pixel,pca,sound",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("worldvae: error: --obs pixel,pca,sound")
+    assert "'pca' needs the pretrained model" in err and "'sound' is not an observation kind" in err
+    assert not (tmp_path / "c" / "runs").exists()
