@@ -138,6 +138,8 @@ def verdict(result: ComparisonResult) -> str:
     if "pixel" not in s or "latent" not in s:
         return "The pixel or the latent arm was not run; no pixel-versus-latent verdict."
     p, lat = s["pixel"], s["latent"]
+    if min(p["n_seeds"], lat["n_seeds"]) < 2:
+        return "One seed per arm gives no interval: no pixel-versus-latent verdict."
     sep = separations(result)
     won = {axis: arm for axis, arm in sep.items() if arm}
     n = p["n_seeds"]
@@ -247,7 +249,7 @@ def write_report(
             f"| {_fmt(v['steps_to_threshold_with_pretraining'], 0)} |"
         )
     if cfg.shifted_env_kwargs:
-        lines += ["", f"Zero-shot return with {cfg.shifted_env_kwargs}:", ""]
+        lines += ["", f"Mean zero-shot shifted return (env kwargs {cfg.shifted_env_kwargs}):", ""]
         lines += [f"- {obs}: {v.get('shifted_mean', float('nan')):.2f}" for obs, v in s.items()]
     lines += [
         "",

@@ -67,6 +67,9 @@ def load_sb3(
         "action_space": action_space,
         "policy_kwargs": dict(policy_kwargs or {}),
         "policy_class": algo_class.policy_aliases[policy],
+        # Off-policy algorithms (SAC, DQN) pickle their TrainFreq; any valid value rebuilds the
+        # model, and only continued training would read it.
+        "train_freq": 1,
     }
     custom = {}
     for key in serialized_keys(path):

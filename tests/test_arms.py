@@ -125,3 +125,30 @@ def test_impossible_arms_are_rejected_together():
     with pytest.raises(ValueError, match="listed twice"):
         check_arms(("pixel", "pixel"), "CartPole-v1", None)
     assert set(ARMS) >= {"pixel", "latent", "encoder", "random", "pca", "state"}
+
+
+@pytest.mark.parametrize("obs", ["pixel", "latent", "state"])
+def test_sac_from_pixels_latents_and_state_on_pendulum(obs, tmp_path):
+    torch.manual_seed(0)
+    vae40 = AutoencoderConfig(kind="vae", frame_shape=(40, 40, 3), latent_dim=4, channels=(8, 16))
+    save_model(Autoencoder(vae40), tmp_path / "vae")  # SB3's CnnPolicy needs >= 36 pixels
+    cfg = resolve_config(
+        "Pendulum-v1",
+        obs,
+        "sac",
+        str(tmp_path / "vae") if obs == "latent" else None,
+        48,
+        seed=0,
+        overrides={"learning_starts": 16, "buffer_size": 100, "batch_size": 8},
+        env_options={"frame_size": 40, "max_episode_steps": 24},
+        eval_freq=48,
+        eval_episodes=1,
+    )
+    assert cfg.obs_options["frame_stack"] == (1 if obs == "state" else 2)  # Pendulum-v1.yaml
+    venv = build_vec_env(cfg, 1, 0, load_encoder(tmp_path / "vae") if obs == "latent" else None)
+    shape = {"pixel": (40, 40, 6), "latent": (8,), "state": (3,)}[obs]
+    assert venv.observation_space.shape == shape
+    venv.close()
+    train_agent(cfg, tmp_path / "agent", progress=False)
+    assert (tmp_path / "agent" / "eval.csv").read_text().splitlines()[-1].startswith("48,")
+    assert load_bundle(tmp_path / "agent", device="cpu").config.algo == "sac"

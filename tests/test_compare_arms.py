@@ -21,11 +21,11 @@ def vae_and_data(tmp_path_factory):
         root / "data",
         "CartPole-v1",
         n_episodes=12,
-        env_options={"frame_size": [24, 24], "max_episode_steps": 40},
+        env_options={"frame_size": [40, 40], "max_episode_steps": 40},
         progress=False,
     )
     torch.manual_seed(0)
-    cfg = AutoencoderConfig(kind="vae", frame_shape=(24, 24, 3), latent_dim=4, channels=(8, 16))
+    cfg = AutoencoderConfig(kind="vae", frame_shape=(40, 40, 3), latent_dim=4, channels=(8, 16))
     save_model(Autoencoder(cfg), root / "vae")
     return root
 
@@ -41,7 +41,7 @@ def test_comparison_of_every_code_arm_with_probes(vae_and_data, tmp_path, capsys
         eval_freq=64,
         eval_episodes=1,
         final_eval_episodes=2,
-        env_options={"frame_size": 24, "max_episode_steps": 40},
+        env_options={"frame_size": 40, "max_episode_steps": 40},  # CnnPolicy needs >= 36
         overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
         n_envs=2,
         deterministic_eval=False,
