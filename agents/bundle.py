@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -24,18 +23,9 @@ from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env
 from envs.sb3_io import load_sb3
 from worldvae.encoders import Encoder, load_encoder
-from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME
+from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
-
-
-def model_sha256(model_dir: str | Path) -> str:
-    """Hash of a model directory's config and weights."""
-    h = hashlib.sha256()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        h.update(name.encode())
-        h.update((Path(model_dir) / name).read_bytes())
-    return h.hexdigest()
 
 
 def copy_model(src: str | Path, bundle: Path) -> str:

@@ -10,6 +10,7 @@ from worldvae import __version__
 from worldvae.cli.agent_commands import add_evaluate_parser, add_train_agent_parser
 from worldvae.cli.compare_commands import add_compare_parser, add_pipeline_parser
 from worldvae.cli.data_commands import add_collect_parser, add_data_parser
+from worldvae.cli.memory_commands import add_encode_data_parser, add_train_rnn_parser
 from worldvae.cli.vae_commands import add_inspect_parser, add_train_vae_parser
 
 
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_train_vae_parser(sub)
     add_inspect_parser(sub)
+    add_encode_data_parser(sub)
+    add_train_rnn_parser(sub)
     add_train_agent_parser(sub)
     add_evaluate_parser(sub)
     add_compare_parser(sub)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from worldvae.atomic import write_json
 from worldvae.devices import resolve_device
@@ -27,12 +30,13 @@ class CheckpointError(ValueError):
 
 
 def save_model(
-    model: Autoencoder,
+    model: nn.Module,
     directory: str | os.PathLike[str],
     extra: dict | None = None,
     write_more: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``model`` to ``directory`` atomically (a sibling temp dir, then renamed).
+    """Write ``model`` (any module with a ``config.to_dict()``) to ``directory`` atomically
+    (a sibling temp dir, then renamed).
 
     ``extra`` (JSON-ready) is stored in ``config.json`` under ``"extra_info"``, e.g. training
     metadata. ``write_more(tmp_dir)`` may add files (e.g. optimiser state) before the rename.
@@ -44,7 +48,8 @@ def save_model(
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME))
-        write_json(tmp / CONFIG_NAME, {"model": model.config.to_dict(), "extra_info": extra or {}})
+        config: Any = model.config
+        write_json(tmp / CONFIG_NAME, {"model": config.to_dict(), "extra_info": extra or {}})
         if write_more is not None:
             write_more(tmp)
         old = None
@@ -79,6 +84,24 @@ def read_model_config(path: str | os.PathLike[str]) -> tuple[AutoencoderConfig, 
         raise CheckpointError(f"{cfg_path} is not a valid model config ({e})") from e
 
 
+def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
+    """A model directory itself, or a ``train-vae`` run directory's best checkpoint."""
+    path = Path(path)
+    if (path / "checkpoints" / "best" / CONFIG_NAME).is_file():
+        return path / "checkpoints" / "best"
+    return path
+
+
+def model_sha256(model_dir: str | os.PathLike[str]) -> str:
+    """Hash of a model directory's config and weights (a run directory: its best checkpoint)."""
+    model_dir = resolve_model_dir(model_dir)
+    h = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        h.update(name.encode())
+        h.update((model_dir / name).read_bytes())
+    return h.hexdigest()
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto") -> Autoencoder:
     """Load a model directory onto ``device`` (``"auto"``: CUDA when present) in eval mode.
 
@@ -87,9 +110,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto"
     Raises:
         CheckpointError: missing or corrupt files, or weights that do not fit the config.
     """
-    path = Path(path)
-    if (path / "checkpoints" / "best" / CONFIG_NAME).is_file():
-        path = path / "checkpoints" / "best"
+    path = resolve_model_dir(path)
     config, _ = read_model_config(path)
     weights = path / WEIGHTS_NAME
     if not weights.is_file():

@@ -1,0 +1,119 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from envs import make_env
+from envs.dream import DreamEnv
+from envs.memory import LatentMemoryObservation, VecLatentMemoryObservation, action_spec_for
+from worldvae.memory import MDNRNN, MemoryConfig
+from worldvae.models import Autoencoder, AutoencoderConfig
+
+
+@pytest.fixture(scope="module")
+def vae():
+    torch.manual_seed(0)
+    return Autoencoder(
+        AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def memory():
+    torch.manual_seed(1)
+    return MDNRNN(MemoryConfig(latent_dim=4, action_dim=2, hidden_size=8, n_gaussians=2)).eval()
+
+
+def _cartpole():
+    return make_env("CartPole-v1", frame_size=16)
+
+
+def test_latent_h_batched_equals_single_on_the_same_seeds(vae, memory):
+    seeds = [3, 4]
+    venv = VecLatentMemoryObservation(DummyVecEnv([_cartpole, _cartpole]), vae, memory)
+    venv.seed(seeds[0])  # DummyVecEnv seeds env i with seed + i
+    singles = [LatentMemoryObservation(_cartpole(), vae, memory) for _ in seeds]
+    vec_obs = venv.reset()
+    single_obs = [env.reset(seed=s)[0] for env, s in zip(singles, seeds, strict=True)]
+    np.testing.assert_allclose(vec_obs, np.stack(single_obs), rtol=1e-5, atol=1e-6)
+    assert vec_obs.shape == (2, 4 + 8) and not vec_obs[:, 4:].any()  # h is zero after a reset
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(60):
+        actions = rng.integers(0, 2, 2)
+        vec_obs, vec_rew, dones, infos = venv.step(actions)
+        for i, env in enumerate(singles):
+            obs, reward, term, trunc, _ = env.step(int(actions[i]))
+            assert reward == vec_rew[i]
+            if term or trunc:
+                ends += 1
+                assert dones[i]
+                np.testing.assert_allclose(
+                    infos[i]["terminal_observation"], obs, rtol=1e-5, atol=1e-6
+                )
+                obs, _ = env.reset()
+            np.testing.assert_allclose(vec_obs[i], obs, rtol=1e-5, atol=1e-6)
+    assert ends >= 2  # the comparison went through episode ends
+    assert np.abs(vec_obs[:, 4:]).sum() > 0  # M's state moved
+
+
+def test_latent_h_refuses_an_m_of_other_actions(vae):
+    other = MDNRNN(MemoryConfig(latent_dim=4, action_dim=3, hidden_size=8))
+    with pytest.raises(ValueError, match=r"M reads actions of width 3.*encodes to 2"):
+        LatentMemoryObservation(_cartpole(), vae, other)
+    wrong_z = MDNRNN(MemoryConfig(latent_dim=5, action_dim=2, hidden_size=8))
+    with pytest.raises(ValueError, match="M reads latents of size 5, the VAE gives 4"):
+        LatentMemoryObservation(_cartpole(), vae, wrong_z)
+
+
+def test_action_spec_for_spaces():
+    assert action_spec_for(gym.spaces.Discrete(3, start=1)).to_dict()["start"] == 1
+    box = action_spec_for(gym.spaces.Box(-1, 1, (2,), np.float32))
+    assert box.kind == "box" and box.n == 2
+    with pytest.raises(ValueError, match="Discrete or Box"):
+        action_spec_for(gym.spaces.MultiBinary(3))
+
+
+def _dream(memory, vae=None, **kw):
+    starts = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    return DreamEnv(memory, starts, gym.spaces.Discrete(2), vae=vae, **kw)
+
+
+def test_dream_env_passes_the_env_checkers(memory, vae):
+    gym_check_env(_dream(memory, max_episode_steps=50), skip_render_check=True)
+    sb3_check_env(_dream(memory, max_episode_steps=50), warn=True)
+    box_memory = MDNRNN(MemoryConfig(latent_dim=4, action_dim=3, hidden_size=8))
+    starts = np.zeros((2, 4), np.float32)
+    box = DreamEnv(box_memory, starts, gym.spaces.Box(-1, 1, (3,), np.float32))
+    gym_check_env(box, skip_render_check=True)
+
+
+def test_dream_env_is_seeded_renders_and_ends_when_m_says_so(memory, vae):
+    env = _dream(memory, vae, render_mode="rgb_array", max_episode_steps=7)
+    runs = []
+    for _ in range(2):
+        obs, info = env.reset(seed=11)
+        traj = [obs]
+        for _ in range(7):
+            obs, _, term, trunc, _ = env.step(1)
+            traj.append(obs)
+        runs.append(np.stack(traj))
+        assert trunc or term
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert env.render().shape == (16, 16, 3)
+    ends = MDNRNN(memory.config)
+    ends.load_state_dict(memory.state_dict())
+    with torch.no_grad():
+        ends.done_head.bias.fill_(20.0)
+    env = _dream(ends)
+    env.reset(seed=0)
+    _, _, term, trunc, info = env.step(0)
+    assert term and not trunc and info["done_probability"] > 0.99
+
+
+def test_dream_env_rejects_bad_start_latents(memory):
+    with pytest.raises(ValueError, match=r"start latents \(N, 4\)"):
+        DreamEnv(memory, np.zeros((3, 7), np.float32), gym.spaces.Discrete(2))

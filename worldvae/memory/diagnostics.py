@@ -1,0 +1,109 @@
+"""What M learned: next-step likelihood, reward and done accuracy, dream strips decoded by V."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldvae.data.latents import LatentDataset, SequenceStream
+from worldvae.images import image_grid
+from worldvae.memory.losses import mdn_nll
+from worldvae.memory.model import MDNRNN, sample_next
+
+
+@torch.no_grad()
+def evaluate_memory(
+    model: MDNRNN, dataset: LatentDataset, split: str = "val", seq_len: int = 64
+) -> dict[str, float]:
+    """Teacher-forced metrics over a split, from the posterior means.
+
+    Returns ``nll`` (nats per step, summed over D), ``nll_per_dim``, ``reward_mse``,
+    ``reward_mae``, ``done_accuracy``, ``done_recall`` (share of true ends predicted, threshold
+    0.5) and ``steps``.
+    """
+    episodes = dataset.split(split) or dataset.episodes  # type: ignore[arg-type]
+    stream = SequenceStream(dataset, episodes, seq_len=seq_len, batch_size=64, shuffle=False)
+    sums = {"nll": 0.0, "reward_mse": 0.0, "reward_mae": 0.0, "done_correct": 0.0}
+    steps, ends, ends_found = 0.0, 0.0, 0.0
+    model.eval()
+    for batch in stream:
+        t = {k: torch.from_numpy(v).to(model.device) for k, v in batch.items()}
+        out, _ = model(t["mu"][:, :-1], t["actions"])
+        m = t["mask"]
+        sums["nll"] += float((mdn_nll(t["mu"][:, 1:], out.log_pi, out.mu, out.log_sigma) * m).sum())
+        err = out.reward - t["rewards"]
+        sums["reward_mse"] += float((err**2 * m).sum())
+        sums["reward_mae"] += float((err.abs() * m).sum())
+        pred = (out.done_logit > 0).float()
+        sums["done_correct"] += float(((pred == t["dones"]).float() * m).sum())
+        ends += float((t["dones"] * m).sum())
+        ends_found += float((pred * t["dones"] * m).sum())
+        steps += float(m.sum())
+    n = max(steps, 1.0)
+    return {
+        "nll": sums["nll"] / n,
+        "nll_per_dim": sums["nll"] / n / model.config.latent_dim,
+        "reward_mse": sums["reward_mse"] / n,
+        "reward_mae": sums["reward_mae"] / n,
+        "done_accuracy": sums["done_correct"] / n,
+        "done_recall": ends_found / ends if ends else float("nan"),
+        "steps": steps,
+    }
+
+
+@torch.no_grad()
+def dream_rollout(
+    model: MDNRNN,
+    z0: np.ndarray,
+    actions: np.ndarray,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-loop dream from ``z0`` ``(D,)`` under the given encoded actions ``(T, A)``.
+
+    Returns dreamed latents ``(T, D)`` (``z_1..z_T``), rewards ``(T,)`` and done
+    probabilities ``(T,)``.
+    """
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    z = torch.as_tensor(z0, dtype=torch.float32, device=model.device)[None]
+    acts = torch.as_tensor(actions, dtype=torch.float32, device=model.device)
+    state = model.initial_state(1)
+    zs, rewards, dones = [], [], []
+    for t in range(len(acts)):
+        out, state = model(z[:, None], acts[t][None, None], state)
+        z = sample_next(out, temperature, gen)
+        zs.append(z[0].cpu().numpy())
+        rewards.append(float(out.reward[0, -1]))
+        dones.append(float(torch.sigmoid(out.done_logit[0, -1])))
+    return np.stack(zs), np.array(rewards, np.float32), np.array(dones, np.float32)
+
+
+@torch.no_grad()
+def dream_strip(
+    model: MDNRNN,
+    vae: Any,
+    episode: dict[str, np.ndarray],
+    n_steps: int = 12,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """A PNG-ready strip, three rows of ``n_steps`` frames decoded by V:
+
+    1. the real episode (V's reconstruction of each frame's posterior mean),
+    2. M's one-step prediction (mixture mean given the real past),
+    3. M's open-loop dream from the first real latent under the real actions, at ``temperature``.
+    """
+    mu, actions = episode["mu"], episode["actions"]
+    n = min(n_steps, len(actions))
+    z = torch.as_tensor(mu[: n + 1], dtype=torch.float32, device=model.device)[None]
+    a = torch.as_tensor(actions[:n], dtype=torch.float32, device=model.device)[None]
+    out, _ = model(z[:, :-1], a)
+    one_step = out.mean()[0].cpu().numpy()
+    dreamed, _, _ = dream_rollout(model, mu[0], actions[:n], temperature, seed)
+    rows = [
+        vae.decode(np.ascontiguousarray(x, np.float32)) for x in (mu[1 : n + 1], one_step, dreamed)
+    ]
+    scale = max(1, 96 // max(rows[0].shape[1:3]))
+    return image_grid(np.stack(rows), pad=2, scale=scale)
