@@ -10,6 +10,7 @@ latent    the pretrained VAE's posterior means (stacked)             MlpPolicy  
 encoder   frames; the VAE's encoder is the policy's extractor        CnnPolicy   the VAE
 random    codes of the same encoder architecture, untrained, frozen  MlpPolicy   random
 pca       whitened PCA of the VAE's training frames, same dims       MlpPolicy   pca
+latent+h  the VAE's latent and M's hidden state ``[z, h]``            MlpPolicy   VAE + M
 state     the env's true low-dimensional state (``envs.state``)      MlpPolicy   none
 ========  =========================================================  ==========  ==========
 
@@ -70,6 +71,8 @@ class Arm:
         wrap_vec: applied to the monitored VecEnv, with the obs options and the loaded model.
         needs_state: the env must have a known true state (:func:`envs.state.has_state`).
         loads_model: the wrapper needs the model loaded (the policy loads it otherwise).
+        needs_memory: the arm also needs the memory model M (``--memory``); its env is built
+            by :func:`agents.environments.build_vec_env` with ``memory=M``.
     """
 
     name: str
@@ -80,6 +83,7 @@ class Arm:
     wrap_env: Callable[[gym.Env, str], gym.Env] | None = None
     needs_state: bool = False
     loads_model: bool = False
+    needs_memory: bool = False
 
 
 _CODE_KEYS = frozenset({"frame_stack", "action_history", "sample"})
@@ -90,6 +94,15 @@ ARMS: dict[str, Arm] = {
     "encoder": Arm("encoder", "CnnPolicy", "vae", frozenset({"freeze"}), _identity),
     "random": Arm("random", "MlpPolicy", "random", _CODE_KEYS, _latent, loads_model=True),
     "pca": Arm("pca", "MlpPolicy", "pca", _CODE_KEYS, _latent, loads_model=True),
+    "latent+h": Arm(
+        "latent+h",
+        "MlpPolicy",
+        "vae",
+        frozenset({"sample"}),
+        _identity,
+        loads_model=True,
+        needs_memory=True,
+    ),
     "state": Arm(
         "state",
         "MlpPolicy",

@@ -6,6 +6,7 @@
       config.json      {"agent": AgentConfig, "model_sha256": ..., "status": "complete", ...}
       agent.zip        the SB3 model (loaded without unpickling, see envs.sb3_io)
       model/           the autoencoder it was trained on (latent and encoder agents)
+      memory/          the memory model M (latent+h agents)
       eval.csv         periodic evaluation: steps, seconds, wall_seconds, mean_return, std_return
       tb/              TensorBoard logs
 """
@@ -26,6 +27,7 @@ from worldvae.encoders import Encoder, load_encoder
 from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
+MEMORY_DIR, CONTROLLER_FILE = "memory", "controller.safetensors"
 
 
 def copy_model(src: str | Path, bundle: Path) -> str:
@@ -35,6 +37,30 @@ def copy_model(src: str | Path, bundle: Path) -> str:
         src = src / "checkpoints" / "best"
     load_encoder(src, device="cpu")  # refuse a broken model before training on it
     dst = bundle / MODEL_DIR
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy2(src / name, dst / name)
+    return model_sha256(dst)
+
+
+def copy_memory(src: str | Path, bundle: Path, vae_sha256: str) -> str:
+    """Copy M (a run directory resolves to its best checkpoint) into the bundle; return its hash.
+
+    Raises:
+        ValueError: M was trained on latents of another VAE than the bundle's.
+    """
+    from worldvae.memory import read_memory_config
+    from worldvae.models.io import resolve_model_dir
+
+    src = resolve_model_dir(src)
+    _, extra = read_memory_config(src)
+    if extra.get("vae_sha256") not in (None, vae_sha256):
+        raise ValueError(
+            f"the memory model {src} was trained on latents of another VAE (sha256 "
+            f"{str(extra['vae_sha256'])[:12]}, this agent's is {vae_sha256[:12]}); pass the VAE "
+            "it was trained with, or re-run encode-data and train-rnn with this one"
+        )
+    dst = bundle / MEMORY_DIR
     dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copy2(src / name, dst / name)
@@ -81,10 +107,11 @@ class Bundle:
     agent: Any
     model: Encoder | None
     info: dict[str, Any]
+    memory: Any = None
 
     def make_env(self, n_envs: int = 1, seed: int = 0) -> Any:
-        """A VecEnv with the observations this agent was trained on."""
-        return build_vec_env(self.config, n_envs, seed, self.model)
+        """A VecEnv with the observations this agent was trained on (the real env)."""
+        return build_vec_env(self.config, n_envs, seed, self.model, memory=self.memory)
 
 
 def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
@@ -96,7 +123,9 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
     """
     path = Path(path)
     cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file() or not (path / AGENT_FILE).is_file():
+    if not cfg_file.is_file() or not (
+        (path / AGENT_FILE).is_file() or (path / CONTROLLER_FILE).is_file()
+    ):
         raise FileNotFoundError(
             f"{path} is not an agent directory (it lacks {CONFIG_FILE} or {AGENT_FILE}); train one with `worldvae train-agent`"
         )
@@ -116,7 +145,24 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
                 f"(sha256 {actual[:12]} != recorded {recorded and recorded[:12]}); restore it or re-train the agent"
             )
         model = load_encoder(path / MODEL_DIR, device=device)
-    probe = build_vec_env(cfg, 1, 0, model)
+    memory = None
+    if get_arm(cfg.obs).needs_memory:
+        from worldvae.memory import load_memory
+
+        actual = model_sha256(path / MEMORY_DIR)
+        if actual != info.get("memory_sha256"):
+            raise ValueError(
+                f"the memory model in {path / MEMORY_DIR} changed since the agent was trained "
+                "on it; restore it or re-train the agent"
+            )
+        memory = load_memory(path / MEMORY_DIR, device=device)[0]
+    probe = build_vec_env(cfg, 1, 0, model, memory=memory)
+    if cfg.algo == "cmaes":
+        from agents.cma_es import load_controller
+
+        probe.close()
+        agent = load_controller(path, probe.observation_space, probe.action_space)
+        return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)
     agent = load_sb3(
         algo_class(cfg.algo),
         path / AGENT_FILE,
@@ -127,4 +173,4 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
         device=device,
     )
     probe.close()
-    return Bundle(path=path, config=cfg, agent=agent, model=model, info=info)
+    return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)

@@ -15,7 +15,7 @@ from agents.arms import ARMS
 from worldvae.configs import reject_unknown_keys
 
 OBS_KINDS = tuple(ARMS)
-ALGOS = ("ppo", "a2c", "dqn", "sac")
+ALGOS = ("ppo", "a2c", "dqn", "sac", "cmaes")
 ENV_KEYS = {"frame_size", "crop", "grayscale", "frame_skip", "max_episode_steps", "env_kwargs"}
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
@@ -32,12 +32,18 @@ def algo_class(algo: str) -> Any:
     import stable_baselines3 as sb3
 
     classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
+    if algo == "cmaes":
+        raise ValueError("cmaes is not an SB3 algorithm; agents.cma_es trains it")
     if algo not in classes:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
     return classes[algo]
 
 
 def _algo_keys(algo: str) -> set[str]:
+    if algo == "cmaes":
+        from agents.cma_es import CMAESConfig
+
+        return {f.name for f in dataclasses.fields(CMAESConfig)}
     params = set(inspect.signature(algo_class(algo).__init__).parameters)
     return (
         params
@@ -118,6 +124,9 @@ class AgentConfig:
     obs: str = "pixel"
     algo: str = "ppo"
     model_dir: str | None = None
+    memory_dir: str | None = None  # M, for obs "latent+h"
+    dream: bool = False  # train inside M's dream (DreamEnv), evaluate in the real env
+    dream_temperature: float | None = None  # tau; None: M's own
     total_timesteps: int = 50_000
     seed: int = 0
     n_envs: int = 4
@@ -137,6 +146,12 @@ class AgentConfig:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGOS}")
         if ARMS[self.obs].model is not None and not self.model_dir:
             raise ValueError(f"obs={self.obs!r} needs a pretrained model: pass --model DIR")
+        if self.obs == "latent+h" and not self.memory_dir:
+            raise ValueError("obs='latent+h' needs the memory model M: pass --memory DIR")
+        if self.dream and self.obs != "latent+h":
+            raise ValueError(
+                f"training in the dream needs obs='latent+h' (the dream gives [z, h]), got {self.obs!r}"
+            )
         unknown = set(self.obs_options) - OBS_KEYS[self.obs]
         if unknown:
             raise ValueError(
@@ -145,7 +160,8 @@ class AgentConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{self.env_id.replace('/', '_')}__{self.obs}__{self.algo}__{self.seed}"
+        obs = f"{self.obs}-dream" if self.dream else self.obs
+        return f"{self.env_id.replace('/', '_')}__{obs}__{self.algo}__{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,14 +25,20 @@ def _env_fn(
 
 
 def build_vec_env(
-    cfg: AgentConfig, n_envs: int, seed: int, model: Encoder | None, subprocess: bool = False
+    cfg: AgentConfig,
+    n_envs: int,
+    seed: int,
+    model: Encoder | None,
+    subprocess: bool = False,
+    memory: Any = None,
 ) -> VecEnv:
     """The observation pipeline of ``cfg.obs`` over ``n_envs`` copies of the env.
 
     Each arm (:data:`agents.arms.ARMS`) says how: pixel frames stacked along channels (SB3
     transposes them); latent, random and pca codes from
     :class:`~envs.latent.VecLatentObservation` (one batched encode per step); encoder frames
-    (the policy's features extractor encodes them); state vectors from the env itself.
+    (the policy's features extractor encodes them); state vectors from the env itself;
+    latent+h ``[z, h]`` from :class:`~envs.memory.VecLatentMemoryObservation` (``memory``: M).
     """
     arm = get_arm(cfg.obs)
     fns = [_env_fn(cfg.env_id, cfg.env_options, arm.wrap_env) for _ in range(n_envs)]
@@ -41,6 +47,14 @@ def build_vec_env(
     )
     venv = VecMonitor(venv)
     venv.seed(seed)
+    if arm.needs_memory:
+        from envs.memory import VecLatentMemoryObservation
+
+        if model is None or memory is None:
+            raise ValueError(f"a {cfg.obs} env needs the VAE and the memory model M")
+        return VecLatentMemoryObservation(
+            venv, model, memory, sample=bool(cfg.obs_options.get("sample", False))
+        )
     return arm.wrap_vec(venv, cfg.obs_options, model)
 
 

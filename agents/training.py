@@ -162,11 +162,29 @@ def train_agent(
     if cfg.model_dir:
         info["model_sha256"] = copy_model(cfg.model_dir, out)
         info["model_source"] = str(cfg.model_dir)
+    memory: Any = None
+    memory_info: dict[str, Any] = {}
+    if cfg.memory_dir:
+        from agents.bundle import MEMORY_DIR, copy_memory
+        from worldvae.memory import load_memory
+
+        info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
+        info["memory_source"] = str(cfg.memory_dir)
+        memory, memory_info = load_memory(out / MEMORY_DIR, device=cfg.device)
     write_json(out / CONFIG_FILE, info)
     model = load_encoder(out / "model", device=cfg.device) if get_arm(cfg.obs).loads_model else None
     torch.manual_seed(cfg.seed)
-    env = build_vec_env(cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs)
-    eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model)
+    eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model, memory=memory)
+    if cfg.algo == "cmaes":
+        return _train_cmaes(cfg, out, info, eval_env, memory_info, progress)
+    if cfg.dream:
+        from agents.dream import build_dream_vec_env
+
+        env = build_dream_vec_env(cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info))
+    else:
+        env = build_vec_env(
+            cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
+        )
     kwargs = {k: v for k, v in cfg.algo_kwargs.items() if k != "policy_kwargs"}
     agent = algo_class(cfg.algo)(
         policy_name(cfg),
@@ -199,3 +217,59 @@ def train_agent(
     }
     write_json(out / CONFIG_FILE, info)
     return AgentResult(out, final, train_seconds, info["steps_per_second"])
+
+
+def _latent_data(cfg: AgentConfig, memory_info: dict[str, Any]) -> str:
+    """The latent dataset M was trained on: its first frames start the dream's episodes."""
+    data = memory_info.get("latent_data")
+    if not data or not Path(data).is_dir():
+        raise FileNotFoundError(
+            f"the dream starts from the latent dataset M was trained on ({data}), which is not "
+            f"there; restore it or re-run `worldvae encode-data` into {data}"
+        )
+    return str(data)
+
+
+def _train_cmaes(
+    cfg: AgentConfig,
+    out: Path,
+    info: dict[str, Any],
+    eval_env: Any,
+    memory_info: dict[str, Any],
+    progress: bool,
+) -> AgentResult:
+    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``."""
+    from agents.cma_es import CMAESConfig, train_controller
+
+    if cfg.obs != "latent+h":
+        raise ValueError("the CMA-ES controller reads [z, h]: use --obs latent+h with --memory")
+    spec = {
+        "cfg": cfg.to_dict(),
+        "bundle": str(out),
+        "dream": cfg.dream,
+        "latent_data": _latent_data(cfg, memory_info) if cfg.dream else "",
+        "rollouts": CMAESConfig.from_dict(cfg.algo_kwargs).rollouts,
+        "obs_dim": int(eval_env.observation_space.shape[0]),
+        "action_space": eval_env.action_space,
+    }
+
+    def evaluate(controller: Any) -> tuple[float, float]:
+        returns = evaluate_policy_seeded(controller, eval_env, cfg.eval_episodes, cfg.eval_seed)
+        return float(returns.mean()), float(returns.std())
+
+    result = train_controller(
+        spec,
+        CMAESConfig.from_dict(cfg.algo_kwargs),
+        cfg.total_timesteps,
+        cfg.seed,
+        out,
+        evaluate,
+        cfg.eval_freq,
+        progress,
+    )
+    eval_env.close()
+    info |= {"status": "complete", **result}
+    write_json(out / CONFIG_FILE, info)
+    return AgentResult(
+        out, result["final_mean_return"], result["train_seconds"], result["steps_per_second"]
+    )

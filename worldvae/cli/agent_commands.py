@@ -15,9 +15,16 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
         "config, the model it was trained on, and periodic evaluations (eval.csv).",
     )
     p.add_argument("--env", required=True)
-    p.add_argument("--obs", required=True, choices=["pixel", "latent", "encoder"])
+    p.add_argument("--obs", required=True, choices=["pixel", "latent", "encoder", "latent+h"])
     p.add_argument("--model", default=None, help="model or VAE run directory (latent, encoder)")
-    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac"])
+    p.add_argument("--memory", default=None, help="M's run directory (latent+h: [z, h] inputs)")
+    p.add_argument(
+        "--dream",
+        action="store_true",
+        help="train inside M's dream, evaluate in the real env (needs --obs latent+h)",
+    )
+    p.add_argument("--temperature", type=float, default=None, help="dream tau (default: M's)")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac", "cmaes"])
     p.add_argument("--steps", type=int, default=50_000, help="env steps (default 50000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-envs", type=int, default=None, help="override the YAML's n_envs")
@@ -42,9 +49,22 @@ def run_train_agent(args: argparse.Namespace) -> int:
         "eval_freq": args.eval_freq,
         "eval_episodes": args.eval_episodes,
         "device": args.device,
+        "memory_dir": args.memory,
+        "dream": args.dream,
+        "dream_temperature": args.temperature,
     }
     if args.n_envs is not None:
         fields["n_envs"] = args.n_envs
+    if args.memory:
+        from worldvae.memory import read_memory_config
+
+        # The frames M saw were made with the collector's make_env options: use the same.
+        _, extra = read_memory_config(args.memory)
+        if extra.get("env_id") not in (None, args.env):
+            raise ValueError(
+                f"the memory model {args.memory} was trained on {extra['env_id']}, not {args.env}"
+            )
+        fields["env_options"] = dict(extra.get("env_options") or {})
     cfg = resolve_config(
         args.env, args.obs, args.algo, args.model, args.steps, args.seed, args.hyperparams, **fields
     )

@@ -1,0 +1,323 @@
+"""World Models' controller C: a linear map from ``[z, h]`` to actions, trained by CMA-ES.
+
+Ha and Schmidhuber (2018) train C with CMA-ES on the cumulative reward, each candidate scored
+over several rollouts, the population evaluated in parallel. Here the rollouts run in the real
+env (through the ``latent+h`` wrapper) or in M's dream (:class:`~envs.dream.DreamEnv`); either
+way the periodic evaluation, like every agent's, is in the real env on fixed seeds. Worker
+processes each build their env once and score the candidates handed to them; every candidate
+of a generation meets the same episode seeds.
+
+The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``bias``
+``(A_out,)``) instead of an SB3 zip.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from safetensors.numpy import load_file, save_file
+from stable_baselines3.common.vec_env import VecEnv
+from tqdm.auto import tqdm
+
+from worldvae.atomic import atomic_path
+from worldvae.configs import reject_unknown_keys
+
+CONTROLLER_FILE = "controller.safetensors"
+
+
+@dataclass(frozen=True)
+class CMAESConfig:
+    """CMA-ES settings (the ``cmaes`` section of the hyperparameters).
+
+    Attributes:
+        popsize: candidates per generation (World Models: 64 on CarRacing).
+        rollouts: episodes per candidate (World Models: 16); its fitness is their mean return.
+        sigma0: initial step size.
+        workers: processes scoring candidates in parallel (1: in this process).
+        n_envs: unused by CMA-ES; accepted so the shared ``n_envs`` key stays valid.
+    """
+
+    popsize: int = 16
+    rollouts: int = 4
+    sigma0: float = 0.1
+    workers: int = 2
+    n_envs: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CMAESConfig:
+        reject_unknown_keys(cls, d, "cmaes hyperparameter")
+        return cls(**d)
+
+
+class LinearController:
+    """``a = argmax(W x + b)`` for Discrete actions; ``low + (tanh(W x + b) + 1) / 2 *
+    (high - low)`` for Box actions. ``x`` is the ``[z, h]`` observation ``(obs_dim,)``."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, params: np.ndarray | None = None):
+        if isinstance(action_space, spaces.Discrete):
+            self.n_out = int(action_space.n)
+        elif isinstance(action_space, spaces.Box):
+            self.n_out = int(np.prod(action_space.shape or ()))
+        else:
+            raise ValueError(
+                f"the CMA-ES controller needs Discrete or Box actions, got {action_space}"
+            )
+        self.obs_dim, self.action_space = obs_dim, action_space
+        self.weight = np.zeros((self.n_out, obs_dim), np.float32)
+        self.bias = np.zeros(self.n_out, np.float32)
+        if params is not None:
+            self.set_params(params)
+
+    @property
+    def n_params(self) -> int:
+        return self.n_out * (self.obs_dim + 1)
+
+    def set_params(self, params: np.ndarray) -> None:
+        params = np.asarray(params, np.float32)
+        if params.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} parameters, got {params.shape}")
+        self.weight = params[: self.n_out * self.obs_dim].reshape(self.n_out, self.obs_dim)
+        self.bias = params[self.n_out * self.obs_dim :].copy()
+
+    def params(self) -> np.ndarray:
+        return np.concatenate([self.weight.reshape(-1), self.bias])
+
+    def predict(
+        self,
+        obs: np.ndarray,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, None]:
+        """Actions for a batch of observations ``(N, obs_dim)`` (SB3's ``predict`` shape)."""
+        y = np.asarray(obs, np.float32).reshape(-1, self.obs_dim) @ self.weight.T + self.bias
+        if isinstance(self.action_space, spaces.Discrete):
+            return y.argmax(axis=1) + int(self.action_space.start), None
+        low, high = self.action_space.low.reshape(-1), self.action_space.high.reshape(-1)
+        a = low + (np.tanh(y) + 1.0) / 2.0 * (high - low)
+        return a.reshape(-1, *self.action_space.shape).astype(np.float32), None
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            save_file({"weight": self.weight, "bias": self.bias}, str(tmp))
+
+
+def load_controller(
+    bundle: str | Path, observation_space: gym.Space, action_space: gym.Space
+) -> LinearController:
+    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled)."""
+    tensors = load_file(str(Path(bundle) / CONTROLLER_FILE))
+    obs_dim = int(np.prod(observation_space.shape or ()))
+    c = LinearController(obs_dim, action_space)
+    if tensors["weight"].shape != c.weight.shape:
+        raise ValueError(
+            f"{bundle}: controller weight {tensors['weight'].shape} does not fit observations "
+            f"({obs_dim},) and {action_space}"
+        )
+    c.weight, c.bias = tensors["weight"], tensors["bias"]
+    return c
+
+
+def rollouts(controller: LinearController, venv: VecEnv, n: int, seed: int) -> tuple[float, int]:
+    """Mean return of ``n`` episodes seeded ``seed + i`` and the env steps they took."""
+    total, steps = 0.0, 0
+    for i in range(n):
+        venv.seed(seed + i)
+        obs = venv.reset()
+        done = False
+        while not done:
+            action, _ = controller.predict(np.asarray(obs))
+            obs, reward, dones, _ = venv.step(action)
+            total += float(reward[0])
+            steps += 1
+            done = bool(dones[0])
+    return total / n, steps
+
+
+def build_scoring_env(spec: dict[str, Any]) -> VecEnv:
+    """The one-env VecEnv candidates are scored in: the dream or the real ``latent+h`` env."""
+    from agents.config import AgentConfig
+    from agents.environments import build_vec_env
+    from worldvae.memory import load_memory
+    from worldvae.models import load_model
+
+    cfg = AgentConfig.from_dict(spec["cfg"])
+    bundle = Path(spec["bundle"])
+    memory, extra = load_memory(bundle / "memory", device="cpu")
+    if spec["dream"]:
+        from agents.dream import build_dream_vec_env
+
+        return build_dream_vec_env(cfg, 1, cfg.seed, memory, extra["latent_data"])
+    model = load_model(bundle / "model", device="cpu")
+    return build_vec_env(cfg, 1, cfg.seed, model, memory=memory)
+
+
+def _worker(spec: dict[str, Any], jobs: Any, results: Any) -> None:
+    torch.set_num_threads(1)
+    venv = build_scoring_env(spec)
+    controller = LinearController(int(spec["obs_dim"]), venv.action_space)
+    while True:
+        job = jobs.get()
+        if job is None:
+            break
+        index, params, seed = job
+        controller.set_params(params)
+        results.put((index, *rollouts(controller, venv, int(spec["rollouts"]), seed)))
+    venv.close()
+
+
+class CandidateScorer:
+    """Scores parameter vectors: in worker processes, or in this process with one worker."""
+
+    def __init__(self, spec: dict[str, Any], workers: int):
+        self.spec = spec
+        self.workers = workers
+        self.procs: list[Any] = []
+        if workers > 1:
+            ctx = mp.get_context("spawn")
+            self.jobs, self.results = ctx.Queue(), ctx.Queue()
+            self.procs = [
+                ctx.Process(target=_worker, args=(spec, self.jobs, self.results), daemon=True)
+                for _ in range(workers)
+            ]
+            for p in self.procs:
+                p.start()
+        else:
+            self.venv = build_scoring_env(spec)
+            self.controller = LinearController(int(spec["obs_dim"]), self.venv.action_space)
+
+    def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
+        """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
+        if not self.procs:
+            out = []
+            for c in candidates:
+                self.controller.set_params(c)
+                out.append(rollouts(self.controller, self.venv, int(self.spec["rollouts"]), seed))
+        else:
+            for i, c in enumerate(candidates):
+                self.jobs.put((i, np.asarray(c, np.float32), seed))
+            got: dict[int, tuple[float, int]] = {}
+            while len(got) < len(candidates):
+                if not any(p.is_alive() for p in self.procs):
+                    raise RuntimeError("every CMA-ES worker process died; see the log above")
+                try:
+                    i, fitness, steps = self.results.get(timeout=5.0)
+                except Exception:  # queue.Empty: check the workers again
+                    continue
+                got[i] = (fitness, steps)
+            out = [got[i] for i in range(len(candidates))]
+        return [f for f, _ in out], sum(s for _, s in out)
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.jobs.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        if not self.procs:
+            self.venv.close()
+
+
+def train_controller(
+    spec: dict[str, Any],
+    es_cfg: CMAESConfig,
+    total_timesteps: int,
+    seed: int,
+    out: Path,
+    evaluate: Any,
+    eval_every_steps: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent.
+
+    ``evaluate(controller) -> mean return`` scores the current mean candidate in the real env
+    every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents.
+    """
+    import csv
+
+    import cma
+    from torch.utils.tensorboard import SummaryWriter
+
+    from worldvae.atomic import atomic_open
+
+    obs_dim = int(spec["obs_dim"])
+    probe = LinearController(obs_dim, spec["action_space"])
+    es = cma.CMAEvolutionStrategy(
+        np.zeros(probe.n_params),
+        es_cfg.sigma0,
+        {"popsize": es_cfg.popsize, "seed": seed + 1, "verbose": -9},
+    )
+    scorer = CandidateScorer({k: v for k, v in spec.items() if k != "action_space"}, es_cfg.workers)
+    writer = SummaryWriter(str(out / "tb"))
+    rows: list[dict[str, float]] = []
+    steps, generation, next_eval = 0, 0, 0
+    eval_seconds = 0.0
+    start = time.perf_counter()
+    bar = tqdm(
+        total=total_timesteps, unit="step", desc="cmaes", disable=not progress, dynamic_ncols=True
+    )
+
+    def log_eval() -> None:
+        nonlocal eval_seconds, next_eval
+        t = time.perf_counter()
+        probe.set_params(es.result.xfavorite)
+        mean, std = evaluate(probe)
+        eval_seconds += time.perf_counter() - t
+        wall = time.perf_counter() - start
+        rows.append(
+            {
+                "steps": steps,
+                "seconds": round(wall - eval_seconds, 3),
+                "wall_seconds": round(wall, 3),
+                "mean_return": mean,
+                "std_return": std,
+            }
+        )
+        with atomic_open(out / "eval.csv") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[-1]))
+            w.writeheader()
+            w.writerows(rows)
+        writer.add_scalar("eval/mean_return", mean, steps)
+        bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
+        next_eval = steps + eval_every_steps
+
+    try:
+        log_eval()
+        while steps < total_timesteps:
+            candidates = es.ask()
+            fitness, used = scorer.score(candidates, seed=seed * 100_003 + generation * 1000)
+            es.tell(candidates, [-f for f in fitness])  # cma minimises
+            steps += used
+            generation += 1
+            bar.update(used)
+            writer.add_scalar("cmaes/best_fitness", max(fitness), steps)
+            writer.add_scalar("cmaes/mean_fitness", float(np.mean(fitness)), steps)
+            writer.add_scalar("cmaes/sigma", float(es.sigma), steps)
+            if steps >= next_eval:
+                log_eval()
+        if rows[-1]["steps"] != steps:
+            log_eval()
+    finally:
+        scorer.close()
+        writer.close()
+        bar.close()
+    probe.set_params(es.result.xfavorite)
+    probe.save(out / CONTROLLER_FILE)
+    train_seconds = time.perf_counter() - start - eval_seconds
+    return {
+        "final_mean_return": rows[-1]["mean_return"],
+        "train_seconds": round(train_seconds, 3),
+        "steps_per_second": round(steps / max(train_seconds, 1e-9), 2),
+        "steps": steps,
+        "generations": generation,
+        "cmaes": asdict(es_cfg),
+    }

@@ -1,0 +1,67 @@
+"""Training envs inside M's dream, built from an agent configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
+
+from agents.config import AgentConfig
+from envs import make_env_from_options
+from envs.dream import DreamEnv, start_latents_from
+from worldvae.memory import MDNRNN
+
+
+def dream_action_space(cfg: AgentConfig) -> Any:
+    """The real env's action space (M was trained on its actions)."""
+    env = make_env_from_options(cfg.env_id, cfg.env_options)
+    space = env.action_space
+    env.close()
+    return space
+
+
+def dream_max_steps(cfg: AgentConfig) -> int:
+    """The real env's time limit (``max_episode_steps`` option, else the registered one)."""
+    if cfg.env_options.get("max_episode_steps"):
+        return int(cfg.env_options["max_episode_steps"])
+    import gymnasium as gym
+
+    spec = gym.spec(cfg.env_id)
+    return int(spec.max_episode_steps or 1000)
+
+
+def build_dream_vec_env(
+    cfg: AgentConfig, n_envs: int, seed: int, memory: MDNRNN, latent_data: str
+) -> VecEnv:
+    """``n_envs`` :class:`~envs.dream.DreamEnv` copies started from the latent dataset's first
+    frames, at ``cfg.dream_temperature``, monitored and seeded like the real env."""
+    starts = start_latents_from(latent_data)
+    space = dream_action_space(cfg)
+    steps = dream_max_steps(cfg)
+
+    def make() -> Callable[[], DreamEnv]:
+        return lambda: DreamEnv(
+            memory, starts, space, cfg.dream_temperature, max_episode_steps=steps
+        )
+
+    venv = VecMonitor(DummyVecEnv([make() for _ in range(n_envs)]))
+    venv.seed(seed)
+    return venv
+
+
+def dream_steps_per_second(env: DreamEnv, n_steps: int = 1000, seed: int = 0) -> float:
+    """Dream env steps per second under random actions (for benchmarks)."""
+    import time
+
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    return n_steps / (time.perf_counter() - t)
+
+
+__all__ = ["build_dream_vec_env", "dream_action_space", "dream_max_steps", "dream_steps_per_second"]

@@ -1,0 +1,119 @@
+"""Agents on [z, h]: in the real env, inside the dream, and World Models' CMA-ES controller."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
+from agents.cma_es import LinearController
+from envs import collect
+from envs.memory import action_spec_for
+from worldvae.data.latents import encode_dataset
+from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.models.io import model_sha256
+
+FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+ENV = {"frame_size": 16}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny V and M on real CartPole frames (16x16): (vae_dir, memory_run_dir)."""
+    root = tmp_path_factory.mktemp("world")
+    collect(root / "data", "CartPole-v1", n_episodes=3, env_options=ENV, progress=False)
+    torch.manual_seed(0)
+    vae = Autoencoder(
+        AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
+    ).eval()
+    save_model(vae, root / "vae")
+    import gymnasium as gym
+
+    encode_dataset(
+        root / "data",
+        vae,
+        root / "vae",
+        model_sha256(root / "vae"),
+        root / "latents",
+        action_spec_for(gym.spaces.Discrete(2)),
+        progress=False,
+    )
+    train_memory(
+        root / "latents",
+        root / "rnn",
+        MemoryTrainConfig(model={"hidden_size": 8, "n_gaussians": 2}, epochs=1, batch_size=4),
+        progress=False,
+    )
+    return root / "vae", root / "rnn"
+
+
+def _cfg(world, steps=64, algo="ppo", **kw):
+    vae, rnn = world
+    hp = {"env_options": ENV, "n_envs": 2, "eval_freq": 64, "eval_episodes": 2, "device": "cpu"}
+    overrides = FAST if algo == "ppo" else {"popsize": 4, "rollouts": 1, "workers": 1}
+    return resolve_config(
+        "CartPole-v1",
+        "latent+h",
+        algo,
+        str(vae),
+        steps,
+        seed=1,
+        overrides=overrides,
+        memory_dir=str(rnn),
+        **(hp | kw),
+    )
+
+
+def test_latent_h_agent_trains_and_its_bundle_round_trips(world, tmp_path):
+    r = train_agent(_cfg(world), tmp_path / "agent", progress=False)
+    assert np.isfinite(r.final_mean_return)
+    info = json.loads((tmp_path / "agent" / "config.json").read_text())
+    assert info["memory_sha256"] and (tmp_path / "agent" / "memory" / "model.safetensors").is_file()
+    bundle = load_bundle(tmp_path / "agent", device="cpu")
+    venv = bundle.make_env(1, 0)
+    assert venv.observation_space.shape == (4 + 8,)
+    venv.close()
+    r1 = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
+    r2 = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
+    np.testing.assert_array_equal(r1.returns, r2.returns)
+    (tmp_path / "agent" / "memory" / "model.safetensors").write_bytes(b"changed")
+    with pytest.raises(ValueError, match=r"memory model .* changed"):
+        load_bundle(tmp_path / "agent", device="cpu")
+
+
+def test_agent_trained_in_the_dream_is_scored_in_the_real_env(world, tmp_path):
+    cfg = _cfg(world, dream=True, dream_temperature=1.2)
+    assert cfg.run_name == "CartPole-v1__latent+h-dream__ppo__1"
+    r = train_agent(cfg, tmp_path / "agent", progress=False)
+    rows = (tmp_path / "agent" / "eval.csv").read_text().splitlines()
+    assert rows[-1].startswith("64,") and r.final_mean_return >= 1.0  # CartPole pays 1 per step
+    with pytest.raises(ValueError, match="needs obs='latent\\+h'"):
+        resolve_config("CartPole-v1", "latent", "ppo", str(world[0]), 64, dream=True)
+
+
+def test_cmaes_controller_trains_in_the_dream(world, tmp_path):
+    r = train_agent(_cfg(world, steps=60, algo="cmaes", dream=True), tmp_path / "a", progress=False)
+    a = load_bundle(tmp_path / "a", device="cpu").agent
+    assert isinstance(a, LinearController) and a.weight.shape == (2, 4 + 8)
+    assert r.steps_per_second > 0
+    returns = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu").returns
+    assert returns.shape == (2,) and np.all(returns >= 1)
+
+
+@pytest.mark.slow
+def test_cmaes_population_in_processes_equals_in_process(world, tmp_path):
+    one = train_agent(
+        _cfg(world, steps=60, algo="cmaes", dream=True), tmp_path / "a", progress=False
+    )
+    cfg = _cfg(world, steps=60, algo="cmaes", dream=True)
+    two = type(cfg).from_dict(cfg.to_dict() | {"algo_kwargs": cfg.algo_kwargs | {"workers": 2}})
+    train_agent(two, tmp_path / "b", progress=False)
+    a = load_bundle(tmp_path / "a", device="cpu").agent
+    b = load_bundle(tmp_path / "b", device="cpu").agent
+    assert isinstance(a, LinearController) and a.weight.shape == (2, 4 + 8)
+    np.testing.assert_array_equal(a.params(), b.params())
+    assert one.steps_per_second > 0
+    r = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu")
+    assert r.returns.shape == (2,) and np.all(r.returns >= 1)
