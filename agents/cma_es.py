@@ -14,6 +14,8 @@ The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import queue
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,8 +166,14 @@ def _worker(spec: dict[str, Any], jobs: Any, results: Any) -> None:
     torch.set_num_threads(1)
     venv = build_scoring_env(spec)
     controller = LinearController(int(spec["obs_dim"]), venv.action_space)
+    parent = os.getppid()
     while True:
-        job = jobs.get()
+        try:
+            job = jobs.get(timeout=5.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the trainer died without telling us: stop too
+                break
+            continue
         if job is None:
             break
         index, params, seed = job
@@ -210,7 +218,7 @@ class CandidateScorer:
                     raise RuntimeError("every CMA-ES worker process died; see the log above")
                 try:
                     i, fitness, steps = self.results.get(timeout=5.0)
-                except Exception:  # queue.Empty: check the workers again
+                except queue.Empty:  # check the workers again
                     continue
                 got[i] = (fitness, steps)
             out = [got[i] for i in range(len(candidates))]

@@ -1,0 +1,112 @@
+"""Dream steps/s against real env steps/s, measured side by side in one process.
+
+In alternating blocks of ``--steps`` steps (random actions, one env each), it times:
+
+* dream: :class:`envs.dream.DreamEnv` (one M step and one mixture sample per step);
+* real+V+M: the real env with :class:`envs.memory.LatentMemoryObservation` (render, resize,
+  encode with V, step M): what an agent trained on ``[z, h]`` pays per step in the real env;
+* real: the rendered, resized frame env alone.
+
+Medians of ``--rounds`` rounds and the ratios to the dream are printed, with the CPU model and
+flags and what torch reports.
+
+    python scripts/bench_dream.py --model runs/vae/cp32 --memory runs/rnn/cp32b \
+        --env CartPole-v1 --frame-size 32 --crop 160,70,0,0
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from envs import make_env
+from envs.dream import DreamEnv
+from envs.memory import LatentMemoryObservation
+from worldvae.data.latents import LatentDataset
+from worldvae.memory import load_memory
+from worldvae.models import load_model
+
+
+def cpu_description() -> str:
+    """The CPU model and its flags of interest, from /proc/cpuinfo."""
+    model, flags = platform.processor() or "unknown", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+                flags = " ".join(f for f in wanted if f in have)
+    except OSError:
+        pass
+    return f"{model}; flags: {flags or 'n/a'}"
+
+
+def time_block(env: gym.Env, n_steps: int, seed: int) -> float:
+    """Steps per second over ``n_steps`` random-action steps (resets included)."""
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    return n_steps / (time.perf_counter() - t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="VAE model or run directory")
+    p.add_argument("--memory", required=True, help="M's run directory (train-rnn)")
+    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--frame-size", type=int, default=32)
+    p.add_argument("--crop", default="160,70,0,0")
+    p.add_argument("--steps", type=int, default=300, help="steps per block")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    crop = tuple(int(c) for c in args.crop.split(",")) if args.crop else None
+
+    vae = load_model(args.model, device="cpu")
+    memory, extra = load_memory(args.memory, device="cpu")
+    starts = LatentDataset(extra["latent_data"], val_fraction=0.0).start_latents()[0]
+
+    def frames() -> Any:
+        return make_env(args.env, frame_size=args.frame_size, crop=crop)  # type: ignore[arg-type]
+
+    envs: dict[str, gym.Env] = {
+        "dream": DreamEnv(memory, starts, frames().action_space, vae=vae),
+        "real+V+M": LatentMemoryObservation(frames(), vae, memory),
+        "real": frames(),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in envs}
+    for r in range(args.rounds):
+        for name, env in envs.items():
+            rates[name].append(time_block(env, args.steps, seed=r))
+    print(f"cpu: {cpu_description()}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cuda {torch.cuda.is_available()}; M hidden {memory.config.hidden_size}, "
+        f"K {memory.config.n_gaussians}, D {memory.config.latent_dim}"
+    )
+    dream = statistics.median(rates["dream"])
+    print(f"{'env':<10} {'median steps/s':>15} {'min':>8} {'max':>8} {'dream / this':>13}")
+    for name, values in rates.items():
+        med = statistics.median(values)
+        print(
+            f"{name:<10} {med:>15.0f} {min(values):>8.0f} {max(values):>8.0f} "
+            f"{dream / med:>12.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
