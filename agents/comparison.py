@@ -73,6 +73,7 @@ class CompareConfig:
     data_dir: str | None = None
     deterministic_eval: bool = True
     probe: bool = True
+    memory_dir: str | None = None  # M, for the latent+h arm
 
     def resolved_data_dir(self) -> str | None:
         if self.data_dir is not None:
@@ -92,6 +93,8 @@ class CompareConfig:
             fields["n_envs"] = self.n_envs
         if model_dir is None and get_arm(obs).model == "vae":
             model_dir = self.model_dir
+        if obs == "latent+h":
+            fields["memory_dir"] = self.memory_dir
         return resolve_config(
             self.env_id,
             obs,

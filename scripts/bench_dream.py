@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in rates.items():
         med = statistics.median(values)
         print(
-            f"{name:<10} {med:>15.0f} {min(values):>8.0f} {max(values):>8.0f} "
-            f"{dream / med:>12.1f}x"
+            f"{name:<10} {med:>15.0f} {min(values):>8.0f} {max(values):>8.0f} {dream / med:>12.1f}x"
         )
 
 

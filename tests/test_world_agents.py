@@ -117,3 +117,13 @@ def test_cmaes_population_in_processes_equals_in_process(world, tmp_path):
     assert one.steps_per_second > 0
     r = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu")
     assert r.returns.shape == (2,) and np.all(r.returns >= 1)
+
+
+def test_compare_gives_the_latent_h_arm_its_memory(world):
+    from agents.comparison import CompareConfig
+
+    vae, rnn = world
+    cfg = CompareConfig(env_id="CartPole-v1", model_dir=str(vae), memory_dir=str(rnn))
+    arm = cfg.agent_config("latent+h", seed=0)
+    assert arm.memory_dir == str(rnn) and arm.model_dir == str(vae)
+    assert cfg.agent_config("latent", seed=0).memory_dir is None

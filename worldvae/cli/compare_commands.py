@@ -20,13 +20,14 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the VAE's dataset, for the pca arm and the probes (default: read from the VAE run)",
     )
+    p.add_argument("--memory", default=None, help="M's run directory (for the latent+h arm)")
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac"])
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (>= 3 recommended)")
     p.add_argument(
         "--obs",
         default="pixel,latent",
-        help="comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state",
+        help="comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state, latent+h (needs --memory)",
     )
     p.add_argument(
         "--stochastic-eval", action="store_true", help="evaluate the sampled policy, not its mode"
@@ -55,6 +56,7 @@ def run_compare(args: argparse.Namespace) -> int:
         model_dir=args.model,
         data_dir=str(args.data) if args.data else None,
         deterministic_eval=not args.stochastic_eval,
+        memory_dir=args.memory,
         algo=args.algo,
         obs_kinds=tuple(args.obs.split(",")),
         seeds=tuple(range(args.seeds)),
