@@ -40,15 +40,19 @@ from worldvae.images import image_grid, save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
 from worldvae.models.io import load_model, save_model
+from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, is_finished
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
 
-STATE_PT, STATE_JSON = "trainer_state.pt", "trainer_state.json"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped with its last good checkpoint kept."""
+__all__ = [
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "VAETrainer",
+    "is_finished",
+    "train_autoencoder",
+]
 
 
 @dataclass(frozen=True)
@@ -410,15 +414,6 @@ class VAETrainer:
             images_per_second=images / seconds if seconds > 0 else 0.0,
             stopped_early=stopped_early,
         )
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """True once a run completed its epochs or stopped early (not when it was cut short)."""
-    path = Path(run_dir) / "checkpoints" / "last" / STATE_JSON
-    try:
-        return bool(json.loads(path.read_text()).get("finished"))
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 def train_autoencoder(
