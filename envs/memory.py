@@ -24,7 +24,7 @@ from envs.latent import check_frame_space, resolve_model
 from worldvae.data.latents import ActionSpec
 from worldvae.memory import MDNRNN, load_memory
 from worldvae.memory.model import State
-from worldvae.models import Autoencoder
+from worldvae.encoders import Encoder
 
 
 def action_spec_for(space: gym.Space) -> ActionSpec:
@@ -50,7 +50,7 @@ def resolve_memory(memory: MDNRNN | str | Path, device: str = "auto") -> MDNRNN:
 
 
 def check_memory_fits(
-    wrapper: str, memory: MDNRNN, model: Autoencoder | None, action_space: gym.Space
+    wrapper: str, memory: MDNRNN, model: Encoder | None, action_space: gym.Space
 ) -> ActionSpec:
     """Raise unless M reads this VAE's latents and this env's actions; return the action spec."""
     spec = action_spec_for(action_space)
@@ -121,7 +121,7 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(
         self,
         env: gym.Env,
-        model: Autoencoder | str | Path,
+        model: Encoder | str | Path,
         memory: MDNRNN | str | Path,
         sample: bool = False,
         device: str = "auto",
@@ -175,7 +175,7 @@ class VecLatentMemoryObservation(VecEnvWrapper):
     def __init__(
         self,
         venv: VecEnv,
-        model: Autoencoder | str | Path,
+        model: Encoder | str | Path,
         memory: MDNRNN | str | Path,
         sample: bool = False,
         device: str = "auto",
