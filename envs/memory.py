@@ -22,9 +22,9 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from envs.latent import check_frame_space, resolve_model
 from worldvae.data.latents import ActionSpec
+from worldvae.encoders import Encoder
 from worldvae.memory import MDNRNN, load_memory
 from worldvae.memory.model import State
-from worldvae.encoders import Encoder
 
 
 def action_spec_for(space: gym.Space) -> ActionSpec:
