@@ -252,7 +252,12 @@ def train_controller(
     """
     import csv
 
-    import cma
+    try:
+        import cma
+    except ImportError as e:
+        raise ImportError(
+            "the CMA-ES controller needs the cma package: pip install 'worldvae[cma]'"
+        ) from e
     from torch.utils.tensorboard import SummaryWriter
 
     from worldvae.atomic import atomic_open
