@@ -21,7 +21,7 @@ from worldvae.probes import fit_ridge, r2_score
 
 LABEL_BUDGETS = (50, 500, 5000)
 MAX_CLASSES = 10
-RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def is_discrete(values: np.ndarray, max_classes: int = MAX_CLASSES) -> bool:
@@ -76,7 +76,7 @@ def choose_alpha(
     features: np.ndarray,
     targets: np.ndarray,
     alphas: Sequence[float] = RIDGE_ALPHAS,
-    folds: int = 5,
+    folds: int = 3,
 ) -> float:
     """The ridge penalty with the lowest ``folds``-fold cross-validated squared error.
 

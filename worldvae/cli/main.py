@@ -11,6 +11,7 @@ from worldvae.cli.agent_commands import add_evaluate_parser, add_train_agent_par
 from worldvae.cli.compare_commands import add_compare_parser, add_pipeline_parser
 from worldvae.cli.data_commands import add_collect_parser, add_data_parser
 from worldvae.cli.memory_commands import add_encode_data_parser, add_train_rnn_parser
+from worldvae.cli.sweep_commands import add_sweep_parser
 from worldvae.cli.vae_commands import add_inspect_parser, add_train_vae_parser
 
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_compare_parser(sub)
     add_pipeline_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 
