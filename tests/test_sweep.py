@@ -18,7 +18,7 @@ from agents.sweep_report import rank_correlations, write_sweep_report
 from worldvae.cli.main import main
 from worldvae.data import Episode, Manifest, episode_filename, write_episode
 from worldvae.data.manifest import EPISODES_DIR
-from worldvae.representation import RepresentationConfig, factor_units, pca_codes
+from worldvae.representation import RepresentationConfig, factor_units
 from worldvae.sweep import SCORES_FILE, SweepConfig, run_sweep, sweep_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,17 +218,6 @@ def test_factor_units_picks_the_most_correlated_unit():
     codes = np.c_[rng.standard_normal(500), -3 * factors[:, 1], factors[:, 0] + 0.1, np.ones(500)]
     units, corr = factor_units(codes, factors)
     assert list(units) == [2, 1] and np.all(corr > 0.99)
-
-
-def test_pca_codes_recover_a_low_rank_picture_set():
-    rng = np.random.default_rng(0)
-    basis = rng.integers(0, 2, (2, 8, 8, 1)) * 100
-    w = rng.uniform(0, 1, (300, 2))
-    frames = np.einsum("nk,khwc->nhwc", w, basis).astype(np.uint8)
-    (codes,) = pca_codes(frames, [frames], 2)
-    # two components hold the two mixing weights up to a linear map
-    fit = np.linalg.lstsq(np.c_[codes, np.ones(300)], w, rcond=None)[0]
-    np.testing.assert_allclose(np.c_[codes, np.ones(300)] @ fit, w, atol=0.02)
 
 
 def test_rank_correlations_follow_return_order():

@@ -34,6 +34,7 @@ from worldvae.metrics import auroc
 from worldvae.models import losses
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
+from worldvae.pca import fit_pca
 from worldvae.semisupervised import LABEL_BUDGETS, label_efficiency
 
 CONTROLS = ("pixels", "random", "pca")
@@ -299,24 +300,6 @@ def pixel_features(frames: np.ndarray, side: int) -> np.ndarray:
     return np.stack(out).reshape(len(frames), -1).astype(np.float32) / 255.0
 
 
-def pca_codes(
-    fit_frames: np.ndarray, frames: list[np.ndarray], n_components: int
-) -> list[np.ndarray]:
-    """Project each array of frames on the top principal components of ``fit_frames``.
-
-    ``fit_frames`` uint8 ``(N, H, W, C)`` -> one ``(M_i, n_components)`` array per input.
-    """
-    x = fit_frames.reshape(len(fit_frames), -1).astype(np.float32) / 255.0
-    mean = x.mean(axis=0)
-    # The components are the right singular vectors; the Gram matrix keeps this N x N.
-    gram = (x - mean) @ (x - mean).T
-    vals, vecs = np.linalg.eigh(gram.astype(np.float64))
-    top = np.argsort(vals)[::-1][:n_components]
-    comps = ((x - mean).T @ vecs[:, top]) / np.sqrt(np.maximum(vals[top], 1e-12))  # (P, k)
-    comps = comps.astype(np.float32)
-    return [(f.reshape(len(f), -1).astype(np.float32) / 255.0 - mean) @ comps for f in frames]
-
-
 def evaluate_controls(
     data: FactorData,
     model_config: AutoencoderConfig,
@@ -326,7 +309,8 @@ def evaluate_controls(
 
     ``pixels``: raw pixels (resized to ``config.pixel_side``), label efficiency only;
     ``random``: an untrained encoder of ``model_config``'s architecture (seeded);
-    ``pca``: the top ``latent_dim`` principal components of training frames.
+    ``pca``: the top ``latent_dim`` principal components of training frames
+    (:func:`worldvae.pca.fit_pca`).
     """
     out: dict[str, dict[str, Any]] = {}
     tr = pixel_features(data.train_frames, config.pixel_side)
@@ -340,8 +324,8 @@ def evaluate_controls(
         data,
         config,
     )
-    fit = data.train_frames[: config.pca_fit_frames]
-    pca_tr, pca_te = pca_codes(fit, [data.train_frames, data.test_frames], model_config.latent_dim)
+    pca = fit_pca(data.train_frames[: config.pca_fit_frames], model_config.latent_dim, config.seed)
+    pca_tr, pca_te = pca.encode(data.train_frames), pca.encode(data.test_frames)
     out["pca"] = score_codes(pca_tr, pca_te, data, config)
     for name in out:
         out[name]["latent_dim"] = {
