@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from agents.arms import ARMS
-from worldvae.configs import reject_unknown_keys
+from worldvae.configs import check_ranges, option, reject_unknown_keys
 
 OBS_KINDS = tuple(ARMS)
 ALGOS = ("ppo", "a2c", "dqn", "sac", "cmaes")
@@ -60,9 +60,52 @@ def _algo_keys(algo: str) -> set[str]:
     ) | {"n_envs"}
 
 
+def _algo_defaults(algo: str) -> dict[str, Any]:
+    """The constructor's numeric defaults (and ``n_envs``): what a YAML value must match."""
+    params = inspect.signature(algo_class(algo).__init__).parameters
+    out: dict[str, Any] = {"n_envs": 1}
+    for name, p in params.items():
+        if isinstance(p.default, (int, float)):
+            out[name] = p.default
+    return out
+
+
+ENV_TYPES: dict[str, Any] = {"frame_skip": 1, "max_episode_steps": 1, "grayscale": False}
+
+
+def _check_types(values: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    """A number where the default is a number, a boolean where it is a boolean."""
+    for key, value in values.items():
+        if key not in defaults or value is None:
+            continue
+        want = defaults[key]
+        counts = ("n_envs", "n_steps", "batch_size", "buffer_size")
+        if isinstance(want, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(value, (list, dict)):  # e.g. train_freq: [1, episode]
+            ok = True
+        elif key in counts:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(
+                f"{where}.{key} must be {type(want).__name__}"
+                f"{' >= 1' if key in ('n_envs', 'n_steps', 'batch_size', 'buffer_size') else ''}"
+                f", got {value!r}"
+            )
+
+
 def _read_yaml(path: Path | Any) -> dict[str, Any]:
     text = path.read_text()
-    data = yaml.safe_load(text) or {}  # safe_load: literals only, no tags that build objects
+    try:
+        data = yaml.safe_load(text) or {}  # safe_load: literals only, no tags that build objects
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(
+            f"{path}: not a plain YAML file of literals ({detail}); tags such as !!python are "
+            "refused"
+        ) from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: hyperparameters must be a mapping, got {type(data).__name__}")
     return data
@@ -88,6 +131,10 @@ def validate_hyperparams(data: dict[str, Any], source: str) -> None:
             raise ValueError(
                 f"{source}: unknown keys {unknown} in section {section!r}; known: {sorted(known)}"
             )
+        if section in ALGOS:
+            _check_types(values, _algo_defaults(section), f"{source}: {section}")
+        elif section == "env":
+            _check_types(values, ENV_TYPES, f"{source}: env")
         pk = values.get("policy_kwargs", {})
         if section in ALGOS and set(pk) - POLICY_KWARGS:
             raise ValueError(
@@ -127,19 +174,21 @@ class AgentConfig:
     memory_dir: str | None = None  # M, for obs "latent+h"
     dream: bool = False  # train inside M's dream (DreamEnv), evaluate in the real env
     dream_temperature: float | None = None  # tau; None: M's own
-    total_timesteps: int = 50_000
-    seed: int = 0
-    n_envs: int = 4
+    total_timesteps: int = option(50_000, "env steps", 1, 10**11)
+    seed: int = option(0, "seed", 0, 2**32 - 1)
+    n_envs: int = option(4, "parallel envs", 1, 1024)
     env_options: dict[str, Any] = field(default_factory=dict)
     obs_options: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    eval_freq: int = 10_000
-    eval_episodes: int = 5
-    eval_seed: int = 10_000
+    eval_freq: int = option(10_000, "env steps between evaluations", 1, 10**11)
+    eval_episodes: int = option(5, "episodes per evaluation", 1, 100_000)
+    eval_seed: int = option(10_000, "seed of the first evaluation episode", 0, 2**32 - 1)
     device: str = "auto"
     deterministic_eval: bool = True
+    checkpoint_freq: int = option(10_000, "env steps between checkpoints (0: none)", 0, 10**11)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.obs not in OBS_KINDS:
             raise ValueError(f"obs must be one of {OBS_KINDS}, got {self.obs!r}")
         if self.algo not in ALGOS:
@@ -169,7 +218,10 @@ class AgentConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
         reject_unknown_keys(cls, d, "agent config")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:  # a required key is missing
+            raise ValueError(f"incomplete agent config ({e})") from e
 
 
 def resolve_config(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
@@ -19,19 +19,41 @@ from agents.arms import get_arm
 from agents.bundle import (
     AGENT_FILE,
     CONFIG_FILE,
+    CONTROLLER_FILE,
     EVAL_CSV,
+    MEMORY_DIR,
+    MODEL_DIR,
     copy_model,
-    is_complete,
     policy_kwargs,
     policy_name,
+)
+from agents.checkpoint import (
+    CHECKPOINT_DIR,
+    boundary_seed,
+    checkpoint_step,
+    load_checkpoint,
+    save_checkpoint,
 )
 from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from worldvae.atomic import atomic_path, write_json
 from worldvae.encoders import load_encoder
+from worldvae.rundir import ForeignDirError, RunDirLock, check_ours, remove_owned
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
+
+# Everything an agent bundle holds; ``overwrite`` removes these and nothing else.
+AGENT_ENTRIES = (
+    CONFIG_FILE,
+    AGENT_FILE,
+    MODEL_DIR,
+    MEMORY_DIR,
+    CONTROLLER_FILE,
+    EVAL_CSV,
+    "tb",
+    CHECKPOINT_DIR,
+)
 
 
 class EvalAndProgress(BaseCallback):
@@ -56,29 +78,52 @@ class EvalAndProgress(BaseCallback):
         self.progress = progress
         self.next_eval = 0
         self.eval_seconds = 0.0
+        self.wall_before = 0.0  # wall seconds of earlier runs of the same agent (resumed)
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly where this one was."""
+        return {
+            "rows": self.rows,
+            "next_eval": self.next_eval,
+            "eval_seconds": self.eval_seconds,
+            "wall_seconds": self.wall_before + time.perf_counter() - self.start,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+        self.next_eval = int(state["next_eval"])
+        self.eval_seconds = float(state["eval_seconds"])
+        self.wall_before = float(state["wall_seconds"])
+        self._write_csv()
 
     def _on_training_start(self) -> None:
         self.start = time.perf_counter()
         self.bar = tqdm(
             total=self.cfg.total_timesteps,
+            initial=self.num_timesteps,
             unit="step",
             desc=self.cfg.run_name,
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        self._evaluate()
+        if not self.rows:
+            self._evaluate()
+
+    def _write_csv(self) -> None:
+        if not self.rows:
+            return
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
 
     def _evaluate(self) -> None:
         t = time.perf_counter()
         returns = evaluate_policy_seeded(
-            self.model,
-            self.eval_env,
-            self.cfg.eval_episodes,
-            self.cfg.eval_seed,
-            deterministic=self.cfg.deterministic_eval,
+            self.model, self.eval_env, self.cfg.eval_episodes, self.cfg.eval_seed
         )
         self.eval_seconds += time.perf_counter() - t
-        wall = time.perf_counter() - self.start
+        wall = self.wall_before + time.perf_counter() - self.start
         row = {
             "steps": int(self.num_timesteps),
             "seconds": round(wall - self.eval_seconds, 3),
@@ -87,10 +132,7 @@ class EvalAndProgress(BaseCallback):
             "std_return": float(returns.std()),
         }
         self.rows.append(row)
-        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            w.writeheader()
-            w.writerows(self.rows)
+        self._write_csv()
         self.logger.record("eval/mean_return", row["mean_return"])
         self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
         self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
@@ -110,6 +152,49 @@ class EvalAndProgress(BaseCallback):
         self.bar.close()
 
 
+class CheckpointAndReset(BaseCallback):
+    """Every ``checkpoint_freq`` env steps, at the start of a rollout: checkpoint, then start
+    fresh episodes from seeds derived from the boundary (see :mod:`agents.checkpoint`).
+
+    The reset happens whether or not the run is later interrupted, so a resumed run (which
+    must reset its envs) follows the same path as an uninterrupted one.
+    """
+
+    def __init__(self, cfg: AgentConfig, bundle: Path, evaluator: EvalAndProgress):
+        super().__init__()
+        self.cfg, self.bundle, self.evaluator = cfg, bundle, evaluator
+        self.boundary = 0
+        self.next_checkpoint = cfg.checkpoint_freq
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "boundary": self.boundary,
+            "next_checkpoint": self.next_checkpoint,
+            "eval": self.evaluator.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.boundary = int(state["boundary"])
+        self.next_checkpoint = int(state["next_checkpoint"])
+        self.evaluator.restore(state["eval"])
+
+    def _on_rollout_start(self) -> None:
+        freq = self.cfg.checkpoint_freq
+        if not freq or self.num_timesteps < self.next_checkpoint:
+            return
+        self.boundary += 1
+        self.next_checkpoint = (self.num_timesteps // freq + 1) * freq
+        save_checkpoint(self.model, self.bundle, self.state())
+        agent: Any = self.model
+        env = agent.get_env()
+        env.seed(boundary_seed(self.cfg.seed, self.boundary))
+        agent._last_obs = env.reset()
+        agent._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+
+    def _on_step(self) -> bool:
+        return True
+
+
 @dataclass
 class AgentResult:
     path: Path
@@ -117,6 +202,59 @@ class AgentResult:
     train_seconds: float
     steps_per_second: float
     skipped: bool = False
+
+
+def _read_info(bundle: Path) -> dict[str, Any] | None:
+    """The bundle's ``config.json`` if it is an agent's, else None."""
+    try:
+        info = json.loads((bundle / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) and "agent" in info else None
+
+
+def _same_run(recorded: dict[str, Any], cfg: AgentConfig) -> bool:
+    """Settings that must agree to resume (the device may change)."""
+    now = json.loads(json.dumps(cfg.to_dict()))
+    return {k: v for k, v in recorded.items() if k != "device"} == {
+        k: v for k, v in now.items() if k != "device"
+    }
+
+
+def _claim_bundle(out: Path, cfg: AgentConfig, overwrite: bool) -> dict[str, Any] | None:
+    """Make ``out`` ready for ``cfg``, under its lock; return the info of a run to resume.
+
+    Removes only what an agent bundle holds, and only when asked (``overwrite``) or when it
+    is an unfinished run of the same settings that left no checkpoint.
+    """
+    if (out / CONFIG_FILE).exists() and _read_info(out) is None:
+        raise ForeignDirError(
+            f"{out} holds a {CONFIG_FILE} that is not an agent's; nothing was changed: choose "
+            "an empty or new --out"
+        )
+    check_ours(out, AGENT_ENTRIES, "train-agent agent")
+    info = _read_info(out)
+    if info is None:
+        remove_owned(out, AGENT_ENTRIES)  # debris of a run killed before its config was written
+        return None
+    if info.get("status") == "complete" or overwrite:
+        if not overwrite:
+            raise FileExistsError(
+                f"agent directory {out} already holds a trained agent; pass --overwrite to "
+                "replace it or choose another --out"
+            )
+        remove_owned(out, AGENT_ENTRIES)
+        return None
+    if not _same_run(info["agent"], cfg):
+        raise ValueError(
+            f"{out} holds an unfinished agent run with other settings; re-run with the same "
+            "settings to resume it, pass --overwrite to replace it, or choose another --out"
+        )
+    if checkpoint_step(out) is None:
+        logger.warning("%s: the unfinished run left no checkpoint; starting from step 0", out)
+        remove_owned(out, AGENT_ENTRIES)
+        return None
+    return info
 
 
 def train_agent(
@@ -127,49 +265,66 @@ def train_agent(
     progress: bool = True,
     subprocess_envs: bool = False,
     on_steps: Callable[[int], None] | None = None,
+    callbacks: list[BaseCallback] | None = None,
 ) -> AgentResult:
     """Train ``cfg`` into the bundle ``out_dir``.
 
     A complete bundle is refused unless ``overwrite`` (replace) or ``skip_complete`` (return
-    it as is, for resumable comparisons). An unfinished bundle (a killed run) is restarted.
+    it as is, for resumable comparisons). An unfinished bundle of the same settings (a killed
+    run) continues from its last checkpoint. A folder holding anything an agent bundle does
+    not is refused, ``overwrite`` or not. ``callbacks`` (SB3 callbacks) run beside ours;
     ``on_steps(n)`` is called after every vectorised step with the env steps it took.
+
+    Raises:
+        FileExistsError: a complete bundle without ``overwrite``, or a folder that is not one.
+        RunDirBusyError: another process is writing ``out_dir``.
     """
+    out = Path(out_dir)
+    done = _read_info(out)
+    if done is not None and done.get("status") == "complete" and skip_complete:
+        return AgentResult(
+            out,
+            done["final_mean_return"],
+            done["train_seconds"],
+            done["steps_per_second"],
+            skipped=True,
+        )
+    with RunDirLock(out, "train-agent"):
+        resumed = _claim_bundle(out, cfg, overwrite)
+        return _train(cfg, out, resumed, progress, subprocess_envs, on_steps, callbacks or [])
+
+
+def _train(
+    cfg: AgentConfig,
+    out: Path,
+    resumed: dict[str, Any] | None,
+    progress: bool,
+    subprocess_envs: bool,
+    on_steps: Callable[[int], None] | None,
+    callbacks: list[BaseCallback],
+) -> AgentResult:
     import torch
 
-    out = Path(out_dir)
-    if is_complete(out):
-        if skip_complete:
-            done = json.loads((out / CONFIG_FILE).read_text())
-            return AgentResult(
-                out,
-                done["final_mean_return"],
-                done["train_seconds"],
-                done["steps_per_second"],
-                skipped=True,
-            )
-        if not overwrite:
-            raise FileExistsError(
-                f"agent directory {out} already holds a trained agent; pass --overwrite to replace it or choose another --out"
-            )
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    info: dict[str, Any] = {
-        "agent": cfg.to_dict(),
-        "status": "training",
-        "versions": library_versions(),
-    }
-    if cfg.model_dir:
-        info["model_sha256"] = copy_model(cfg.model_dir, out)
-        info["model_source"] = str(cfg.model_dir)
+    if resumed is None:
+        info: dict[str, Any] = {
+            "agent": cfg.to_dict(),
+            "status": "training",
+            "versions": library_versions(),
+        }
+        if cfg.model_dir:
+            info["model_sha256"] = copy_model(cfg.model_dir, out)
+            info["model_source"] = str(cfg.model_dir)
+    else:
+        info = resumed
     memory: Any = None
     memory_info: dict[str, Any] = {}
     if cfg.memory_dir:
         from agents.bundle import MEMORY_DIR, copy_memory
         from worldvae.memory import load_memory
 
-        info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
-        info["memory_source"] = str(cfg.memory_dir)
+        if resumed is None:
+            info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
+            info["memory_source"] = str(cfg.memory_dir)
         memory, memory_info = load_memory(out / MEMORY_DIR, device=cfg.device)
     write_json(out / CONFIG_FILE, info)
     model = load_encoder(out / "model", device=cfg.device) if get_arm(cfg.obs).loads_model else None
@@ -196,26 +351,37 @@ def train_agent(
         verbose=0,
         **kwargs,
     )
-    callback = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress, on_steps)
+    evaluator = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress, on_steps)
+    checkpointer = CheckpointAndReset(cfg, out, evaluator)
+    if resumed is not None:
+        checkpointer.restore(load_checkpoint(agent, out))
+        env.seed(boundary_seed(cfg.seed, checkpointer.boundary))  # SB3 resets with these
+        logger.info("%s: resuming from step %d", out, agent.num_timesteps)
     t = time.perf_counter()
-    agent.learn(cfg.total_timesteps, callback=callback, tb_log_name=cfg.run_name)
-    wall = time.perf_counter() - t
-    train_seconds = wall - callback.eval_seconds
+    agent.learn(
+        cfg.total_timesteps - agent.num_timesteps,
+        callback=[checkpointer, evaluator, *callbacks],
+        tb_log_name=cfg.run_name,
+        reset_num_timesteps=resumed is None,
+    )
+    train_seconds = evaluator.rows[-1]["seconds"]
     with atomic_path(out / AGENT_FILE) as tmp:
         agent.save(str(tmp))
         if not tmp.exists():  # SB3 appends .zip when the name lacks it
             Path(f"{tmp}.zip").replace(tmp)
     env.close()
     eval_env.close()
-    final = callback.rows[-1]["mean_return"]
+    final = evaluator.rows[-1]["mean_return"]
     info |= {
         "status": "complete",
         "final_mean_return": final,
         "train_seconds": round(train_seconds, 3),
         "steps_per_second": round(agent.num_timesteps / max(train_seconds, 1e-9), 2),
         "steps": int(agent.num_timesteps),
+        "wall_seconds": round(time.perf_counter() - t, 3),
     }
     write_json(out / CONFIG_FILE, info)
+    remove_owned(out, [CHECKPOINT_DIR])  # replay buffers are large; the agent is complete
     return AgentResult(out, final, train_seconds, info["steps_per_second"])
 
 

@@ -47,6 +47,18 @@ from worldvae.versions import library_versions
 _PROGRESS_EVERY = 64  # steps between progress messages from a worker
 
 
+class WorkerError(RuntimeError):
+    """A worker process failed; the message ends with the worker's own error line.
+
+    ``details`` holds the worker's whole traceback (shown by ``worldvae --debug``).
+    """
+
+    def __init__(self, what: str, worker_traceback: str):
+        lines = [line for line in worker_traceback.strip().splitlines() if line.strip()]
+        super().__init__(f"{what}: {lines[-1] if lines else 'no message'}")
+        self.details = worker_traceback
+
+
 @dataclass(frozen=True)
 class CollectResult:
     """What a collect call did."""
@@ -307,7 +319,7 @@ def collect(
                     ) from None
                 continue
             if kind == "error":
-                raise RuntimeError(f"collector worker failed on episode {index}:\n{payload}")
+                raise WorkerError(f"collector worker failed on episode {index}", payload)
             if kind == "steps":
                 bar.update(payload)
                 continue

@@ -58,10 +58,20 @@ def make_env(
     check_env_id(env_id)
     size = _as_size(frame_size)
     kwargs = dict(env_kwargs or {})
+    if "render_mode" in kwargs:
+        raise ValueError(
+            "render_mode is set by make_env (frames come from rgb_array); remove it from env_kwargs"
+        )
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     family = family_of(env_id)
-    env = gym.make(env_id, **kwargs)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except TypeError as e:  # an option the env's constructor does not take
+        raise ValueError(
+            f"{env_id} does not accept the options {sorted(kwargs)} ({e}); check --env-kwarg "
+            "against the env's documentation"
+        ) from e
     if family == "minigrid":
         from minigrid.wrappers import ImgObsWrapper, RGBImgObsWrapper
 

@@ -71,9 +71,13 @@ def load_sb3(
         # model, and only continued training would read it.
         "train_freq": 1,
     }
-    custom = {}
+    custom: dict[str, Any] = {}
     for key in serialized_keys(path):
-        if key in replacements:
+        if key == "train_freq":  # off-policy; the real value is in the agent's config
+            from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+            custom[key] = TrainFreq(1, TrainFrequencyUnit.STEP)
+        elif key in replacements:
             custom[key] = replacements[key]
         elif key in SCHEDULE_KEYS:
             custom[key] = 0.0  # only used to continue training; evaluation does not read it

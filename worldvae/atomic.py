@@ -9,12 +9,35 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".tmp"
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: str | os.PathLike[str], directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 less the umask).
+
+    ``mkstemp``/``mkdtemp`` create private (0600/0700) files, which would make datasets and
+    models unreadable to a group on shared storage.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 @contextlib.contextmanager
@@ -32,6 +55,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    usual_mode(tmp)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -63,3 +87,51 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
         p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it replaces ``target`` whole.
+
+    The previous ``target`` is first renamed to ``.NAME.old`` and removed once the new one is in
+    place, so a kill between the two renames leaves ``.NAME.old``, which :func:`recover_dir`
+    puts back. On an exception the temporary folder is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
+    try:
+        usual_mode(tmp, directory=True)
+        yield tmp
+        old = _old_name(target)
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover_dir(target: str | os.PathLike[str]) -> bool:
+    """Undo a replacement by :func:`atomic_dir` that a kill interrupted; True if it did.
+
+    When ``target`` is missing but its previous version ``.NAME.old`` is there, the previous
+    version is renamed back (the interrupted write is lost, the one before it is kept). Stale
+    temporary folders beside ``target`` are removed.
+    """
+    target = Path(target)
+    old = _old_name(target)
+    for stale in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+        return True
+    if target.exists() and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    return False

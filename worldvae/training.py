@@ -21,7 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import atomic_open, write_json
+from worldvae.atomic import atomic_open, recover_dir, write_json
+from worldvae.configs import check_ranges, option
 from worldvae.data import EpisodeDataset
 from worldvae.data.loader import make_frame_loader
 from worldvae.devices import resolve_device
@@ -40,6 +40,7 @@ from worldvae.images import image_grid, save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
 from worldvae.models.io import load_model, save_model
+from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, is_finished
 from worldvae.versions import library_versions
 
@@ -53,6 +54,21 @@ __all__ = [
     "is_finished",
     "train_autoencoder",
 ]
+# What a run directory holds; ``--overwrite`` removes these and nothing else.
+RUN_ENTRIES = ("config.json", "checkpoints", "metrics.csv", "images", "tb", "inspect")
+
+
+def _read_run_config(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text())
+        TrainConfig(**d["train"])
+        AutoencoderConfig.from_dict(d["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{path} is not a valid train-vae run config ({e}); restore it, or pass --overwrite "
+            "to start the run afresh"
+        ) from e
+    return dict(d)
 
 
 @dataclass(frozen=True)
@@ -60,24 +76,31 @@ class TrainConfig:
     """How to train. ``model`` holds everything but ``frame_shape``, which the data decides."""
 
     model: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    grad_clip: float = 100.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False
-    num_workers: int = 0
-    buffer_frames: int = 50_000
-    patience: int = 5
-    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
-    log_every: int = 20
-    max_steps: int | None = None
-    skip_corrupt: bool = False
+    epochs: int = option(10, "passes over the train split", 1, 100_000)
+    batch_size: int = option(128, "frames per step", 1, 1_000_000)
+    lr: float = option(1e-3, "peak learning rate (AdamW)", 0.0, 10.0, low_open=True)
+    weight_decay: float = option(0.0, "AdamW weight decay", 0.0, 10.0)
+    warmup_steps: int = option(100, "linear learning-rate warm-up, in steps", 0, 10**9)
+    grad_clip: float = option(100.0, "gradient norm clip (0: off)", 0.0, 1e9)
+    val_fraction: float = option(0.1, "share of episodes held out for validation", 0.0, 0.9)
+    seed: int = option(0, "seed of the weights and the data order", 0, 2**32 - 1)
+    device: str = option("auto", "auto | cpu | cuda[:N]")
+    precision: str = option(  # auto: bf16 autocast on CUDA, fp32 on CPU
+        "auto", "training precision", choices=("auto", "fp32", "bf16")
+    )
+    compile: bool = option(False, "torch.compile the training step")
+    num_workers: int = option(0, "DataLoader worker processes", 0, 256)
+    buffer_frames: int = option(50_000, "shuffle buffer, in frames", 1, 10**9)
+    patience: int = option(5, "early stopping, in epochs without improvement", 1, 100_000)
+    checkpoint_every: int = option(  # 0: at the end of each epoch only
+        0, "also checkpoint every N steps (0: each epoch only)", 0, 10**9
+    )
+    log_every: int = option(20, "TensorBoard scalars every N steps", 1, 10**9)
+    max_steps: int | None = option(None, "stop after N steps (resumable)", 1, 10**12)
+    skip_corrupt: bool = option(False, "skip unreadable episode files")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def resume_identity(self) -> dict[str, Any]:
         """Fields that must match to resume (epochs, patience, logging may change)."""
@@ -90,6 +113,7 @@ class TrainConfig:
             "max_steps",
             "device",
             "compile",
+            "model",  # compared as the resolved model config
         ):
             d.pop(k)
         return d
@@ -134,7 +158,7 @@ class VAETrainer:
         model_cfg = AutoencoderConfig.from_dict(
             {**config.model, "frame_shape": self.dataset.frame_shape}
         )
-        self._prepare_run_dir(model_cfg, resume, overwrite)
+        run_cfg = self._prepare_run_dir(model_cfg, resume, overwrite)
         torch.manual_seed(config.seed)
         self.model = Autoencoder(model_cfg).to(self.device)
         if self.device.type == "cuda":
@@ -170,13 +194,25 @@ class VAETrainer:
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
         )
+        if len(self.train_stream) == 0:
+            raise ValueError(
+                f"--batch-size {config.batch_size} is larger than the train split of {data} "
+                f"({self.dataset.n_frames('train')} frames); lower --batch-size or collect more"
+            )
         self.has_val = bool(self.dataset.split("val"))
         self.fixed_frames = torch.from_numpy(
             self.dataset.sample_frames(8, seed=config.seed, which="val" if self.has_val else "all")
         )
+        write_json(self.run_dir / "config.json", run_cfg)
 
     # ---- run directory ---------------------------------------------------------------------
-    def _prepare_run_dir(self, model_cfg: AutoencoderConfig, resume: bool, overwrite: bool) -> None:
+    def _prepare_run_dir(
+        self, model_cfg: AutoencoderConfig, resume: bool, overwrite: bool
+    ) -> dict[str, Any]:
+        """Check that ``run_dir`` may be written; return the config to write once all is built.
+
+        Nothing is written here: a run refused later in ``__init__`` leaves no file behind.
+        """
         run_cfg = {
             "train": dataclasses.asdict(self.cfg),
             "model": model_cfg.to_dict(),
@@ -188,23 +224,32 @@ class VAETrainer:
             "versions": library_versions(),
         }
         cfg_path = self.run_dir / "config.json"
-        if self.run_dir.exists() and any(self.run_dir.iterdir()):
+        if entries(self.run_dir):
+            if not cfg_path.is_file():
+                check_ours(self.run_dir, RUN_ENTRIES, "train-vae run")
             if overwrite:
-                shutil.rmtree(self.run_dir)
+                remove_owned(self.run_dir, RUN_ENTRIES)
             elif not resume:
                 raise FileExistsError(
                     f"run directory {self.run_dir} already exists; pass --resume to continue it, "
                     "--overwrite to replace it, or choose another --out"
                 )
             elif cfg_path.is_file():
-                old = json.loads(cfg_path.read_text())
+                old = _read_run_config(cfg_path)
                 old_train = TrainConfig(**old["train"]).resume_identity()
                 if old_train != self.cfg.resume_identity() or old["model"] != model_cfg.to_dict():
                     raise ValueError(
                         f"cannot resume {self.run_dir}: it was started with another configuration "
                         f"({cfg_path}); use the same options, or --overwrite to start afresh"
                     )
-        write_json(cfg_path, run_cfg)
+        if recover_dir(self.last_dir):
+            logger.warning(
+                "%s: the last checkpoint write was interrupted; continuing from the one before it",
+                self.run_dir,
+            )
+        if resume and not (self.last_dir / STATE_JSON).is_file() and cfg_path.is_file():
+            logger.warning("%s holds no checkpoint yet; starting from step 0", self.run_dir)
+        return run_cfg
 
     def _save_last(self) -> None:
         def write_state(d: Path) -> None:
@@ -428,8 +473,11 @@ def train_autoencoder(
 
     Raises:
         FileExistsError: ``run_dir`` exists and neither ``resume`` nor ``overwrite`` is set.
+        RunDirBusyError: another process is writing ``run_dir``.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
-    return VAETrainer(
-        data, run_dir, config or TrainConfig(), resume=resume, overwrite=overwrite
-    ).fit(progress)
+    with RunDirLock(run_dir, "train-vae"):
+        trainer = VAETrainer(
+            data, run_dir, config or TrainConfig(), resume=resume, overwrite=overwrite
+        )
+        return trainer.fit(progress)

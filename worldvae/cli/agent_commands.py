@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worldvae.cli.options import bounded
+
 
 def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,31 +25,58 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train inside M's dream, evaluate in the real env (needs --obs latent+h)",
     )
-    p.add_argument("--temperature", type=float, default=None, help="dream tau (default: M's)")
+    p.add_argument(
+        "--temperature",
+        type=bounded(float, 0.0, 100.0, low_open=True),
+        default=None,
+        help="dream tau (default: M's)",
+    )
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac", "cmaes"])
-    p.add_argument("--steps", type=int, default=50_000, help="env steps (default 50000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-envs", type=int, default=None, help="override the YAML's n_envs")
+    p.add_argument(
+        "--steps", type=bounded(int, 1, 10**11), default=50_000, help="env steps (default 50000)"
+    )
+    p.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
+    p.add_argument(
+        "--n-envs", type=bounded(int, 1, 1024), default=None, help="override the YAML's n_envs"
+    )
     p.add_argument("--hyperparams", type=Path, default=None, help="a YAML file of overrides")
     p.add_argument("--finetune", action="store_true", help="encoder mode: train the encoder too")
-    p.add_argument("--eval-freq", type=int, default=10_000)
-    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument(
+        "--eval-freq",
+        type=bounded(int, 1, 10**11),
+        default=10_000,
+        help="env steps between evaluations",
+    )
+    p.add_argument("--eval-episodes", type=bounded(int, 1, 100_000), default=5)
+    p.add_argument(
+        "--checkpoint-freq",
+        type=bounded(int, 0, 10**11),
+        default=10_000,
+        help="env steps between checkpoints a killed run resumes from (0: none; default 10000)",
+    )
     p.add_argument("--subproc", action="store_true", help="run envs in subprocesses")
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--out", type=Path, default=None, help="agent directory (default runs/agents/RUN_NAME)"
     )
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="accept a model trained on another env",
+    )
     p.set_defaults(func=run_train_agent)
 
 
 def run_train_agent(args: argparse.Namespace) -> int:
     from agents.config import resolve_config
+    from agents.preflight import check_env_and_model
     from agents.training import train_agent
 
     fields = {
         "eval_freq": args.eval_freq,
         "eval_episodes": args.eval_episodes,
+        "checkpoint_freq": args.checkpoint_freq,
         "device": args.device,
         "memory_dir": args.memory,
         "dream": args.dream,
@@ -72,6 +101,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
         cfg = type(cfg).from_dict(
             cfg.to_dict() | {"obs_options": cfg.obs_options | {"freeze": False}}
         )
+    check_env_and_model(cfg.env_id, cfg.env_options, cfg.model_dir, args.allow_env_mismatch)
     out = args.out or Path("runs") / "agents" / cfg.run_name
     r = train_agent(cfg, out, overwrite=args.overwrite, subprocess_envs=args.subproc)
     print(
@@ -83,7 +113,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="deterministic evaluation of an agent directory")
     p.add_argument("agent", type=Path)
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=bounded(int, 1, 100_000), default=10)
     p.add_argument(
         "--seed", type=int, default=None, help="first episode seed (default: the agent's eval seed)"
     )

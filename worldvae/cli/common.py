@@ -6,6 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from worldvae.cli.options import bounded
+
+# Frames are held whole in memory; beyond this side a frame of one episode fills gigabytes.
+MAX_FRAME_SIZE = 1024
+
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
     """``"0,12,0,0"`` -> ``(0, 12, 0, 0)`` (pixels off top, bottom, left, right)."""
@@ -13,34 +18,63 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
         return None
     parts = text.split(",")
     if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"--crop takes TOP,BOTTOM,LEFT,RIGHT, got {text!r}")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(f"takes TOP,BOTTOM,LEFT,RIGHT, got {text!r}")
+    one = bounded(int, 0, MAX_FRAME_SIZE * 16)
+    top, bottom, left, right = (one(p.strip()) for p in parts)
+    return (top, bottom, left, right)
 
 
-def parse_env_kwargs(items: list[str] | None) -> dict[str, Any]:
-    """``["domain_randomize=true", "continuous=false"]`` -> dict, values read as JSON literals."""
+def parse_env_kwarg(item: str) -> tuple[str, Any]:
+    """``"domain_randomize=true"`` -> ``("domain_randomize", True)``; the value read as JSON."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"takes KEY=VALUE with KEY a name, got {item!r}")
+    if key == "render_mode":
+        raise argparse.ArgumentTypeError(
+            "render_mode is set by worldvae (frames come from rgb_array); remove it"
+        )
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def parse_env_kwargs(items: list[tuple[str, Any]] | list[str] | None) -> dict[str, Any]:
+    """Pairs from :func:`parse_env_kwarg` (or raw ``KEY=VALUE`` strings) -> dict."""
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--env-kwarg takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        key, value = parse_env_kwarg(item) if isinstance(item, str) else item
+        out[key] = value
     return out
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
     """The ``make_env`` options, shared by every command that builds an env."""
     p.add_argument("--env", required=True, help="gymnasium id, e.g. CarRacing-v3, ALE/Pong-v5")
-    p.add_argument("--frame-size", type=int, default=64, help="square frame side (default 64)")
+    p.add_argument(
+        "--frame-size",
+        type=bounded(int, 8, MAX_FRAME_SIZE),
+        default=64,
+        help=f"square frame side, 8..{MAX_FRAME_SIZE} (default 64)",
+    )
     p.add_argument("--crop", type=parse_crop, default=None, help="pixels off TOP,BOTTOM,LEFT,RIGHT")
     p.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")
-    p.add_argument("--frame-skip", type=int, default=1, help="repeat each action N times")
-    p.add_argument("--max-episode-steps", type=int, default=None, help="override the time limit")
     p.add_argument(
-        "--env-kwarg", action="append", metavar="KEY=VALUE", help="passed to gym.make (repeatable)"
+        "--frame-skip", type=bounded(int, 1, 1000), default=1, help="repeat each action N times"
+    )
+    p.add_argument(
+        "--max-episode-steps",
+        type=bounded(int, 1, 10**9),
+        default=None,
+        help="override the time limit",
+    )
+    p.add_argument(
+        "--env-kwarg",
+        action="append",
+        type=parse_env_kwarg,
+        metavar="KEY=VALUE",
+        help="passed to gym.make (repeatable)",
     )
 
 

@@ -7,6 +7,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from worldvae.cli.options import bounded
+from worldvae.rundir import RunDirLock, check_ours
+
+# What the two commands write in --out; a folder holding anything else is refused.
+COMPARE_ENTRIES = ("runs", "controls", "results.csv", "results.json", "report")
+PIPELINE_ENTRIES = ("data", "vae", "compare", "report")
+
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,8 +29,10 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--memory", default=None, help="M's run directory (for the latent+h arm)")
     p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac"])
-    p.add_argument("--steps", type=int, default=50_000)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (>= 3 recommended)")
+    p.add_argument("--steps", type=bounded(int, 1, 10**11), default=50_000)
+    p.add_argument(
+        "--seeds", type=bounded(int, 1, 1000), default=3, help="number of seeds (>= 3 recommended)"
+    )
     p.add_argument(
         "--obs",
         default="pixel,latent",
@@ -32,22 +41,39 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stochastic-eval", action="store_true", help="evaluate the sampled policy, not its mode"
     )
-    p.add_argument("--eval-freq", type=int, default=5_000)
-    p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--final-episodes", type=int, default=10)
-    p.add_argument("--vae-frames", type=int, default=0, help="frames spent on the VAE's data")
+    p.add_argument("--eval-freq", type=bounded(int, 1, 10**11), default=5_000)
+    p.add_argument("--eval-episodes", type=bounded(int, 1, 100_000), default=5)
+    p.add_argument("--final-episodes", type=bounded(int, 1, 100_000), default=10)
+    p.add_argument(
+        "--vae-frames",
+        type=bounded(int, 0, 10**12),
+        default=0,
+        help="frames spent on the VAE's data",
+    )
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument(
         "--shifted", action="store_true", help="also evaluate zero-shot with domain_randomize=True"
     )
-    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument(
+        "--workers",
+        type=bounded(int, 1, 256),
+        default=1,
+        help="runs trained in parallel processes",
+    )
     p.add_argument("--hyperparams", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--allow-env-mismatch",
+        action="store_true",
+        help="accept a model trained on another env",
+    )
     p.set_defaults(func=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from agents.arms import get_arm
     from agents.comparison import CompareConfig, run_comparison
+    from agents.preflight import check_env_and_model
     from agents.report import write_report
     from worldvae.versions import machine_description
 
@@ -70,13 +96,23 @@ def run_compare(args: argparse.Namespace) -> int:
         workers=args.workers,
         hyperparams_file=str(args.hyperparams) if args.hyperparams else None,
     )
-    result = run_comparison(cfg, args.out)
-    report = write_report(
-        result,
-        args.out / "report",
-        "worldvae " + shlex.join(sys.argv[1:]),
-        machine=machine_description(),
+    # before the first agent trains, not after the pixel ones
+    needs_model = any(get_arm(obs).model == "vae" for obs in cfg.obs_kinds)
+    check_env_and_model(
+        cfg.env_id,
+        cfg.agent_config("pixel", cfg.seeds[0]).env_options,
+        cfg.model_dir if needs_model else None,
+        args.allow_env_mismatch,
     )
+    check_ours(args.out, COMPARE_ENTRIES, "compare")
+    with RunDirLock(args.out, "compare"):
+        result = run_comparison(cfg, args.out)
+        report = write_report(
+            result,
+            args.out / "report",
+            "worldvae " + shlex.join(sys.argv[1:]),
+            machine=machine_description(),
+        )
     print(f"report: {report}")
     return 0
 
@@ -95,23 +131,31 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--obs", default=None, help="comma list of arms (default: the preset's)")
     p.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default: the preset's)"
+        "--seeds",
+        type=bounded(int, 1, 1000),
+        default=None,
+        help="number of seeds (default: the preset's)",
     )
     p.add_argument("--out", type=Path, default=None, help="default runs/pipeline/PRESET__ENV")
     p.set_defaults(func=run_pipeline_command)
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
-    from agents.pipeline import run_pipeline
+    from agents.pipeline import PRESETS, run_pipeline
 
-    report = run_pipeline(
-        args.preset,
-        args.out,
-        args.env,
-        command="worldvae " + shlex.join(sys.argv[1:]),
-        algo=args.algo,
-        obs_kinds=tuple(args.obs.split(",")) if args.obs else None,
-        seeds=tuple(range(args.seeds)) if args.seeds else None,
-    )
+    preset = args.preset
+    env = args.env or PRESETS[preset].env_id
+    out = args.out or Path("runs") / "pipeline" / f"{preset}__{env.replace('/', '_')}"
+    check_ours(out, PIPELINE_ENTRIES, "pipeline")
+    with RunDirLock(out, "pipeline"):
+        report = run_pipeline(
+            args.preset,
+            out,
+            args.env,
+            command="worldvae " + shlex.join(sys.argv[1:]),
+            algo=args.algo,
+            obs_kinds=tuple(args.obs.split(",")) if args.obs else None,
+            seeds=tuple(range(args.seeds)) if args.seeds else None,
+        )
     print(f"done: {report}")
     return 0

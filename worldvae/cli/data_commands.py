@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from worldvae.cli.common import add_env_arguments, env_options_from_args
+from worldvae.cli.options import bounded
+from worldvae.rundir import RunDirLock
 
 
 def add_collect_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,13 +21,17 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     add_env_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="dataset directory")
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--episodes", type=int, help="number of episodes")
-    budget.add_argument("--frames", type=int, help="number of frames to reach")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    budget.add_argument("--episodes", type=bounded(int, 1, 10**8), help="number of episodes")
+    budget.add_argument("--frames", type=bounded(int, 1, 10**11), help="number of frames to reach")
+    p.add_argument(
+        "--workers", type=bounded(int, 1, 256), default=1, help="worker processes (default 1)"
+    )
     p.add_argument(
         "--policy", default="random", help="random | brownian | sb3:ALGO:PATH (default random)"
     )
-    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument(
+        "--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="master seed (default 0)"
+    )
     p.add_argument("--no-compress", action="store_true", help="store episodes uncompressed")
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
     p.add_argument(
@@ -40,7 +47,18 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     from envs.collector import collect
 
-    result = collect(
+    with RunDirLock(args.out, "collect"):
+        result = _collect(args, collect)
+    print(
+        f"collected {result.new_episodes} new episodes ({result.new_frames} frames, "
+        f"{result.frames_per_second:.0f} frames/s); {result.out_dir} now holds "
+        f"{result.total_episodes} episodes, {result.total_frames} frames"
+    )
+    return 0
+
+
+def _collect(args: argparse.Namespace, collect: Any) -> Any:
+    return collect(
         args.out,
         args.env,
         n_episodes=args.episodes,
@@ -53,12 +71,6 @@ def run_collect(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         record_state=args.record_state,
     )
-    print(
-        f"collected {result.new_episodes} new episodes ({result.new_frames} frames, "
-        f"{result.frames_per_second:.0f} frames/s); {result.out_dir} now holds "
-        f"{result.total_episodes} episodes, {result.total_frames} frames"
-    )
-    return 0
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +79,9 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     info = data_sub.add_parser("info", help="counts, return statistics and a mosaic PNG")
     info.add_argument("dir", type=Path)
     info.add_argument("--mosaic", type=Path, default=None, help="PNG path (default DIR/mosaic.png)")
-    info.add_argument("--n", type=int, default=64, help="frames in the mosaic")
+    info.add_argument(
+        "--n", type=bounded(int, 1, 4096), default=64, help="frames in the mosaic (1..4096)"
+    )
     info.set_defaults(func=run_info)
     verify = data_sub.add_parser("verify", help="read every episode and check its checksums")
     verify.add_argument("dir", type=Path)
@@ -97,9 +111,9 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"versions   {', '.join(f'{k} {v}' for k, v in sorted(m.versions.items()))}")
     frames = ds.sample_frames(args.n)
     scale = max(1, 128 // max(m.frame_shape[:2]))
-    path = save_png(
-        args.mosaic or ds.root / "mosaic.png", image_grid(frames, n_cols=8, scale=scale)
-    )
+    mosaic = args.mosaic or ds.root / "mosaic.png"
+    with RunDirLock(mosaic.parent, "data info"):
+        path = save_png(mosaic, image_grid(frames, n_cols=8, scale=scale))
     print(f"mosaic     {path}")
     return 0
 

@@ -5,23 +5,38 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
+from typing import NoReturn
 
 from worldvae import __version__
 from worldvae.cli.agent_commands import add_evaluate_parser, add_train_agent_parser
 from worldvae.cli.compare_commands import add_compare_parser, add_pipeline_parser
 from worldvae.cli.data_commands import add_collect_parser, add_data_parser
+from worldvae.cli.errors import UsageError, describe, details
 from worldvae.cli.memory_commands import add_encode_data_parser, add_train_rnn_parser
 from worldvae.cli.sweep_commands import add_sweep_parser
 from worldvae.cli.vae_commands import add_inspect_parser, add_train_vae_parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refusals become :class:`UsageError`, printed by :func:`main` as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("worldvae").strip()
+        where = f"{command}: " if command else ""
+        raise UsageError(f"{where}{message} (see: {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="worldvae",
         description="World-models pipeline: collect frames, pretrain a VAE, train and compare "
         "RL agents on pixels and on latents.",
     )
     parser.add_argument("--version", action="version", version=f"worldvae {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of a failure (any position)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add_collect_parser(sub)
     add_data_parser(sub)
@@ -38,17 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit status.
+
+    Every failure prints one line, ``worldvae: error: ...``; ``--debug`` adds the traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except KeyboardInterrupt:
         print("\nworldvae: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, OSError) as e:
-        print(f"worldvae: error: {e}", file=sys.stderr)
-        return 1
+    except Exception as e:  # every failure: one line, the traceback only when asked
+        message, status = describe(e)
+        if debug:
+            traceback.print_exc()
+            if details(e):
+                print(details(e), file=sys.stderr)
+        print(f"worldvae: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

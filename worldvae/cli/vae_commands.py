@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from worldvae.models.config import KINDS
+from worldvae.cli.options import add_config_options, bounded, config_values
+from worldvae.models.config import AutoencoderConfig
+from worldvae.training import TrainConfig
 
 
 def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,64 +20,22 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="dataset directory")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--kind", default="beta-vae", choices=KINDS)
-    p.add_argument("--latent-dim", type=int, default=32)
-    p.add_argument("--channels", default="32,64,128,256", help="encoder conv channels")
-    p.add_argument("--likelihood", default="mse", choices=["mse", "bernoulli"])
-    p.add_argument("--beta", type=float, default=1.0)
-    p.add_argument("--free-bits", type=float, default=0.0, help="KL floor per dimension (nats)")
-    p.add_argument("--capacity-max", type=float, default=0.0, help="controlled capacity C (nats)")
-    p.add_argument("--capacity-steps", type=int, default=100_000)
-    p.add_argument("--noise", default="gaussian", choices=["gaussian", "masking"], help="dae noise")
-    p.add_argument("--topk", type=int, default=8, help="units kept by kind topk")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=5, help="early stopping, in epochs")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable episode files")
+    model = p.add_argument_group("model (every field of AutoencoderConfig)")
+    train = p.add_argument_group("training (every field of TrainConfig)")
+    p.set_defaults(
+        model_fields=add_config_options(model, AutoencoderConfig),
+        train_fields=add_config_options(train, TrainConfig),
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=run_train_vae)
 
 
 def run_train_vae(args: argparse.Namespace) -> int:
-    from worldvae.training import TrainConfig, train_autoencoder
+    from worldvae.training import train_autoencoder
 
-    model = {
-        "kind": args.kind,
-        "latent_dim": args.latent_dim,
-        "channels": [int(c) for c in args.channels.split(",")],
-        "likelihood": args.likelihood,
-        "beta": args.beta,
-        "free_bits": args.free_bits,
-        "capacity_max": args.capacity_max,
-        "capacity_steps": args.capacity_steps,
-        "noise": args.noise,
-        "topk": args.topk,
-    }
     cfg = TrainConfig(
-        model=model,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        val_fraction=args.val_fraction,
-        patience=args.patience,
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        compile=args.compile,
-        num_workers=args.num_workers,
-        skip_corrupt=args.skip_corrupt,
+        model=config_values(args, args.model_fields), **config_values(args, args.train_fields)
     )
     r = train_autoencoder(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
     print(
@@ -100,9 +60,12 @@ def add_inspect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="output directory (default MODEL/inspect)"
     )
-    p.add_argument("--frames", type=int, default=2048)
+    p.add_argument("--frames", type=bounded(int, 1, 1_000_000), default=2048)
     p.add_argument(
-        "--quantile", type=float, default=0.99, help="threshold quantile of validation scores"
+        "--quantile",
+        type=bounded(float, 0.0, 1.0, low_open=True),
+        default=0.99,
+        help="threshold quantile of validation scores",
     )
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run_inspect)
@@ -113,24 +76,26 @@ def run_inspect(args: argparse.Namespace) -> int:
     from worldvae.data import EpisodeDataset
     from worldvae.diagnostics import inspect_model
     from worldvae.models import load_model
+    from worldvae.rundir import RunDirLock
 
     model = load_model(args.model, device=args.device)
     dataset = EpisodeDataset(args.data)
     shifted = EpisodeDataset(args.shifted, val_fraction=0.0) if args.shifted else None
     out = args.out or args.model / "inspect"
-    s = inspect_model(
-        model, dataset, out, shifted=shifted, n_frames=args.frames, quantile=args.quantile
-    )
-    if dataset.state_names is not None and dataset.split("val"):
-        from worldvae.probes import probe_dataset
-
-        probe = probe_dataset(model.encode, dataset)
-        s["probe_r2"] = probe.as_dict()
-        cells = ", ".join(
-            f"{n} {'n/a' if v is None else f'{v:.2f}'}" for n, v in s["probe_r2"].items()
+    with RunDirLock(out, "inspect"):
+        s = inspect_model(
+            model, dataset, out, shifted=shifted, n_frames=args.frames, quantile=args.quantile
         )
-        print(f"linear probe R^2 on held-out episodes ({probe.n_test} frames): {cells}")
-    write_json(out / "summary.json", s)
+        if dataset.state_names is not None and dataset.split("val"):
+            from worldvae.probes import probe_dataset
+
+            probe = probe_dataset(model.encode, dataset)
+            s["probe_r2"] = probe.as_dict()
+            cells = ", ".join(
+                f"{n} {'n/a' if v is None else f'{v:.2f}'}" for n, v in s["probe_r2"].items()
+            )
+            print(f"linear probe R^2 on held-out episodes ({probe.n_test} frames): {cells}")
+        write_json(out / "summary.json", s)
     print(f"active units {s['active_units']} / {s['latent_dim']}")
     if "kl_per_dim" in s:
         print(f"KL per dim (nats, total {s['kl_total']:.1f}): {json.dumps(s['kl_per_dim'])}")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from worldvae.configs import reject_unknown_keys
+from worldvae.configs import check_ranges, option, reject_unknown_keys
 
 KINDS = ("ae", "dae", "inpaint", "sparse", "topk", "contractive", "vae", "beta-vae")
 VARIATIONAL_KINDS = ("vae", "beta-vae")
@@ -37,26 +37,29 @@ class AutoencoderConfig:
         contractive_weight: weight of ``||J||_F^2`` for ``contractive``.
     """
 
-    kind: str = "beta-vae"
-    frame_shape: tuple[int, int, int] = (64, 64, 3)
-    latent_dim: int = 32
-    channels: tuple[int, ...] = (32, 64, 128, 256)
-    likelihood: str = "mse"
-    beta: float = 1.0
-    free_bits: float = 0.0
-    capacity_max: float = 0.0
-    capacity_steps: int = 100_000
-    capacity_gamma: float = 100.0
-    noise: str = "gaussian"
-    noise_std: float = 0.1
-    mask_prob: float = 0.25
-    inpaint_fraction: float = 0.3
-    l1_weight: float = 1e-2
-    topk: int = 8
-    contractive_weight: float = 1e-2
+    kind: str = option("beta-vae", "family member", choices=KINDS)
+    frame_shape: tuple[int, int, int] = (64, 64, 3)  # decided by the data, not an option
+    latent_dim: int = option(32, "size D of the code", 1, 4096)
+    channels: tuple[int, ...] = option((32, 64, 128, 256), "encoder conv channels", 1, 4096)
+    likelihood: str = option("mse", "reconstruction likelihood", choices=("mse", "bernoulli"))
+    beta: float = option(1.0, "weight of the KL term (beta-vae)", 0.0, 1e6)
+    free_bits: float = option(0.0, "KL floor per latent dimension (nats)", 0.0, 1e3)
+    capacity_max: float = option(0.0, "controlled capacity C in nats (0: off)", 0.0, 1e6)
+    capacity_steps: int = option(100_000, "steps over which C rises to its max", 1, 10**9)
+    capacity_gamma: float = option(100.0, "weight of |KL - C|", 0.0, 1e6)
+    noise: str = option("gaussian", "dae corruption", choices=("gaussian", "masking"))
+    noise_std: float = option(0.1, "dae gaussian noise std (frames in [0, 1])", 0.0, 10.0)
+    mask_prob: float = option(0.25, "dae masking: probability a pixel is dropped", 0.0, 1.0)
+    inpaint_fraction: float = option(
+        0.3, "inpaint: side of the blanked square / frame side", 0.0, 1.0, low_open=True
+    )
+    l1_weight: float = option(1e-2, "sparse: L1 weight on the code", 0.0, 1e6)
+    topk: int = option(8, "topk: code units kept", 1, 4096)
+    contractive_weight: float = option(1e-2, "contractive: weight of ||J||_F^2", 0.0, 1e6)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.kind not in KINDS:
             raise ValueError(f"unknown autoencoder kind {self.kind!r}; choose one of {KINDS}")
         if self.likelihood not in ("mse", "bernoulli"):
