@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldvae.atomic import atomic_dir, recover_dir
+from worldvae.atomic import atomic_dir, recover_dir, torch_save
 
 CHECKPOINT_DIR = "checkpoints"
 PARAMS, STATE, BUFFER = "params.pt", "state.json", "replay_buffer.npz"
@@ -91,7 +91,7 @@ def save_checkpoint(agent: Any, bundle: Path, callback_state: dict[str, Any]) ->
     }
     target = bundle / CHECKPOINT_DIR / "last"
     with atomic_dir(target) as tmp:
-        torch.save(params, tmp / PARAMS)
+        torch_save(params, tmp / PARAMS)
         buffer = getattr(agent, "replay_buffer", None)
         if buffer is not None:
             n = buffer.buffer_size if buffer.full else buffer.pos

@@ -42,6 +42,7 @@ from worldvae.data.manifest import (
     episode_index,
     episode_seed,
 )
+from worldvae.rundir import entries
 from worldvae.versions import library_versions
 
 _PROGRESS_EVERY = 64  # steps between progress messages from a worker
@@ -168,7 +169,7 @@ def _prepare_dir(out: Path, manifest: Manifest, overwrite: bool) -> dict[int, in
                 "re-run with the same settings to resume, choose another --out, or pass "
                 "--overwrite to replace it"
             )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif entries(out) and not overwrite:
         raise ValueError(
             f"{out} exists, is not empty and is not a worldvae dataset; choose another --out"
         )

@@ -61,7 +61,7 @@ def _weights(bundle):
     }
 
 
-@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+@pytest.mark.parametrize("algo", ["ppo", pytest.param("dqn", marks=pytest.mark.slow)])
 def test_interrupted_agent_resumes_to_the_same_weights(algo, model_dir, tmp_path):
     cfg = _cfg(model_dir, algo)
     train_agent(cfg, tmp_path / "whole", progress=False)

@@ -135,3 +135,22 @@ def recover_dir(target: str | os.PathLike[str]) -> bool:
     if target.exists() and old.exists():
         shutil.rmtree(old, ignore_errors=True)
     return False
+
+
+def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that reports a full disk as ``OSError(ENOSPC)`` naming the file.
+
+    torch reports a failed write as an internal assertion (``enforce fail at
+    inline_container.cc``), which says nothing of the cause.
+    """
+    import errno
+
+    import torch
+
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        free = shutil.disk_usage(Path(path).parent).free
+        if "inline_container" in str(e) and free < 64 * 2**20:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from e
+        raise

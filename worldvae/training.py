@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import atomic_open, recover_dir, write_json
+from worldvae.atomic import atomic_open, recover_dir, torch_save, write_json
 from worldvae.configs import check_ranges, option
 from worldvae.data import EpisodeDataset
 from worldvae.data.loader import make_frame_loader
@@ -242,6 +242,7 @@ class VAETrainer:
                         f"cannot resume {self.run_dir}: it was started with another configuration "
                         f"({cfg_path}); use the same options, or --overwrite to start afresh"
                     )
+        recover_dir(self.best_dir)
         if recover_dir(self.last_dir):
             logger.warning(
                 "%s: the last checkpoint write was interrupted; continuing from the one before it",
@@ -253,7 +254,7 @@ class VAETrainer:
 
     def _save_last(self) -> None:
         def write_state(d: Path) -> None:
-            torch.save(
+            torch_save(
                 {
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),

@@ -37,9 +37,7 @@ def _is_disk_full(e: BaseException) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(e)
-    return isinstance(e, RuntimeError) and (
-        "No space left on device" in text or "file write failed" in text
-    )
+    return "No space left on device" in text or "os error 28" in text
 
 
 def describe(e: BaseException) -> tuple[str, int]:

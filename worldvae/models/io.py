@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from worldvae.atomic import atomic_dir, write_json
+from worldvae.atomic import atomic_dir, usual_mode, write_json
 from worldvae.devices import resolve_device
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
@@ -43,7 +44,13 @@ def save_model(
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
+        try:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            usual_mode(tmp / WEIGHTS_NAME)  # safetensors creates its files private (0600)
+        except SafetensorError as e:
+            if "No space left" in str(e) or "os error 28" in str(e):
+                raise OSError(errno.ENOSPC, "No space left on device", str(directory)) from e
+            raise
         config: Any = model.config
         write_json(tmp / CONFIG_NAME, {"model": config.to_dict(), "extra_info": extra or {}})
         if write_more is not None:
