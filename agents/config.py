@@ -132,7 +132,8 @@ def validate_hyperparams(data: dict[str, Any], source: str) -> None:
                 f"{source}: unknown keys {unknown} in section {section!r}; known: {sorted(known)}"
             )
         if section in ALGOS:
-            _check_types(values, _algo_defaults(section), f"{source}: {section}")
+            if section != "cmaes":  # its keys are checked by agents.cma_es
+                _check_types(values, _algo_defaults(section), f"{source}: {section}")
         elif section == "env":
             _check_types(values, ENV_TYPES, f"{source}: env")
         pk = values.get("policy_kwargs", {})

@@ -14,7 +14,9 @@ not depend on which worker was fastest.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import time
@@ -33,7 +35,13 @@ from envs.policies import PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
-from worldvae.data.episodes import CorruptEpisodeError, Episode, read_episode, write_episode
+from worldvae.data.episodes import (
+    CorruptEpisodeError,
+    Episode,
+    read_episode,
+    verify_episode,
+    write_episode,
+)
 from worldvae.data.manifest import (
     EPISODES_DIR,
     MANIFEST_NAME,
@@ -44,7 +52,9 @@ from worldvae.data.manifest import (
 )
 from worldvae.rundir import entries
 from worldvae.versions import library_versions
+from worldvae.workers import exit_with_parent, get_while_parent_lives
 
+logger = logging.getLogger(__name__)
 _PROGRESS_EVERY = 64  # steps between progress messages from a worker
 
 
@@ -130,7 +140,9 @@ def _worker(
     tasks: mp.Queue,
     results: mp.Queue,
     record_state: bool = False,
+    parent_pid: int | None = None,
 ) -> None:
+    exit_with_parent(parent_pid or os.getppid())  # never outlive the collector
     try:
         env = make_env_from_options(env_id, options)
         actor = policy.build(env.action_space, env.observation_space)
@@ -138,7 +150,7 @@ def _worker(
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
         return
-    while (index := tasks.get()) is not None:
+    while (index := get_while_parent_lives(tasks, parent_pid or os.getppid())) is not None:
         try:
             episode = play_episode(
                 env,
@@ -179,8 +191,10 @@ def _prepare_dir(out: Path, manifest: Manifest, overwrite: bool) -> dict[int, in
     done: dict[int, int] = {}
     for path in sorted(episodes_dir.glob("ep_*.npz")):
         try:
+            verify_episode(path)  # every member's CRC, frames included, not only the rewards
             done[episode_index(path)] = len(read_episode(path, keys=("rewards",))["rewards"]) + 1
-        except CorruptEpisodeError:
+        except CorruptEpisodeError as e:
+            logger.warning("re-collecting: %s", e)
             path.unlink()  # re-collected below: an episode is a pure function of its seed
     return done
 
@@ -297,6 +311,7 @@ def collect(
                         tasks,
                         results,
                         bool(record_state),
+                        os.getpid(),
                     ),
                     daemon=True,
                 )

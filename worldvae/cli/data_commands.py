@@ -119,13 +119,14 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from worldvae.data import EpisodeDataset, read_episode
+    from worldvae.data import EpisodeDataset
+    from worldvae.data.episodes import verify_episode
 
     ds = EpisodeDataset(args.dir, skip_corrupt=True)
     bad = list(ds.corrupt)
     for info in ds.episodes:
         try:
-            read_episode(info.path)
+            verify_episode(info.path)
         except Exception as e:
             bad.append(info.path)
             print(f"corrupt: {e}")

@@ -25,6 +25,7 @@ read with ``allow_pickle=False``: an episode file never executes code.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,33 @@ def read_episode(path: str | Path, keys: tuple[str, ...] = EPISODE_KEYS) -> dict
                 f"episode file {path} is corrupt ({e}); delete it and re-run the collect command "
                 "to re-collect it, or load with skip_corrupt=True"
             ) from e
+
+
+def verify_episode(path: str | Path) -> None:
+    """Check the CRC-32 of every member of an episode file (frames included) and that none
+    of the required members is missing.
+
+    Raises:
+        CorruptEpisodeError: naming the file and the first member that fails.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every member through its CRC check
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise CorruptEpisodeError(
+            f"episode file {path} is corrupt or truncated ({e}); re-run the collect command "
+            "to re-collect it"
+        ) from e
+    if bad is not None:
+        raise CorruptEpisodeError(
+            f"episode file {path}: member {bad} fails its CRC check; re-run the collect command "
+            "to re-collect it"
+        )
+    missing = [k for k in EPISODE_KEYS if f"{k}.npy" not in names]
+    if missing:
+        raise CorruptEpisodeError(f"episode file {path} lacks {missing}; it is not an episode")
 
 
 def has_states(path: str | Path) -> bool:
