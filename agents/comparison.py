@@ -186,7 +186,10 @@ def train_runs(runs: list[Run], workers: int, subprocess_envs: bool, progress: b
                         f.result()  # re-raise a failed run's error here
                         finished += 1
                         done_steps += futures[f].config.total_timesteps
-                    live = sum(_steps_logged(futures[f]) for f in pending)
+                    live = sum(
+                        min(_steps_logged(futures[f]), futures[f].config.total_timesteps)
+                        for f in pending
+                    )  # an algorithm may round its last rollout past the budget
                     bar.update(done_steps + live - bar.n)
                     show()
         else:

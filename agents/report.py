@@ -115,12 +115,20 @@ def _interval(v: dict[str, Any], key: str, digits: int = 2) -> str:
 
 def separations(result: ComparisonResult, a: str = "latent", b: str = "pixel") -> dict[str, str]:
     """For each axis (final return, steps and seconds to threshold): which arm's 95% CI lies
-    wholly on the better side of the other's, or ``""`` when the intervals overlap."""
+    wholly on the better side of the other's, or ``""`` when the intervals overlap. Time to
+    threshold counts only when both arms reached it in most of their seeds."""
     s = result.summary
     if a not in s or b not in s:
         return {}
     out = {}
     for axis, (_, ci) in AXES.items():
+        if axis != "final return" and not all(
+            2 * s[arm]["seeds_reaching_threshold"] > s[arm]["n_seeds"] for arm in (a, b)
+        ):
+            # Censored at the budget, most of an arm's "times" are its budget: the interval
+            # then measures training speed, not learning, and is no evidence either way.
+            out[axis] = ""
+            continue
         (a_lo, a_hi), (b_lo, b_hi) = s[a][ci], s[b][ci]
         higher_better = axis == "final return"
         if a_lo > b_hi:
@@ -153,7 +161,8 @@ def verdict(result: ComparisonResult) -> str:
     else:
         head = (
             f"At this budget latent and pixel are not separable on final return or time to "
-            f"threshold (overlapping 95% CIs over {n} seeds; final IQM latent "
+            f"threshold (overlapping 95% CIs over {n} seeds, or too few seeds reaching the "
+            f"threshold to time it; final IQM latent "
             f"{_interval(lat, 'iqm')} against pixel {_interval(p, 'iqm')})"
         )
     poi = result.improvement.get("latent")

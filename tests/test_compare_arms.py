@@ -102,3 +102,25 @@ def test_impossible_arms_fail_before_training(vae_and_data, tmp_path, capsys):
     assert status == 1 and err.startswith("worldvae: error: --obs pixel,pca,sound")
     assert "'pca' needs the pretrained model" in err and "'sound' is not an observation kind" in err
     assert not (tmp_path / "c" / "runs").exists()
+
+
+def test_time_to_threshold_separates_only_when_most_seeds_reach_it():
+    from agents.comparison import ComparisonResult
+    from agents.report import separations
+
+    def arm(reached, secs_ci):
+        return {
+            "n_seeds": 5,
+            "seeds_reaching_threshold": reached,
+            "iqm_ci": [0.0, 1.0],
+            "steps_to_threshold_iqm_ci": [5.0, 6.0],
+            "seconds_to_threshold_iqm_ci": secs_ci,
+        }
+
+    def result(latent_reached):
+        summary = {"pixel": arm(5, [300.0, 340.0]), "latent": arm(latent_reached, [160.0, 190.0])}
+        return ComparisonResult(None, [], summary, 0.0, 0.5, {}, None)  # type: ignore[arg-type]
+
+    assert separations(result(5))["seconds to threshold"] == "latent"
+    # latent reached it once: its "seconds" are mostly its (shorter) training time
+    assert separations(result(1))["seconds to threshold"] == ""
