@@ -91,16 +91,20 @@ def test_impossible_arms_fail_before_training(vae_and_data, tmp_path, capsys):
         [
             "compare",
             "--env",
-            "CartPole-v1",
+            "ALE/Pong-v5",
             "--obs",
-            "pixel,pca,sound",
+            "pixel,pca,state",
             "--out",
             str(tmp_path / "c"),
         ]
     )
     err = capsys.readouterr().err
-    assert status == 1 and err.startswith("worldvae: error: --obs pixel,pca,sound")
-    assert "'pca' needs the pretrained model" in err and "'sound' is not an observation kind" in err
+    assert status == 1 and err.startswith("worldvae: error: --obs pixel,pca,state")
+    assert "'pca' needs the pretrained model" in err and "'state': ALE/Pong-v5 has no known" in err
+    status = main(
+        ["compare", "--env", "CartPole-v1", "--obs", "pixel,sound", "--out", str(tmp_path / "c")]
+    )
+    assert status == 1 and "'sound'" in capsys.readouterr().err
     assert not (tmp_path / "c" / "runs").exists()
 
 
