@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python scripts/bench_collector.py
 	$(BIN)/python scripts/bench_vae.py
 	$(BIN)/python scripts/bench_latent.py
+	$(BIN)/python scripts/bench_envs.py
 
 pipeline: install
 	$(BIN)/worldvae pipeline

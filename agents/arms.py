@@ -50,6 +50,7 @@ def _latent(venv: VecEnv, opts: dict[str, Any], model: Encoder | None) -> VecEnv
         frame_stack=int(opts.get("frame_stack", 1)),
         action_history=int(opts.get("action_history", 0)),
         sample=bool(opts.get("sample", False)),
+        precision=str(opts.get("precision", "auto")),
     )
 
 
@@ -86,7 +87,7 @@ class Arm:
     needs_memory: bool = False
 
 
-_CODE_KEYS = frozenset({"frame_stack", "action_history", "sample"})
+_CODE_KEYS = frozenset({"frame_stack", "action_history", "sample", "precision"})
 
 ARMS: dict[str, Arm] = {
     "pixel": Arm("pixel", "CnnPolicy", None, frozenset({"frame_stack"}), _stack),

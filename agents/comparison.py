@@ -74,6 +74,7 @@ class CompareConfig:
     deterministic_eval: bool = True
     probe: bool = True
     memory_dir: str | None = None  # M, for the latent+h arm
+    max_train_seconds: float | None = None  # the same wall-clock budget for every run
 
     def resolved_data_dir(self) -> str | None:
         if self.data_dir is not None:
@@ -88,6 +89,7 @@ class CompareConfig:
             "eval_seed": self.eval_seed,
             "env_options": self.env_options,
             "deterministic_eval": self.deterministic_eval,
+            "max_train_seconds": self.max_train_seconds,
         }
         if self.n_envs is not None:
             fields["n_envs"] = self.n_envs
@@ -391,8 +393,10 @@ def _shifted_return(bundle: Path, acfg: AgentConfig, cfg: CompareConfig) -> floa
     from agents.bundle import load_bundle
 
     b = load_bundle(bundle, device="cpu")
+    # gymnasium: envpool has no options such as domain_randomize.
     shifted_options = acfg.env_options | {
-        "env_kwargs": {**acfg.env_options.get("env_kwargs", {}), **(cfg.shifted_env_kwargs or {})}
+        "env_kwargs": {**acfg.env_options.get("env_kwargs", {}), **(cfg.shifted_env_kwargs or {})},
+        "backend": "gymnasium",
     }
     shifted = AgentConfig.from_dict(acfg.to_dict() | {"env_options": shifted_options})
     venv = build_vec_env(shifted, 1, 0, b.model)

@@ -12,11 +12,20 @@ from typing import Any
 import yaml
 
 from agents.arms import ARMS
+from envs.factory import resolve_env_options
 from worldvae.configs import check_ranges, option, reject_unknown_keys
 
 OBS_KINDS = tuple(ARMS)
 ALGOS = ("ppo", "a2c", "dqn", "sac", "cmaes")
-ENV_KEYS = {"frame_size", "crop", "grayscale", "frame_skip", "max_episode_steps", "env_kwargs"}
+ENV_KEYS = {
+    "frame_size",
+    "crop",
+    "grayscale",
+    "frame_skip",
+    "max_episode_steps",
+    "env_kwargs",
+    "backend",
+}
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
@@ -187,6 +196,9 @@ class AgentConfig:
     device: str = "auto"
     deterministic_eval: bool = True
     checkpoint_freq: int = option(10_000, "env steps between checkpoints (0: none)", 0, 10**11)
+    max_train_seconds: float | None = option(
+        None, "training wall-clock budget in seconds, evaluation excluded", 0.0, 1e9, low_open=True
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -239,13 +251,19 @@ def resolve_config(
     """Build an :class:`AgentConfig` from the YAML hyperparameters for ``env_id`` and ``algo``.
 
     ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields
-    (``env_options`` given there update the YAML's ``env`` section).
+    (``env_options`` given there update the YAML's ``env`` section). The env backend
+    (``env_options["backend"]``, default ``"auto"``) is resolved to the one that will run.
     """
     hp = load_hyperparams(env_id, hyperparams_file)
     algo_kwargs = dict(hp.get(algo, {}))
     algo_kwargs.update(overrides or {})
     n_envs = int(algo_kwargs.pop("n_envs", 1))
     env_options = {"frame_size": 64} | hp.get("env", {}) | fields.pop("env_options", {})
+    if (
+        obs in ARMS and ARMS[obs].wrap_env is not None
+    ):  # a per-env wrapper needs gymnasium's Python envs
+        env_options = env_options | {"backend": "gymnasium"}
+    env_options = resolve_env_options(env_id, env_options)
     return AgentConfig(
         env_id=env_id,
         obs=obs,

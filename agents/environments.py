@@ -11,6 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from agents.arms import get_arm
 from agents.config import AgentConfig
 from envs import make_env_from_options
+from envs.vector import make_vec_env_from_options
 from worldvae.encoders import Encoder
 
 
@@ -39,14 +40,23 @@ def build_vec_env(
     :class:`~envs.latent.VecLatentObservation` (one batched encode per step); encoder frames
     (the policy's features extractor encodes them); state vectors from the env itself;
     latent+h ``[z, h]`` from :class:`~envs.memory.VecLatentMemoryObservation` (``memory``: M).
+    The backend is ``cfg.env_options["backend"]`` (gymnasium when absent); arms that wrap
+    each env (state) run on gymnasium.
     """
     arm = get_arm(cfg.obs)
-    fns = [_env_fn(cfg.env_id, cfg.env_options, arm.wrap_env) for _ in range(n_envs)]
-    venv: VecEnv = (
-        SubprocVecEnv(fns, start_method="spawn") if subprocess and n_envs > 1 else DummyVecEnv(fns)
-    )
+    venv: VecEnv
+    if arm.wrap_env is None:
+        venv = make_vec_env_from_options(cfg.env_id, cfg.env_options, n_envs, seed, subprocess)
+    else:
+        options = cfg.env_options | {"backend": "gymnasium"}
+        fns = [_env_fn(cfg.env_id, options, arm.wrap_env) for _ in range(n_envs)]
+        venv = (
+            SubprocVecEnv(fns, start_method="spawn")
+            if subprocess and n_envs > 1
+            else DummyVecEnv(fns)
+        )
+        venv.seed(seed)
     venv = VecMonitor(venv)
-    venv.seed(seed)
     if arm.needs_memory:
         from envs.memory import VecLatentMemoryObservation
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ import cv2
 import numpy as np
 
 from agents.bundle import load_bundle
-from agents.environments import evaluate_policy_seeded
+from agents.config import AgentConfig
+from agents.environments import build_vec_env, evaluate_policy_seeded
+from envs.backends import resolve_backend, warn_on_backend_mismatch
 from envs.latent import VecLatentObservation
 from worldvae.atomic import atomic_path
 
@@ -54,6 +57,8 @@ def evaluate_bundle(
     video: str | Path | None = None,
     device: str = "auto",
     deterministic: bool | None = None,
+    backend: str | None = None,
+    workers: int = 1,
 ) -> EvalResult:
     """Returns of an agent bundle on ``n_episodes`` seeded episodes.
 
@@ -63,9 +68,25 @@ def evaluate_bundle(
     ``seed`` defaults to the bundle's evaluation seed, so every agent of a comparison meets the
     same episodes. ``video`` writes the first episode as MP4; for latent agents each frame is
     the env's frame beside the VAE's reconstruction of it (what the agent sees).
+    ``backend`` plays the episodes on another backend than the agent trained on, e.g.
+    ``"gymnasium"`` to score an envpool-trained CarRacing driver on gymnasium's own tracks
+    (with a warning that the frames differ a little). ``workers > 1`` splits the episodes
+    over that many processes (same seeds, same returns).
     """
+    if workers > 1 and n_episodes > 1 and video is None:
+        return _evaluate_in_processes(
+            path, n_episodes, seed, device, deterministic, backend, workers
+        )
     bundle = load_bundle(path, device=device)
-    venv = bundle.make_env(1, 0)
+    cfg = bundle.config
+    if backend is not None:
+        trained = cfg.env_options.get("backend", "gymnasium")
+        chosen = resolve_backend(cfg.env_id, backend, cfg.env_options.get("env_kwargs"))
+        warn_on_backend_mismatch(trained, chosen, f"the agent {path}")
+        cfg = AgentConfig.from_dict(
+            cfg.to_dict() | {"env_options": cfg.env_options | {"backend": chosen}}
+        )
+    venv = build_vec_env(cfg, 1, 0, bundle.model)
     frames: list[np.ndarray] = []
 
     channels = 1 if bundle.config.env_options.get("grayscale") else 3
@@ -93,3 +114,50 @@ def evaluate_bundle(
     venv.close()
     out = write_video(Path(video), frames) if video and frames else None
     return EvalResult(np.concatenate([first, rest]), out)
+
+
+def _evaluate_slice(
+    path: str,
+    n_episodes: int,
+    seed: int,
+    device: str,
+    deterministic: bool | None,
+    backend: str | None,
+) -> np.ndarray:
+    import torch
+
+    torch.set_num_threads(1)  # the processes share the cores
+    return evaluate_bundle(
+        path, n_episodes, seed, device=device, deterministic=deterministic, backend=backend
+    ).returns
+
+
+def _evaluate_in_processes(
+    path: str | Path,
+    n_episodes: int,
+    seed: int | None,
+    device: str,
+    deterministic: bool | None,
+    backend: str | None,
+    workers: int,
+) -> EvalResult:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    start = load_bundle(path, device="cpu").config.eval_seed if seed is None else seed
+    bounds = np.linspace(0, n_episodes, min(workers, n_episodes) + 1).astype(int)
+    with ProcessPoolExecutor(len(bounds) - 1, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(
+                _evaluate_slice,
+                str(path),
+                int(b - a),
+                start + int(a),
+                device,
+                deterministic,
+                backend,
+            )
+            for a, b in itertools.pairwise(bounds)
+        ]
+        returns = np.concatenate([f.result() for f in futures])
+    return EvalResult(returns, None)

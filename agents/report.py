@@ -202,8 +202,12 @@ def write_report(
     vae_images: dict[str, Path] | None = None,
     stage_times: dict[str, float] | None = None,
     machine: str | None = None,
+    extra_sections: list[str] | None = None,
 ) -> Path:
-    """Write the report directory; returns the path of ``report.md``."""
+    """Write the report directory; returns the path of ``report.md``.
+
+    ``extra_sections`` (Markdown) go after the VAE's pictures, before the command.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(result, out / "curves.png")
@@ -217,12 +221,17 @@ def write_report(
     s = result.summary
     n_seeds = len(cfg.seeds)
     mode = "deterministic (mode action)" if cfg.deterministic_eval else "stochastic (sampled)"
+    budget = (
+        f"{cfg.max_train_seconds:,.0f} s of training wall-clock (at most {cfg.total_timesteps:,} env steps)"
+        if cfg.max_train_seconds
+        else f"{cfg.total_timesteps:,} env steps"
+    )
     lines = [
         f"# {cfg.env_id}: {', '.join(cfg.obs_kinds)} ({cfg.algo.upper()})",
         "",
         verdict(result),
         "",
-        f"Each agent: {cfg.total_timesteps:,} env steps, seeds {list(cfg.seeds)}, the same "
+        f"Each agent: {budget}, seeds {list(cfg.seeds)}, the same "
         f"hyperparameters; every arm is evaluated on the same {cfg.final_eval_episodes} "
         f"fixed-seed episodes (seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.final_eval_episodes - 1}), "
         f"policy {mode}. A random policy scores {result.random_return:.2f} on them. The "
@@ -283,6 +292,8 @@ def write_report(
             lines.append(f"- {stage}: {secs:,.0f} s")
         for stage, secs in result.timings.items():
             lines.append(f"- compare / {stage}: {secs:,.0f} s")
+    for section in extra_sections or []:
+        lines += ["", section]
     versions = library_versions()
     lines += [
         "",

@@ -36,8 +36,11 @@ from agents.checkpoint import (
 )
 from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env, evaluate_policy_seeded
+from envs.backends import warn_on_backend_mismatch
+from envs.latent import VecLatentObservation
 from worldvae.atomic import atomic_path, write_json
 from worldvae.encoders import load_encoder
+from worldvae.models.io import CheckpointError, read_model_config
 from worldvae.rundir import ForeignDirError, RunDirLock, check_ours, remove_owned
 from worldvae.versions import library_versions
 
@@ -144,7 +147,9 @@ class EvalAndProgress(BaseCallback):
             self.on_steps(self.training_env.num_envs)
         if self.num_timesteps >= self.next_eval:
             self._evaluate()
-        return True
+        budget = self.cfg.max_train_seconds
+        training = time.perf_counter() - self.start - self.eval_seconds
+        return budget is None or training < budget  # False stops learn() at once
 
     def _on_training_end(self) -> None:
         if not self.rows or self.rows[-1]["steps"] != self.num_timesteps:
@@ -314,6 +319,15 @@ def _train(
         if cfg.model_dir:
             info["model_sha256"] = copy_model(cfg.model_dir, out)
             info["model_source"] = str(cfg.model_dir)
+            try:
+                _, extra = read_model_config(out / "model")
+            except CheckpointError:  # a PCA encoder: no autoencoder config to read
+                extra = {}
+            warn_on_backend_mismatch(
+                extra.get("data", {}).get("backend"),
+                cfg.env_options.get("backend", "gymnasium"),
+                f"the model {cfg.model_dir}",
+            )
     else:
         info = resumed
     memory: Any = None
@@ -340,6 +354,9 @@ def _train(
         env = build_vec_env(
             cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
         )
+    if isinstance(env, VecLatentObservation):
+        info["encode_precision"] = env.precision
+        logger.info("encoding latents in %s", env.precision)
     kwargs = {k: v for k, v in cfg.algo_kwargs.items() if k != "policy_kwargs"}
     agent = algo_class(cfg.algo)(
         policy_name(cfg),

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from envs.factory import env_options as default_env_options
-from envs.factory import make_env_from_options
+from envs.factory import make_env_from_options, resolve_env_options
 from envs.policies import PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
@@ -241,13 +241,20 @@ def collect(
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     check_env_id(env_id)
+    options = resolve_env_options(env_id, default_env_options() | dict(env_options or {}))
     names = state_names(env_id)
+    if options["backend"] == "envpool" and names is not None:  # read from gymnasium objects
+        if record_state:
+            raise ValueError(
+                f"the true state of {env_id} is read from gymnasium's env objects, which "
+                "envpool's C++ envs do not expose; collect with --backend gymnasium"
+            )
+        names = None
     if record_state is None:
         record_state = names is not None
     elif record_state and names is None:
         state_reader(env_id)  # raises, naming the envs whose state is known
     spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
-    options = default_env_options() | dict(env_options or {})
     probe = make_env_from_options(env_id, options)
     frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
     spec.build(

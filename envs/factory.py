@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from envs.backends import resolve_backend
 from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation, is_image_space
 from envs.registry import check_env_id, family_of
 
@@ -28,6 +29,7 @@ def make_env(
     frame_skip: int = 1,
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    backend: str = "auto",
 ) -> gym.Env:
     """Make ``env_id`` with observations as uint8 frames ``(H, W, C)``.
 
@@ -44,10 +46,13 @@ def make_env(
             skip 4 frames internally; pass ``env_kwargs={"frameskip": 1}`` to change that.
         max_episode_steps: override the env's time limit.
         env_kwargs: passed to ``gym.make`` (e.g. ``{"domain_randomize": True}``).
+        backend: ``"gymnasium"`` (the reference), ``"envpool"`` (C++ CarRacing-v3 and Atari,
+            several times faster) or ``"auto"`` (envpool where installed and able; see
+            :func:`envs.backends.resolve_backend`). The same preprocessing follows either.
 
     Raises:
-        ValueError: unknown id (with suggestions), or an env that neither gives nor renders
-            frames.
+        ValueError: unknown id (with suggestions), an env that neither gives nor renders
+            frames, or a backend that cannot make it.
 
     Example:
         >>> env = make_env("CartPole-v1", frame_size=32)
@@ -65,13 +70,19 @@ def make_env(
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     family = family_of(env_id)
-    try:
-        env = gym.make(env_id, **kwargs)
-    except TypeError as e:  # an option the env's constructor does not take
-        raise ValueError(
-            f"{env_id} does not accept the options {sorted(kwargs)} ({e}); check --env-kwarg "
-            "against the env's documentation"
-        ) from e
+    env: gym.Env
+    if resolve_backend(env_id, backend, env_kwargs) == "envpool":
+        from envs.envpool_env import EnvpoolEnv
+
+        env = EnvpoolEnv(env_id, max_episode_steps=max_episode_steps)
+    else:
+        try:
+            env = gym.make(env_id, **kwargs)
+        except TypeError as e:  # an option the env's constructor does not take
+            raise ValueError(
+                f"{env_id} does not accept the options {sorted(kwargs)} ({e}); check --env-kwarg "
+                "against the env's documentation"
+            ) from e
     if family == "minigrid":
         from minigrid.wrappers import ImgObsWrapper, RGBImgObsWrapper
 
@@ -98,8 +109,12 @@ def env_options(
     frame_skip: int = 1,
     max_episode_steps: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    backend: str = "auto",
 ) -> dict[str, Any]:
-    """The ``make_env`` keyword arguments as a JSON-ready dict (stored in manifests)."""
+    """The ``make_env`` keyword arguments as a JSON-ready dict (stored in manifests).
+
+    Resolve ``backend`` with :func:`resolve_env_options` before recording it.
+    """
     return {
         "frame_size": list(_as_size(frame_size)),
         "crop": list(crop) if crop else None,
@@ -107,12 +122,22 @@ def env_options(
         "frame_skip": frame_skip,
         "max_episode_steps": max_episode_steps,
         "env_kwargs": dict(env_kwargs or {}),
+        "backend": backend,
     }
 
 
+def resolve_env_options(env_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``backend`` resolved to the one that will run (never ``"auto"``)."""
+    backend = resolve_backend(env_id, options.get("backend", "auto"), options.get("env_kwargs"))
+    return dict(options) | {"backend": backend}
+
+
 def make_env_from_options(env_id: str, options: dict[str, Any]) -> gym.Env:
-    """Rebuild an env from ``env_id`` and a dict made by :func:`env_options`."""
-    opts = dict(options)
+    """Rebuild an env from ``env_id`` and a dict made by :func:`env_options`.
+
+    Options recorded before backends existed (no ``backend`` key) mean gymnasium.
+    """
+    opts = {"backend": "gymnasium"} | dict(options)
     opts["frame_size"] = _as_size(opts.get("frame_size", 64))
     if opts.get("crop") is not None:
         opts["crop"] = tuple(opts["crop"])

@@ -20,6 +20,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from envs.preprocessing import is_image_space
 from worldvae.encoders import Encoder, load_encoder
+from worldvae.precision import autocast, resolve_precision
 
 
 def resolve_model(model: Encoder | str | Path, device: str = "auto") -> Encoder:
@@ -116,6 +117,8 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         action_history: number of previous actions appended (``n``).
         sample: draw latents from the posterior instead of taking its mean.
         device: where a model given as a path is loaded (``"auto"``: CUDA when present).
+        precision: ``"auto"`` (bf16 autocast on CUDA and AMX CPUs), ``"fp32"`` or
+            ``"bf16"``; the resolved one is ``self.precision``.
 
     Observation space: float32 ``Box((k * D + n * A,))``.
 
@@ -132,6 +135,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         action_history: int = 0,
         sample: bool = False,
         device: str = "auto",
+        precision: str = "auto",
     ):
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -140,11 +144,13 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             action_history=action_history,
             sample=sample,
             device=device,
+            precision=precision,
         )
         gym.Wrapper.__init__(self, env)
         self.model = resolve_model(model, device)
         check_frame_space("LatentObservation", env.observation_space, self.model)
         self.sample = sample
+        self.precision = resolve_precision(precision, getattr(self.model, "device", "cpu"))
         self.history = LatentHistory(
             1, self.model.latent_dim, env.action_space, frame_stack, action_history
         )
@@ -153,7 +159,8 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _encode(self, frame: np.ndarray) -> np.ndarray:
         self.last_frame = frame
-        return self.model.encode(frame, sample=self.sample)
+        with autocast(getattr(self.model, "device", "cpu"), self.precision):
+            return self.model.encode(frame, sample=self.sample)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -185,10 +192,12 @@ class VecLatentObservation(VecEnvWrapper):
         action_history: int = 0,
         sample: bool = False,
         device: str = "auto",
+        precision: str = "auto",
     ):
         self.model = resolve_model(model, device)
         check_frame_space("VecLatentObservation", venv.observation_space, self.model)
         self.sample = sample
+        self.precision = resolve_precision(precision, getattr(self.model, "device", "cpu"))
         self.history = LatentHistory(
             venv.num_envs, self.model.latent_dim, venv.action_space, frame_stack, action_history
         )
@@ -197,7 +206,8 @@ class VecLatentObservation(VecEnvWrapper):
         self.last_frames: np.ndarray | None = None
 
     def _encode(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        return self.model.encode(np.asarray(frames), sample=self.sample)
+        with autocast(getattr(self.model, "device", "cpu"), self.precision):
+            return self.model.encode(np.asarray(frames), sample=self.sample)
 
     def _stacked(self) -> np.ndarray:
         return np.stack([self.history.observation(i) for i in range(self.num_envs)])

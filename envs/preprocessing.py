@@ -50,6 +50,65 @@ class PixelObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
         return np.asarray(self.env.render(), dtype=np.uint8)
 
 
+class FrameTransform:
+    """Crop, drop alpha, grayscale and resize uint8 frames; one frame or a batch.
+
+    ``transform(frame)`` maps ``(H, W, C)`` (or ``(H, W)``) to ``(height, width, C_out)``;
+    ``transform.batch(frames)`` maps ``(N, H, W, C)`` to ``(N, height, width, C_out)`` frame by
+    frame through the same code, so a batched backend gives exactly the frames of the
+    per-env wrapper. Resizing uses ``cv2.INTER_AREA``, which averages source pixels and does
+    not alias.
+
+    Args:
+        in_shape: shape of the incoming frames, ``(H, W, C)`` or ``(H, W)``.
+        size: output ``(height, width)``.
+        crop: pixels removed from ``(top, bottom, left, right)`` before resizing.
+        grayscale: output one channel (kept as ``C_out = 1``).
+
+    Raises:
+        ValueError: a crop that leaves no pixels.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        size: tuple[int, int] = (64, 64),
+        crop: tuple[int, int, int, int] | None = None,
+        grayscale: bool = False,
+    ):
+        h, w = in_shape[:2]
+        top, bottom, left, right = crop or (0, 0, 0, 0)
+        if min(top, bottom, left, right) < 0 or top + bottom >= h or left + right >= w:
+            raise ValueError(f"FramePreprocess crop {crop} does not fit frames of {h}x{w}")
+        self.rows = slice(top, h - bottom)
+        self.cols = slice(left, w - right)
+        self.size = (int(size[0]), int(size[1]))
+        self.grayscale = grayscale
+        in_channels = 1 if len(in_shape) == 2 else in_shape[2]
+        self.out_shape = (*self.size, 1 if grayscale else min(in_channels, 3))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """One frame ``(H, W, C)`` -> ``(height, width, C_out)`` uint8."""
+        frame = frame[self.rows, self.cols]
+        if frame.ndim == 3 and frame.shape[2] == 4:
+            frame = frame[..., :3]
+        if self.grayscale and frame.ndim == 3 and frame.shape[2] == 3:
+            frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+        h, w = self.size
+        if frame.shape[:2] != (h, w):
+            frame = cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=cv2.INTER_AREA)
+        if frame.ndim == 2:
+            frame = frame[:, :, None]
+        return frame
+
+    def batch(self, frames: np.ndarray) -> np.ndarray:
+        """A batch ``(N, H, W, C)`` -> ``(N, height, width, C_out)`` uint8."""
+        out = np.empty((len(frames), *self.out_shape), np.uint8)
+        for i, frame in enumerate(frames):
+            out[i] = self(frame)
+        return out
+
+
 class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Crop, grayscale and resize uint8 frames to ``(height, width, C)`` in one pass.
 
@@ -60,7 +119,7 @@ class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
             ``(0, 12, 0, 0)`` drops CarRacing's dashboard strip.
         grayscale: output one channel (kept as ``C = 1``).
 
-    Resizing uses ``cv2.INTER_AREA``, which averages source pixels and does not alias.
+    The work is done by :class:`FrameTransform`, which batched backends share.
     """
 
     def __init__(
@@ -77,31 +136,11 @@ class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(
                 f"FramePreprocess requires a uint8 (H, W, C) Box observation space, got {space}"
             )
-        h, w = space.shape[:2]
-        top, bottom, left, right = crop or (0, 0, 0, 0)
-        if min(top, bottom, left, right) < 0 or top + bottom >= h or left + right >= w:
-            raise ValueError(f"FramePreprocess crop {crop} does not fit frames of {h}x{w}")
-        self._rows = slice(top, h - bottom)
-        self._cols = slice(left, w - right)
-        self._size = (int(size[0]), int(size[1]))
-        self._grayscale = grayscale
-        in_channels = 1 if len(space.shape) == 2 else space.shape[2]
-        self._in_channels = in_channels
-        channels = 1 if grayscale else min(in_channels, 3)
-        self.observation_space = spaces.Box(0, 255, (*self._size, channels), np.uint8)
+        self.transform = FrameTransform(space.shape, size=size, crop=crop, grayscale=grayscale)
+        self.observation_space = spaces.Box(0, 255, self.transform.out_shape, np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        frame = observation[self._rows, self._cols]
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            frame = frame[..., :3]
-        if self._grayscale and frame.ndim == 3 and frame.shape[2] == 3:
-            frame = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        h, w = self._size
-        if frame.shape[:2] != (h, w):
-            frame = cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=cv2.INTER_AREA)
-        if frame.ndim == 2:
-            frame = frame[:, :, None]
-        return frame
+        return self.transform(observation)
 
 
 class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -65,6 +65,11 @@ def _minigrid_state(unwrapped: Any) -> np.ndarray:
 
 
 def _carracing_state(unwrapped: Any) -> np.ndarray:
+    if getattr(unwrapped, "backend", None) == "envpool":
+        raise ValueError(
+            "CarRacing's state is read from gymnasium's Box2D objects, which envpool's C++ env "
+            "does not expose; make the env with backend='gymnasium'"
+        )
     car = getattr(unwrapped, "car", None)
     if car is None:
         raise ValueError("CarRacing has no car yet: reset the env before reading its state")

@@ -11,7 +11,12 @@ Then PPO env-steps/s (collection and updates, ``--ppo-steps`` per block) for a p
 (CnnPolicy, 2 stacked frames) and a latent agent (MlpPolicy on the batched wrapper), same
 hyperparameters otherwise. Medians of ``--rounds`` rounds.
 
+``--backend envpool`` steps the pixel envs with one envpool pool (``EnvpoolVecEnv``, batched
+preprocessing) instead of gymnasium processes; the per-env arm then runs envpool envs in
+processes.
+
     python scripts/bench_latent.py --model runs/vae/carracing
+    python scripts/bench_latent.py --backend envpool --envs 8 --ppo-envs 8
 """
 
 from __future__ import annotations
@@ -29,29 +34,44 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
 
 from envs import LatentObservation, VecLatentObservation, make_env
+from envs.envpool_env import EnvpoolVecEnv
 from worldvae.models import Autoencoder, AutoencoderConfig, load_model
+from worldvae.precision import machine_summary
 
 ENV_ID = "CarRacing-v3"
 OPTIONS: dict[str, Any] = {"frame_size": 64, "crop": (0, 12, 0, 0), "frame_skip": 2}
 
 
-def pixel_env() -> Any:
-    return make_env(ENV_ID, **OPTIONS)
+class PixelEnvFactory:
+    """Picklable ``make_env`` on one backend (for SubprocVecEnv)."""
+
+    def __init__(self, backend: str):
+        self.backend = backend
+
+    def __call__(self) -> Any:
+        return make_env(ENV_ID, **OPTIONS, backend=self.backend)
 
 
 class LatentEnvFactory:
     """Picklable factory of single-env latent wrappers (for SubprocVecEnv)."""
 
-    def __init__(self, model_dir: str):
-        self.model_dir = model_dir
+    def __init__(self, model_dir: str, backend: str, precision: str):
+        self.model_dir, self.backend, self.precision = model_dir, backend, precision
 
     def __call__(self) -> Any:
         torch.set_num_threads(1)
-        return LatentObservation(pixel_env(), self.model_dir, device="cpu")
+        env = PixelEnvFactory(self.backend)()
+        return LatentObservation(env, self.model_dir, device="cpu", precision=self.precision)
 
 
 def vec(fns: list[Callable[[], Any]]) -> VecEnv:
     return SubprocVecEnv(fns, start_method="spawn") if len(fns) > 1 else DummyVecEnv(fns)
+
+
+def pixel_vec(backend: str, n: int) -> VecEnv:
+    if backend == "envpool":
+        return EnvpoolVecEnv(ENV_ID, n, seed=0, **OPTIONS)
+    return vec([PixelEnvFactory(backend)] * n)
 
 
 def steps_per_second(venv: VecEnv, n_steps: int) -> float:
@@ -89,7 +109,10 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads in this process (default: torch's)"
     )
     p.add_argument("--skip-ppo", action="store_true")
+    p.add_argument("--backend", default="gymnasium", choices=["gymnasium", "envpool"])
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="encode")
     args = p.parse_args()
+    print(machine_summary())
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model is None:
@@ -98,15 +121,18 @@ def main() -> None:
 
         save_model(Autoencoder(AutoencoderConfig(kind="vae", frame_shape=(64, 64, 3))), args.model)
     model = load_model(args.model, device="cpu")
-    print(f"{ENV_ID} {OPTIONS}, model {args.model}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{ENV_ID} {OPTIONS} on {args.backend}, model {args.model}, encode {args.precision}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     results: dict[tuple[int, str], list[float]] = {}
     for n in args.envs:
-        raw = vec([pixel_env] * n)
+        raw = pixel_vec(args.backend, n)
         raw.reset()
-        batched = VecLatentObservation(raw, model)
+        batched = VecLatentObservation(raw, model, precision=args.precision)
         batched.reset()
-        per_env = vec([LatentEnvFactory(str(args.model))] * n)
+        per_env = vec([LatentEnvFactory(str(args.model), args.backend, args.precision)] * n)
         per_env.reset()
         for _ in range(args.rounds):
             for name, venv in (("raw", raw), ("batched", batched), ("per-env", per_env)):
@@ -124,10 +150,12 @@ def main() -> None:
 
     ppo: dict[str, list[float]] = {"pixel": [], "latent": []}
     for r in range(0 if args.skip_ppo else max(1, args.rounds - 1)):
-        pix = VecFrameStack(vec([pixel_env] * args.ppo_envs), 2, channels_order="last")
+        pix = VecFrameStack(pixel_vec(args.backend, args.ppo_envs), 2, channels_order="last")
         ppo["pixel"].append(ppo_rate(pix, "CnnPolicy", args.ppo_steps))
         pix.close()
-        lat = VecLatentObservation(vec([pixel_env] * args.ppo_envs), model, frame_stack=2)
+        lat = VecLatentObservation(
+            pixel_vec(args.backend, args.ppo_envs), model, frame_stack=2, precision=args.precision
+        )
         ppo["latent"].append(ppo_rate(lat, "MlpPolicy", args.ppo_steps))
         lat.close()
         print(

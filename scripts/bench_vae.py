@@ -5,12 +5,15 @@ the same loss (summed MSE + KL), batch size and AdamW optimiser:
 
 * reference: the straightforward recipe: frames converted to float32 on the host, NCHW
   contiguous, model in the default memory format, fp32;
-* worldvae: ``Autoencoder.training_loss``: uint8 moved to the device and converted there,
-  channels_last, bf16 autocast on CUDA (fp32 on CPU), optional ``torch.compile``.
+* worldvae fp32 and worldvae bf16: ``Autoencoder.training_loss``: uint8 moved to the device
+  and converted there, channels_last, in fp32 and under bf16 autocast (what
+  ``--precision auto`` picks on CUDA and on CPUs with AMX), optional
+  ``torch.compile``.
 
-Blocks of ``--steps`` steps alternate (reference, worldvae, reference, ...) for ``--rounds``
-rounds in one process; medians are printed. Encode latency compares ``Autoencoder.encode``
-(inference_mode, channels_last) with a plain ``no_grad`` NCHW float forward.
+Blocks of ``--steps`` steps alternate (reference, fp32, bf16, reference, ...) for
+``--rounds`` rounds in one process; medians are printed, with the CPU and what torch reports.
+Encode latency compares ``Autoencoder.encode`` (inference_mode, channels_last) in fp32 and
+bf16 with a plain ``no_grad`` NCHW float forward.
 
     python scripts/bench_vae.py                       # CPU
     python scripts/bench_vae.py --device cuda --batch-size 1024 --compile
@@ -27,6 +30,8 @@ import torch
 
 from worldvae.devices import resolve_device
 from worldvae.models import Autoencoder, AutoencoderConfig, losses
+from worldvae.precision import autocast as precision_autocast
+from worldvae.precision import machine_summary, resolve_precision
 
 
 def make_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -91,6 +96,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     args = p.parse_args()
     device = resolve_device(args.device)
+    print(machine_summary())
+    print(f"--precision auto picks {resolve_precision('auto', device)} on {device}", flush=True)
     torch.manual_seed(0)
     b = args.batch_size
     frames = make_frames(4 * b, args.frame_size)
@@ -98,44 +105,50 @@ def main() -> None:
 
     ref = Autoencoder(cfg).to(device)
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-4)
-    ours = Autoencoder(cfg).to(device).to(memory_format=torch.channels_last)
-    ours_opt = torch.optim.AdamW(ours.parameters(), lr=1e-4)
-    step_fn = torch.compile(ours.training_loss) if args.compile else ours.training_loss
-    if device.type == "cuda":
-        frames_dev = torch.from_numpy(frames).to(device)  # uint8 stays on the device
-
-        def autocast():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-        frames_dev = torch.from_numpy(frames)
-
-        def autocast():
-            return torch.autocast("cpu", enabled=False)
+    frames_dev = torch.from_numpy(frames).to(device)  # uint8 stays on the device
+    arms = {}
+    for precision in ("fp32", "bf16"):
+        model = Autoencoder(cfg).to(device).to(memory_format=torch.channels_last)
+        model.load_state_dict(ref.state_dict())
+        step_fn = torch.compile(model.training_loss) if args.compile else model.training_loss
+        arms[precision] = (model, step_fn, torch.optim.AdamW(model.parameters(), lr=1e-4))
+    ours = arms["fp32"][0]
 
     def batch_index(i: int) -> slice:
         return slice((i % 4) * b, (i % 4 + 1) * b)
 
-    counter = {"ref": 0, "ours": 0}
+    counter = {"reference": 0, "fp32": 0, "bf16": 0}
 
     def ref_fn() -> None:
-        counter["ref"] += 1
-        reference_step(ref, ref_opt, frames[batch_index(counter["ref"])], device)
+        counter["reference"] += 1
+        reference_step(ref, ref_opt, frames[batch_index(counter["reference"])], device)
 
-    def ours_fn() -> None:
-        counter["ours"] += 1
-        worldvae_step(step_fn, ours_opt, frames_dev[batch_index(counter["ours"])], autocast)
+    def arm_fn(precision: str):
+        _, step_fn, opt = arms[precision]
 
-    for fn in (ref_fn, ours_fn):  # warm-up (and compilation)
+        def run() -> None:
+            counter[precision] += 1
+            worldvae_step(
+                step_fn,
+                opt,
+                frames_dev[batch_index(counter[precision])],
+                lambda: precision_autocast(device, precision),
+            )
+
+        return run
+
+    fns = {"reference": ref_fn, "fp32": arm_fn("fp32"), "bf16": arm_fn("bf16")}
+    for fn in fns.values():  # warm-up (and compilation)
         time_block(fn, 2, b, device)
-    rates: dict[str, list[float]] = {"reference": [], "worldvae": []}
+    rates: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(args.rounds):
-        rates["reference"].append(time_block(ref_fn, args.steps, b, device))
-        rates["worldvae"].append(time_block(ours_fn, args.steps, b, device))
+        for key, fn in fns.items():
+            rates[key].append(time_block(fn, args.steps, b, device))
         print(
-            f"round {r + 1}: reference {rates['reference'][-1]:.0f} img/s, worldvae {rates['worldvae'][-1]:.0f} img/s",
+            f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} img/s" for k, v in rates.items()),
             flush=True,
         )
-    ref_med, ours_med = statistics.median(rates["reference"]), statistics.median(rates["worldvae"])
+    ref_med = statistics.median(rates["reference"])
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -144,8 +157,10 @@ def main() -> None:
     print(
         f"\ntraining, {name}, batch {b}, {args.frame_size}x{args.frame_size}, medians of {args.rounds}"
     )
-    print(f"  reference {ref_med:10.0f} img/s")
-    print(f"  worldvae  {ours_med:10.0f} img/s   ratio {ours_med / ref_med:.2f}x")
+    print(f"  reference      {ref_med:10.0f} img/s")
+    for key in ("fp32", "bf16"):
+        med = statistics.median(rates[key])
+        print(f"  worldvae {key} {med:10.0f} img/s   ratio to reference {med / ref_med:.2f}x")
 
     print("\nencode latency (median of 20 calls after warm-up)")
     ours.eval()
@@ -168,19 +183,26 @@ def main() -> None:
         def fast(x_np: np.ndarray = x_np) -> None:
             ours.encode(x_np)
 
-        times: dict[str, list[float]] = {"plain": [], "worldvae": []}
+        def fast_bf16(x_np: np.ndarray = x_np) -> None:
+            with precision_autocast(device, "bf16"):
+                ours.encode(x_np)
+
+        calls = {"plain": plain, "fp32": fast, "bf16": fast_bf16}
+        times: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(3):
-            plain(), fast()
+            for fn in calls.values():
+                fn()
         for _ in range(20):
-            for key, fn in (("plain", plain), ("worldvae", fast)):
+            for key, fn in calls.items():
                 sync(device)
                 t = time.perf_counter()
                 fn()
                 sync(device)
                 times[key].append(time.perf_counter() - t)
-        pm, fm = statistics.median(times["plain"]), statistics.median(times["worldvae"])
+        med = {k: statistics.median(v) for k, v in times.items()}
         print(
-            f"  batch {n:3d}: plain {pm * 1e3:7.2f} ms ({n / pm:8.0f} img/s)   worldvae {fm * 1e3:7.2f} ms ({n / fm:8.0f} img/s)"
+            f"  batch {n:3d}: "
+            + "   ".join(f"{k} {m * 1e3:7.2f} ms ({n / m:7.0f} img/s)" for k, m in med.items())
         )
 
 

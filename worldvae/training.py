@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from worldvae.images import image_grid, save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
 from worldvae.models.io import load_model, save_model
+from worldvae.precision import autocast, resolve_precision
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, is_finished
 from worldvae.versions import library_versions
@@ -85,7 +85,7 @@ class TrainConfig:
     val_fraction: float = option(0.1, "share of episodes held out for validation", 0.0, 0.9)
     seed: int = option(0, "seed of the weights and the data order", 0, 2**32 - 1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
-    precision: str = option(  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = option(  # auto: bf16 autocast on CUDA and AMX CPUs, else fp32
         "auto", "training precision", choices=("auto", "fp32", "bf16")
     )
     compile: bool = option(False, "torch.compile the training step")
@@ -97,6 +97,9 @@ class TrainConfig:
     )
     log_every: int = option(20, "TensorBoard scalars every N steps", 1, 10**9)
     max_steps: int | None = option(None, "stop after N steps (resumable)", 1, 10**12)
+    max_seconds: float | None = option(
+        None, "training time budget of one invocation, in seconds; ends the run", 0.0, 1e9
+    )
     skip_corrupt: bool = option(False, "skip unreadable episode files")
 
     def __post_init__(self) -> None:
@@ -111,6 +114,7 @@ class TrainConfig:
             "log_every",
             "num_workers",
             "max_steps",
+            "max_seconds",
             "device",
             "compile",
             "model",  # compared as the resolved model config
@@ -127,13 +131,6 @@ class TrainResult:
     steps: int
     images_per_second: float
     stopped_early: bool
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
 class VAETrainer:
@@ -155,6 +152,16 @@ class VAETrainer:
             data, val_fraction=config.val_fraction, skip_corrupt=config.skip_corrupt
         )
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        logger.info(
+            "training on %s in %s (--precision %s)", self.device, self.precision, config.precision
+        )
+        manifest = self.dataset.manifest
+        # Which backend made the frames travels with the model (see envs.backends).
+        self.data_info = {
+            "env_id": manifest.env_id,
+            "backend": manifest.env_options.get("backend", "gymnasium"),
+        }
         model_cfg = AutoencoderConfig.from_dict(
             {**config.model, "frame_shape": self.dataset.frame_shape}
         )
@@ -219,8 +226,10 @@ class VAETrainer:
             "data": {
                 "root": str(self.dataset.root),
                 "env_id": self.dataset.manifest.env_id,
+                "backend": self.data_info["backend"],
                 "frames": self.dataset.n_frames(),
             },
+            "resolved": {"device": str(self.device), "precision": self.precision},
             "versions": library_versions(),
         }
         cfg_path = self.run_dir / "config.json"
@@ -266,7 +275,10 @@ class VAETrainer:
             write_json(d / STATE_JSON, self.state)
 
         save_model(
-            self.model, self.last_dir, extra={"step": self.state["step"]}, write_more=write_state
+            self.model,
+            self.last_dir,
+            extra={"step": self.state["step"], "data": self.data_info},
+            write_more=write_state,
         )
 
     def _load_last(self) -> None:
@@ -303,7 +315,7 @@ class VAETrainer:
         with (
             torch.random.fork_rng(devices=[]),
             torch.no_grad(),
-            _autocast(self.device, self.cfg.precision),
+            autocast(self.device, self.precision),
         ):
             torch.manual_seed(self.cfg.seed)
             for batch in loader:
@@ -337,7 +349,7 @@ class VAETrainer:
         writer = SummaryWriter(str(self.run_dir / "tb"))
         self.model.train()
         images, seconds = 0, 0.0
-        stopped_early = False
+        stopped_early = out_of_time = False
         try:
             while self.state["epoch"] < cfg.epochs:
                 epoch = self.state["epoch"]
@@ -358,7 +370,10 @@ class VAETrainer:
                         continue
                     if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
                         break
-                    with _autocast(self.device, cfg.precision):
+                    if cfg.max_seconds and seconds + time.perf_counter() - t0 >= cfg.max_seconds:
+                        out_of_time = True  # this epoch ends here: validated, checkpointed
+                        break
+                    with autocast(self.device, self.precision):
                         loss, metrics = self.loss_fn(batch, self.state["step"])
                     if not torch.isfinite(loss):
                         raise NonFiniteLossError(
@@ -431,6 +446,7 @@ class VAETrainer:
                             "epoch": epoch + 1,
                             "val_loss": val_loss,
                             "step": self.state["step"],
+                            "data": self.data_info,
                         },
                     )
                 self._save_last()
@@ -440,6 +456,10 @@ class VAETrainer:
                     row["train_loss"],
                     {k: round(v, 2) for k, v in val.items()},
                 )
+                if out_of_time:
+                    logger.info("time budget of %.0f s reached: training ends", cfg.max_seconds)
+                    stopped_early = True
+                    break
                 if self.state["epochs_without_improvement"] >= cfg.patience:
                     logger.info("early stop: no validation improvement in %d epochs", cfg.patience)
                     stopped_early = True
@@ -447,7 +467,11 @@ class VAETrainer:
         finally:
             writer.close()
         if not self.best_dir.exists():  # e.g. max_steps hit before an epoch ended
-            save_model(self.model, self.best_dir, extra={"step": self.state["step"]})
+            save_model(
+                self.model,
+                self.best_dir,
+                extra={"step": self.state["step"], "data": self.data_info},
+            )
         cut = cfg.max_steps is not None and self.state["epoch"] < cfg.epochs and not stopped_early
         if not cut:
             self.state["finished"] = True

@@ -13,6 +13,7 @@ TRACKED_DISTRIBUTIONS = (
     "ale-py",
     "box2d",
     "minigrid",
+    "envpool",
     "stable-baselines3",
     "opencv-python",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worldvae.cli.common import add_backend_argument
 from worldvae.cli.options import bounded
 
 
@@ -55,6 +56,7 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
         help="env steps between checkpoints a killed run resumes from (0: none; default 10000)",
     )
     p.add_argument("--subproc", action="store_true", help="run envs in subprocesses")
+    add_backend_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--out", type=Path, default=None, help="agent directory (default runs/agents/RUN_NAME)"
@@ -81,6 +83,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
         "memory_dir": args.memory,
         "dream": args.dream,
         "dream_temperature": args.temperature,
+        "env_options": {"backend": args.backend},
     }
     if args.n_envs is not None:
         fields["n_envs"] = args.n_envs
@@ -119,14 +122,31 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--video", type=Path, default=None, help="write the first episode as MP4")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--backend",
+        default=None,
+        choices=["gymnasium", "envpool"],
+        help="play on this backend instead of the one the agent trained on (e.g. gymnasium's "
+        "own CarRacing-v3 tracks, to compare with published scores)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the episodes")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from agents.evaluation import evaluate_bundle
 
-    r = evaluate_bundle(args.agent, args.episodes, args.seed, args.video, args.device)
-    print(f"{args.agent}: return {r.mean:.2f} +- {r.std:.2f} over {len(r.returns)} episodes")
+    r = evaluate_bundle(
+        args.agent,
+        args.episodes,
+        args.seed,
+        args.video,
+        args.device,
+        backend=args.backend,
+        workers=args.workers,
+    )
+    where = f" on {args.backend}" if args.backend else ""
+    print(f"{args.agent}: return {r.mean:.2f} +- {r.std:.2f} over {len(r.returns)} episodes{where}")
     if r.video:
         print(f"video: {r.video}")
     return 0

@@ -76,6 +76,18 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="passed to gym.make (repeatable)",
     )
+    add_backend_argument(p)
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend auto|gymnasium|envpool``."""
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "gymnasium", "envpool"],
+        help="library that steps the env: envpool (C++, CarRacing-v3 and Atari, several times "
+        "faster) or gymnasium (the reference); auto: envpool where installed and able",
+    )
 
 
 def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -88,4 +100,5 @@ def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         frame_skip=args.frame_skip,
         max_episode_steps=args.max_episode_steps,
         env_kwargs=parse_env_kwargs(args.env_kwarg),
+        backend=args.backend,
     )

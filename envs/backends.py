@@ -1,0 +1,160 @@
+"""Which library steps an env: gymnasium (the reference) or envpool (C++, batched, faster).
+
+``resolve_backend`` turns ``"auto"`` into ``"envpool"`` where envpool is installed and has the
+env (with the options asked for), ``"gymnasium"`` otherwise. envpool's frames look like
+gymnasium's but are not bit-identical (CarRacing's tracks differ per seed, Atari frames are
+max-pooled over the last two emulator frames), so datasets and models record which backend
+made their frames and :func:`warn_on_backend_mismatch` says so when they are mixed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+BACKENDS = ("auto", "gymnasium", "envpool")
+ENVPOOL_HINT = "pip install 'worldvae[fast]' (envpool needs Python >= 3.11)"
+
+# gymnasium's ALE v5 settings, spelled in envpool's terms: raw RGB frames, sticky actions,
+# frame skip 4, no life-loss episodes or reward clipping, 108k emulator frames at most.
+_ATARI_V5 = {
+    "img_height": 210,
+    "img_width": 160,
+    "gray_scale": False,
+    "stack_num": 1,
+    "episodic_life": False,
+    "reward_clip": False,
+    "use_fire_reset": False,
+    "repeat_action_probability": 0.25,
+    "noop_max": 1,
+    "max_episode_steps": 27_000,
+}
+
+
+class BackendMismatchWarning(UserWarning):
+    """A model trained on one backend's frames is used with the other backend's env."""
+
+
+@dataclass(frozen=True)
+class EnvpoolTask:
+    """How to make a gymnasium id with envpool.
+
+    Attributes:
+        task_id: envpool's id.
+        kwargs: ``envpool.make_gymnasium`` options that reproduce the gymnasium env.
+        channels_first: envpool gives ``(C, H, W)`` frames (Atari); they are transposed.
+    """
+
+    task_id: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    channels_first: bool = False
+
+
+def envpool_installed() -> bool:
+    return importlib.util.find_spec("envpool") is not None
+
+
+@lru_cache(maxsize=1)
+def _envpool_ids() -> frozenset[str]:
+    import envpool
+
+    return frozenset(envpool.list_all_envs())
+
+
+def envpool_task(env_id: str) -> EnvpoolTask | None:
+    """The envpool equivalent of ``env_id``, or None when envpool lacks it (or is absent).
+
+    CarRacing-v3 and Atari ``ALE/*-v5`` are supported. MiniGrid is not: envpool gives the 7x7
+    symbolic view, not the full-grid RGB frames the gymnasium path renders.
+    """
+    if not envpool_installed():
+        return None
+    if env_id == "CarRacing-v3":
+        task = EnvpoolTask("CarRacing-v3")
+    elif env_id.startswith("ALE/") and env_id.endswith("-v5"):
+        task = EnvpoolTask(env_id.removeprefix("ALE/"), dict(_ATARI_V5), channels_first=True)
+    else:
+        return None
+    return task if task.task_id in _envpool_ids() else None
+
+
+def resolve_backend(
+    env_id: str, backend: str = "auto", env_kwargs: dict[str, Any] | None = None
+) -> str:
+    """``"gymnasium"`` or ``"envpool"`` for ``env_id``.
+
+    Args:
+        env_id: a gymnasium id.
+        backend: ``"auto"`` (envpool where installed and able), ``"gymnasium"`` or ``"envpool"``.
+        env_kwargs: gymnasium ``make`` options; envpool has none of them (e.g. no
+            ``domain_randomize``), so ``"auto"`` picks gymnasium when any are given.
+
+    Raises:
+        ValueError: an unknown backend, or ``"envpool"`` asked for where it cannot serve.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "gymnasium":
+        return backend
+    able = envpool_task(env_id) is not None and not env_kwargs
+    if backend == "auto":
+        return "envpool" if able else "gymnasium"
+    if not envpool_installed():
+        raise ValueError(f"backend 'envpool' needs the envpool package: {ENVPOOL_HINT}")
+    if envpool_task(env_id) is None:
+        raise ValueError(
+            f"envpool has no equivalent of {env_id!r} (supported: CarRacing-v3, ALE/*-v5); "
+            "use --backend gymnasium"
+        )
+    if env_kwargs:
+        raise ValueError(
+            f"envpool's {env_id} takes none of the gymnasium options {sorted(env_kwargs)}; "
+            "use --backend gymnasium for them"
+        )
+    return backend
+
+
+def make_envpool(task: EnvpoolTask, seeds: list[int], max_episode_steps: int | None) -> Any:
+    """An envpool gymnasium pool of ``len(seeds)`` envs, env ``i`` seeded with ``seeds[i]``.
+
+    Seeds are taken modulo ``2**31`` (envpool's int32 range).
+    """
+    import envpool
+
+    kwargs = dict(task.kwargs)
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
+    n = len(seeds)
+    # envpool takes int32 seeds; SB3 and the collector use the uint32 range.
+    seeds = [int(s) % 2**31 for s in seeds]
+    with warnings.catch_warnings():  # envpool's float64 action bounds, cast by gymnasium
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
+        return envpool.make_gymnasium(task.task_id, num_envs=n, batch_size=n, seed=seeds, **kwargs)
+
+
+def envpool_spaces(pool: Any) -> tuple[Any, Any]:
+    """A pool's (observation, action) spaces, without gymnasium's float64-bounds warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
+        return pool.observation_space, pool.action_space
+
+
+def warn_on_backend_mismatch(model_backend: str | None, env_backend: str, what: str) -> bool:
+    """Warn (and return True) when a model's frames came from another backend than the env's.
+
+    ``model_backend`` None (a model from before backends were recorded) counts as gymnasium.
+    """
+    trained = model_backend or "gymnasium"
+    if trained == env_backend:
+        return False
+    warnings.warn(
+        f"{what} was trained on frames from the {trained} backend but the env runs on "
+        f"{env_backend}; the frames differ a little (tracks, colours), so latents may shift. "
+        f"Pass --backend {trained} to match, or retrain the VAE on {env_backend} frames",
+        BackendMismatchWarning,
+        stacklevel=2,
+    )
+    return True

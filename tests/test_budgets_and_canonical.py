@@ -1,0 +1,94 @@
+"""Wall-clock budgets (VAE and agents) and scoring an envpool-trained agent on gymnasium."""
+
+import json
+
+import numpy as np
+import pytest
+
+from agents import evaluate_bundle, resolve_config, train_agent
+from agents.pipeline import PRESETS
+from envs.backends import BackendMismatchWarning
+from tests.conftest import write_synthetic_dataset
+from worldvae.training import TrainConfig, is_finished, train_autoencoder
+
+FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+
+
+def test_vae_time_budget_ends_the_run_as_finished(tmp_path):
+    data = write_synthetic_dataset(
+        tmp_path / "ds", n_episodes=6, length=12, frame_shape=(16, 16, 3)
+    )
+    cfg = TrainConfig(
+        model={"kind": "vae", "latent_dim": 4, "channels": [8, 16]},
+        epochs=50,
+        batch_size=8,
+        max_seconds=1e-6,
+    )
+    result = train_autoencoder(data, tmp_path / "run", cfg, progress=False)
+    assert result.epochs_done == 1 and result.stopped_early
+    assert is_finished(tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
+def test_agent_time_budget_stops_training_early(tmp_path):
+    cfg = resolve_config(
+        "CartPole-v1",
+        "pixel",
+        "ppo",
+        None,
+        1_000_000,
+        overrides=FAST,
+        env_options={"frame_size": 40},
+        n_envs=2,
+        eval_freq=10_000_000,
+        eval_episodes=1,
+        max_train_seconds=1e-6,
+    )
+    result = train_agent(cfg, tmp_path / "agent", progress=False)
+    info = json.loads((tmp_path / "agent" / "config.json").read_text())
+    assert info["status"] == "complete" and info["steps"] < 1_000
+    assert info["agent"]["max_train_seconds"] == 1e-6
+    assert np.isfinite(result.final_mean_return)
+
+
+def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path):
+    pytest.importorskip("envpool")
+    cfg = resolve_config(
+        "CarRacing-v3",
+        "pixel",
+        "ppo",
+        None,
+        64,
+        overrides=FAST,
+        env_options={"frame_size": 40, "max_episode_steps": 20, "backend": "auto"},
+        n_envs=2,
+        eval_freq=64,
+        eval_episodes=1,
+    )
+    assert cfg.env_options["backend"] == "envpool"
+    train_agent(cfg, tmp_path / "agent", progress=False)
+    own = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
+    with pytest.warns(
+        BackendMismatchWarning, match="envpool backend but the env runs on gymnasium"
+    ):
+        canonical = evaluate_bundle(tmp_path / "agent", 2, device="cpu", backend="gymnasium")
+    assert own.returns.shape == canonical.returns.shape == (2,)
+    assert not np.allclose(own.returns, canonical.returns)  # other tracks, other returns
+    with pytest.raises(ValueError, match="envpool has no equivalent"):
+        resolve_config("MiniGrid-Empty-5x5-v0", "pixel", env_options={"backend": "envpool"})
+
+
+def test_carracing_preset_is_budgeted_in_wall_clock():
+    p = PRESETS["carracing"]
+    assert p.env_id == "CarRacing-v3" and p.backend == "envpool"
+    assert p.collect_policy == "brownian" and p.max_train_seconds and p.vae_max_seconds
+    assert p.canonical_episodes == 100
+    assert p.obs_kinds == ("pixel", "latent")
+
+
+def test_pipeline_settings_must_be_preset_fields(tmp_path):
+    from agents.pipeline import run_pipeline
+
+    with pytest.raises(ValueError, match=r"unknown preset settings \['max_train_second'\]"):
+        run_pipeline("smoke", tmp_path / "p", settings={"max_train_second": 10})
+    assert not (tmp_path / "p").exists()  # refused before any stage ran
