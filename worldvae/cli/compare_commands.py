@@ -13,7 +13,7 @@ from worldvae.rundir import RunDirLock, check_ours
 
 # What the two commands write in --out; a folder holding anything else is refused.
 COMPARE_ENTRIES = ("runs", "controls", "results.csv", "results.json", "report")
-PIPELINE_ENTRIES = ("data", "vae", "compare", "report")
+PIPELINE_ENTRIES = ("data", "vae", "compare", "report", "canonical.json")
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
