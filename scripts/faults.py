@@ -174,6 +174,7 @@ def same_agent(a: Path, b: Path) -> bool:
 # ---- the cases ------------------------------------------------------------------------------
 def kill_collect(work: Path, ref: Path, trials: int, rng: random.Random) -> Row:
     row = Row("kill -9 during collect, then re-run")
+    n_killed = 0
     for i in range(trials):
         out = work / f"collect_{i}"
         proc = spawn([*COLLECT, "--episodes", "150", "--out", str(out)], work / f"c{i}.log")
@@ -181,7 +182,8 @@ def kill_collect(work: Path, ref: Path, trials: int, rng: random.Random) -> Row:
         row.orphans += orphans
         code, err = worldvae([*COLLECT, "--episodes", "150", "--out", str(out)])
         row.add(code, None if code == 0 else is_one_line(err), not same_dataset(out, ref))
-        row.note = "killed before the end in every trial" if killed else row.note
+        n_killed += killed
+        row.note = f"killed before the end in {n_killed} of {i + 1} trials"
     return row
 
 
@@ -369,7 +371,8 @@ def disk_full(work: Path, data: Path) -> list[Row]:
         rows.append(row)
 
         row = Row("disk full during train-vae (tmpfs), then room made and --resume")
-        subprocess.run(["mount", "-o", "remount,size=300k", str(mnt)], check=True)
+        subprocess.run(["umount", str(mnt)], check=True)  # a tmpfs cannot shrink below its use
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], check=True)
         out = mnt / "vae"
         argv = ["train-vae", "--data", str(data), "--out", str(out), "--epochs", "2",
                 "--batch-size", "32", "--latent-dim", "4", "--device", "cpu"]  # fmt: skip
