@@ -32,3 +32,17 @@ def test_package_imports_point_one_way(package):
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert not offenders, f"imports against the layering: {offenders}"
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout table lists every module of the three packages and the CLI."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :]
+    layout = layout[: layout.index("\n## ")] if "\n## " in layout else layout
+    missing = [
+        str(path.relative_to(ROOT))
+        for package in ("worldvae", "envs", "agents")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path.stem not in ("__init__", "__main__") and f"`{path.stem}" not in layout
+    ]
+    assert not missing, f"modules missing from the README's layout table: {missing}"
