@@ -10,12 +10,13 @@ from worldvae.models import load_model
 
 
 class PretrainedEncoderExtractor(BaseFeaturesExtractor):
-    """Features = the autoencoder's posterior mean ``(B, D)`` of SB3's image observations.
+    """Features = the autoencoder's code ``(B, D)`` of SB3's image observations.
 
     SB3 hands image observations over as float ``(B, C, H, W)`` in [0, 1] (transposed and
-    normalised), which is what the encoder takes. With ``freeze=True`` the encoder is fixed
-    (the same features as ``LatentObservation``, computed inside the policy); otherwise it is
-    fine-tuned with the policy.
+    normalised), which is what :meth:`Autoencoder.code` takes; calling the model's own code
+    path gives the features :class:`~envs.latent.LatentObservation` gives (posterior mean,
+    top-k sparsity and all). With ``freeze=True`` the encoder is fixed; otherwise it is
+    fine-tuned with the policy. The decoder is dropped: features do not need it.
 
     Args:
         observation_space: ``(C, H, W)`` uint8 Box, channels first.
@@ -32,16 +33,12 @@ class PretrainedEncoderExtractor(BaseFeaturesExtractor):
                 f"the policy sees {(h, w, c)}; use frame_stack 1 and the model's frame size"
             )
         super().__init__(observation_space, features_dim=model.latent_dim)
-        self.encoder = model.encoder
-        self.head = model.head
-        self.variational = model.config.variational
-        self.latent_dim = model.latent_dim
+        model.decoder = None  # type: ignore[assignment]
+        self.model = model
         self.freeze = freeze
         if freeze:
-            for p in [*self.encoder.parameters(), *self.head.parameters()]:
-                p.requires_grad_(False)
+            self.model.requires_grad_(False)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(not self.freeze and torch.is_grad_enabled()):
-            out = self.head(self.encoder(observations))
-        return out[:, : self.latent_dim] if self.variational else out
+            return self.model.code(observations)
