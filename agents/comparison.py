@@ -399,7 +399,7 @@ def _shifted_return(bundle: Path, acfg: AgentConfig, cfg: CompareConfig) -> floa
         "backend": "gymnasium",
     }
     shifted = AgentConfig.from_dict(acfg.to_dict() | {"env_options": shifted_options})
-    venv = build_vec_env(shifted, 1, 0, b.model)
+    venv = build_vec_env(shifted, 1, 0, b.model, memory=b.memory)
     returns = evaluate_policy_seeded(
         b.agent, venv, cfg.final_eval_episodes, cfg.eval_seed, cfg.deterministic_eval
     )

@@ -86,7 +86,7 @@ def evaluate_bundle(
         cfg = AgentConfig.from_dict(
             cfg.to_dict() | {"env_options": cfg.env_options | {"backend": chosen}}
         )
-    venv = build_vec_env(cfg, 1, 0, bundle.model)
+    venv = build_vec_env(cfg, 1, 0, bundle.model, memory=bundle.memory)
     frames: list[np.ndarray] = []
 
     channels = 1 if bundle.config.env_options.get("grayscale") else 3
