@@ -162,17 +162,7 @@ def make_frame_loader(
         drop_last=drop_last,
         skip_corrupt=dataset.skip_corrupt,
     )
-    loader = DataLoader(
-        _TorchFrameStream(stream),
-        batch_size=None,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        # Its own generator: a DataLoader otherwise draws a seed from the global torch RNG at
-        # every iteration start, which would shift the model's random stream on resume.
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return loader, stream
+    return _batch_loader(_TorchFrameStream(stream), num_workers, pin_memory, seed), stream
 
 
 def balance_shards(episodes: Sequence[EpisodeInfo], n_shards: int) -> list[list[EpisodeInfo]]:
@@ -340,12 +330,20 @@ def make_sharded_frame_loader(
         buffer_frames=buffer_frames,
         skip_corrupt=dataset.skip_corrupt,
     )
-    loader = DataLoader(
-        _TorchShardedStream(stream),
+    return _batch_loader(_TorchShardedStream(stream), num_workers, pin_memory, seed), stream
+
+
+def _batch_loader(
+    batches: IterableDataset, num_workers: int, pin_memory: bool, seed: int
+) -> DataLoader:
+    """A DataLoader over an iterable that already yields whole batches."""
+    return DataLoader(
+        batches,
         batch_size=None,
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        # Its own generator: a DataLoader otherwise draws a seed from the global torch RNG at
+        # every iteration start, which would shift the model's random stream on resume.
         generator=torch.Generator().manual_seed(seed),
     )
-    return loader, stream
