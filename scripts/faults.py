@@ -172,34 +172,50 @@ def same_agent(a: Path, b: Path) -> bool:
 
 
 # ---- the cases ------------------------------------------------------------------------------
-def kill_collect(work: Path, ref: Path, trials: int, rng: random.Random) -> Row:
+def kill_time(rng: random.Random, duration: float) -> float:
+    """A moment inside a run that takes ``duration`` seconds undisturbed (10-90% of it)."""
+    return rng.uniform(0.1, 0.9) * duration
+
+
+def killed_note(row: Row, n_killed: int, duration: float) -> None:
+    row.note = (
+        f"killed before the end in {n_killed} of {row.trials} trials "
+        f"(undisturbed run {duration:.0f} s)"
+    )
+
+
+def kill_collect(work: Path, ref: Path, duration: float, trials: int, rng: random.Random) -> Row:
     row = Row("kill -9 during collect, then re-run")
     n_killed = 0
     for i in range(trials):
         out = work / f"collect_{i}"
         proc = spawn([*COLLECT, "--episodes", "150", "--out", str(out)], work / f"c{i}.log")
-        killed, orphans = kill9_at(proc, rng.uniform(2.0, 12.0))
+        killed, orphans = kill9_at(proc, kill_time(rng, duration))
         row.orphans += orphans
         code, err = worldvae([*COLLECT, "--episodes", "150", "--out", str(out)])
         row.add(code, None if code == 0 else is_one_line(err), not same_dataset(out, ref))
         n_killed += killed
-        row.note = f"killed before the end in {n_killed} of {i + 1} trials"
+    killed_note(row, n_killed, duration)
     return row
 
 
-def kill_train_vae(work: Path, data: Path, ref: Path, trials: int, rng: random.Random) -> Row:
+def kill_train_vae(
+    work: Path, data: Path, ref: Path, duration: float, trials: int, rng: random.Random
+) -> Row:
     row = Row("kill -9 during train-vae, then --resume")
+    n_killed = 0
     for i in range(trials):
         out = work / f"vae_{i}"
         argv = ["train-vae", "--data", str(data), "--out", str(out), *VAE]
         proc = spawn(argv, work / f"v{i}.log")
-        kill9_at(proc, rng.uniform(3.0, 20.0))
+        n_killed += kill9_at(proc, kill_time(rng, duration))[0]
         code, err = worldvae([*argv, "--resume"] if out.exists() else argv)
         lost = not same_file(
             out / "checkpoints" / "last" / "model.safetensors",
             ref / "checkpoints" / "last" / "model.safetensors",
         )
         row.add(code, None if code == 0 else is_one_line(err), lost)
+    killed_note(row, n_killed, duration)
     return row
 
 
@@ -211,27 +227,36 @@ def agent_argv(model: Path, out: Path, hp: Path) -> list[str]:
 
 
 def kill_train_agent(
-    work: Path, model: Path, ref: Path, hp: Path, trials: int, rng: random.Random
+    work: Path, model: Path, ref: Path, hp: Path, duration: float, trials: int, rng: random.Random
 ) -> Row:
+    """A re-run of a finished agent is refused by design, so a kill that came after the end
+    is followed by no re-run; the bundle is compared with the reference either way."""
     row = Row("kill -9 during train-agent, then re-run")
+    n_killed = 0
     for i in range(trials):
         out = work / f"agent_{i}"
         proc = spawn(agent_argv(model, out, hp), work / f"a{i}.log")
-        kill9_at(proc, rng.uniform(4.0, 25.0))
-        code, err = worldvae(agent_argv(model, out, hp))
+        killed = kill9_at(proc, kill_time(rng, duration))[0]
+        n_killed += killed
+        code, err = worldvae(agent_argv(model, out, hp)) if killed else (proc.returncode, "")
         row.add(code, None if code == 0 else is_one_line(err), not same_agent(out, ref))
+    killed_note(row, n_killed, duration)
     return row
 
 
 def kill_pipeline(work: Path, trials: int, rng: random.Random) -> Row:
     row = Row("kill -9 during pipeline --preset smoke, then re-run")
     ref = work / "pipeline_ref"
+    t0 = time.time()
     code, _ = worldvae(["pipeline", "--preset", "smoke", "--out", str(ref)])
+    duration = time.time() - t0
     want = json.loads((ref / "compare" / "results.json").read_text())["runs"] if code == 0 else []
+    n_killed = 0
     for i in range(trials):
         out = work / f"pipeline_{i}"
         proc = spawn(["pipeline", "--preset", "smoke", "--out", str(out)], work / f"p{i}.log")
-        _, orphans = kill9_at(proc, rng.uniform(5.0, 60.0))
+        killed, orphans = kill9_at(proc, kill_time(rng, duration))
+        n_killed += killed
         row.orphans += orphans
         code, err = worldvae(["pipeline", "--preset", "smoke", "--out", str(out)])
         got = []
@@ -240,6 +265,7 @@ def kill_pipeline(work: Path, trials: int, rng: random.Random) -> Row:
         keys = ("run", "final_return_mean", "auc")
         lost = [{k: r[k] for k in keys} for r in got] != [{k: r[k] for k in keys} for r in want]
         row.add(code, None if code == 0 else is_one_line(err), lost)
+    killed_note(row, n_killed, duration)
     return row
 
 
@@ -307,6 +333,43 @@ def concurrent_writers(work: Path, data: Path, model: Path, hp: Path) -> list[Ro
     return rows
 
 
+def world_model_dirs(work: Path, data: Path, vae: Path) -> list[Row]:
+    """encode-data and train-rnn keep the folder rules: one writer, nothing foreign deleted."""
+    rows = []
+    lat = work / "latents"
+    code, err = worldvae(
+        ["encode-data", "--data", str(data), "--model", str(vae), "--out", str(lat)]
+    )
+    assert code == 0, err
+    row = Row("encode-data --overwrite into a latent dataset holding a foreign file")
+    (lat / "notes.txt").write_text("mine")
+    n_before = len(list((lat / "episodes").iterdir()))
+    code, err = worldvae(
+        ["encode-data", "--data", str(data), "--model", str(vae), "--out", str(lat), "--overwrite"]
+    )
+    kept = (lat / "notes.txt").is_file() and len(list((lat / "episodes").iterdir())) == n_before
+    row.add(code, is_one_line(err), not kept)
+    row.note = f"refused, notes and episodes kept: {code != 0 and kept}"
+    (lat / "notes.txt").unlink()
+    rows.append(row)
+
+    row = Row("two train-rnn into one run")
+    run = work / "rnn"
+    argv = ["train-rnn", "--data", str(lat), "--out", str(run), "--epochs", "30",
+            "--hidden-size", "16", "--n-gaussians", "2", "--device", "cpu"]  # fmt: skip
+    first = spawn(argv, work / "rnn1.log")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / ".worldvae.lock").is_file():
+        time.sleep(0.1)
+    code, err = worldvae([*argv, "--resume"])
+    first.kill()
+    first.wait()
+    row.add(code, is_one_line(err))
+    row.note = f"second refused naming the PID: {f'PID {first.pid}' in err}"
+    rows.append(row)
+    return rows
+
+
 def flip_bit(path: Path, member: str) -> None:
     """Flip one bit in the middle of ``member``'s stored bytes inside the zip ``path``."""
     with zipfile.ZipFile(path) as z:
@@ -344,7 +407,7 @@ def _stdout_of_verify(out: Path) -> str:
     return r.stdout
 
 
-def disk_full(work: Path, data: Path) -> list[Row]:
+def disk_full(work: Path, data: Path, ref_vae: Path) -> list[Row]:
     mnt = work / "tmpfs"
     mnt.mkdir(exist_ok=True)
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
@@ -372,17 +435,23 @@ def disk_full(work: Path, data: Path) -> list[Row]:
 
         row = Row("disk full during train-vae (tmpfs), then room made and --resume")
         subprocess.run(["umount", str(mnt)], check=True)  # a tmpfs cannot shrink below its use
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=180k", "tmpfs", str(mnt)], check=True)
         out = mnt / "vae"
-        argv = ["train-vae", "--data", str(data), "--out", str(out), "--epochs", "2",
-                "--batch-size", "32", "--latent-dim", "4", "--device", "cpu"]  # fmt: skip
+        argv = ["train-vae", "--data", str(data), "--out", str(out), *VAE]
         code, err = worldvae(argv)
         row.add(code, is_one_line(err))
         full_msg = "disk full" in err
         subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
         code2, _ = worldvae([*argv, "--resume"])
-        row.add(code2, None, code2 != 0)
-        row.note = f"message says 'disk full': {full_msg}; --resume completes: {code2 == 0}"
+        same = code2 == 0 and same_file(
+            out / "checkpoints" / "last" / "model.safetensors",
+            ref_vae / "checkpoints" / "last" / "model.safetensors",
+        )
+        row.add(code2, None, not same)
+        row.note = (
+            f"message says 'disk full': {full_msg}; --resume completes: {code2 == 0}; "
+            f"final weights equal the reference: {same}"
+        )
         rows.append(row)
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
@@ -412,7 +481,13 @@ def bad_input(work: Path, data: Path, model: Path) -> list[Row]:
         "train-vae --epochs 0": [*vae, "--epochs", "0"],
         "train-vae --epochs -3": [*vae, "--epochs", "-3"],
         "train-vae --max-steps 0": [*vae, "--max-steps", "0"],
-        "train-vae --batch-size larger than the data": [*vae, "--batch-size", "100000"],
+        "train-vae --batch-size larger than the data": [
+            *vae,
+            "--batch-size",
+            "100000",
+            "--channels",
+            "8,16",
+        ],
         "train-agent --steps 0": [*agent, "--steps", "0"],
         "train-agent --steps -1": [*agent, "--steps", "-1"],
         "train-agent --eval-episodes 0": [*agent, "--eval-episodes", "0"],
@@ -597,15 +672,23 @@ def main() -> None:
     work.mkdir(parents=True)
     t0 = time.time()
     print("references: collect, train-vae, train-agent ...", flush=True)
+    took: dict[str, float] = {}
+
+    def reference(name: str, argv: list[str]) -> None:
+        t = time.time()
+        code, err = worldvae(argv)
+        assert code == 0, err
+        took[name] = time.time() - t
+
     ref_data = work / "ref_data"
-    assert worldvae([*COLLECT, "--episodes", "150", "--out", str(ref_data)])[0] == 0
+    reference("collect", [*COLLECT, "--episodes", "150", "--out", str(ref_data)])
     ref_vae = work / "ref_vae"
-    assert worldvae(["train-vae", "--data", str(ref_data), "--out", str(ref_vae), *VAE])[0] == 0
+    reference("vae", ["train-vae", "--data", str(ref_data), "--out", str(ref_vae), *VAE])
     hp = work / "tiny.yaml"
     hp.write_text(HYPERPARAMS)
     ref_agent = work / "ref_agent"
-    code, err = worldvae(agent_argv(ref_vae, ref_agent, hp))
-    assert code == 0, err
+    reference("agent", agent_argv(ref_vae, ref_agent, hp))
+    print("references took " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
     groups = set(filter(None, args.only.split(",")))
     rows: list[Row] = []
 
@@ -613,14 +696,23 @@ def main() -> None:
         return not groups or name in groups
 
     steps = [
-        ("collect", lambda: [kill_collect(work, ref_data, args.trials, rng)]),
+        ("collect", lambda: [kill_collect(work, ref_data, took["collect"], args.trials, rng)]),
         ("orphans", lambda: [orphaned_workers(work)]),
-        ("vae", lambda: [kill_train_vae(work, ref_data, ref_vae, args.trials, rng)]),
-        ("agent", lambda: [kill_train_agent(work, ref_vae, ref_agent, hp, args.trials, rng)]),
+        (
+            "vae",
+            lambda: [kill_train_vae(work, ref_data, ref_vae, took["vae"], args.trials, rng)],
+        ),
+        (
+            "agent",
+            lambda: [
+                kill_train_agent(work, ref_vae, ref_agent, hp, took["agent"], args.trials, rng)
+            ],
+        ),
         ("pipeline", lambda: [kill_pipeline(work, args.pipeline_trials, rng)]),
         ("concurrent", lambda: concurrent_writers(work, ref_data, ref_vae, hp)),
         ("bitflip", lambda: [bit_flip(work, ref_data)]),
-        ("diskfull", lambda: disk_full(work, ref_data)),
+        ("diskfull", lambda: disk_full(work, ref_data, ref_vae)),
+        ("world", lambda: world_model_dirs(work, ref_data, ref_vae)),
         ("ours", lambda: not_ours(work, ref_vae, hp)),
         ("badinput", lambda: bad_input(work, ref_data, ref_vae)),
     ]

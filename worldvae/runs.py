@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from worldvae.atomic import atomic_open, write_json
 from worldvae.models.io import WEIGHTS_NAME, save_model
+from worldvae.rundir import check_ours, entries, remove_owned
 
 STATE_PT, STATE_JSON = "trainer_state.pt", "trainer_state.json"
 
@@ -30,35 +30,51 @@ class NonFiniteLossError(RuntimeError):
 
 def prepare_run_dir(
     run_dir: Path,
-    run_config: dict[str, Any],
     resume: bool,
     overwrite: bool,
     same_config: Callable[[dict[str, Any]], bool],
+    ours: Iterable[str],
+    what: str,
 ) -> None:
-    """Create or reuse ``run_dir`` and write ``config.json``.
+    """Check that ``run_dir`` may be written, clearing it for ``overwrite``; write nothing.
 
-    A non-empty directory is replaced with ``overwrite``, continued with ``resume`` (only if
-    ``same_config(old_config)``), and refused otherwise.
+    The caller writes ``config.json`` once everything is built, so a run refused on the way
+    leaves no file behind.
+
+    A non-empty directory is continued with ``resume`` (only if ``same_config(old_config)``),
+    has its own entries ``ours`` removed with ``overwrite``, and is refused otherwise. A folder
+    holding anything else is refused either way: nothing a run did not write is deleted.
 
     Raises:
+        ForeignDirError: ``run_dir`` holds entries that are not in ``ours``.
         FileExistsError: the directory exists and neither flag is set.
         ValueError: ``resume`` into a run started with another configuration.
     """
     cfg_path = run_dir / "config.json"
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if entries(run_dir):
+        check_ours(run_dir, ours, what)
         if overwrite:
-            shutil.rmtree(run_dir)
+            remove_owned(run_dir, ours)
         elif not resume:
             raise FileExistsError(
                 f"run directory {run_dir} already exists; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another --out"
             )
-        elif cfg_path.is_file() and not same_config(json.loads(cfg_path.read_text())):
+        elif cfg_path.is_file() and not _same(cfg_path, same_config):
             raise ValueError(
                 f"cannot resume {run_dir}: it was started with another configuration "
                 f"({cfg_path}); use the same options, or --overwrite to start afresh"
             )
-    write_json(cfg_path, run_config)
+
+
+def _same(cfg_path: Path, same_config: Callable[[dict[str, Any]], bool]) -> bool:
+    try:
+        return same_config(json.loads(cfg_path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"{cfg_path} is not a valid run config ({e}); restore it, or pass --overwrite to "
+            "start the run afresh"
+        ) from e
 
 
 def save_checkpoint(

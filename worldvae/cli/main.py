@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def close_progress_bars() -> None:
+    """Finish the bars a failed command left open, so that its error line starts a line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
@@ -68,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except KeyboardInterrupt:
+        close_progress_bars()
         print("\nworldvae: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as e:  # every failure: one line, the traceback only when asked
+        close_progress_bars()
         message, status = describe(e)
         if debug:
             traceback.print_exc()

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from worldvae.cli.options import add_config_options, bounded, config_values
+from worldvae.memory.config import MemoryConfig
+from worldvae.memory.trainer import MemoryTrainConfig
+
 
 def add_encode_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,7 +21,9 @@ def add_encode_data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="episode dataset directory")
     p.add_argument("--model", required=True, type=Path, help="VAE model or run directory")
     p.add_argument("--out", required=True, type=Path, help="latent dataset directory")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size", type=bounded(int, 1, 1_000_000), default=256, help="frames per encoder call"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable episode files")
     p.add_argument("--overwrite", action="store_true")
@@ -66,51 +72,33 @@ def add_train_rnn_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="latent dataset (encode-data)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--n-gaussians", type=int, default=5)
-    p.add_argument("--temperature", type=float, default=1.0, help="default dream tau")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=32, help="steps per training chunk")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--done-pos-weight", type=float, default=1.0, help="weight of done=1 steps")
-    p.add_argument("--no-sample", action="store_true", help="train on posterior means only")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--skip-corrupt", action="store_true")
+    model = p.add_argument_group("memory model (every field of MemoryConfig)")
+    train = p.add_argument_group("training (every field of MemoryTrainConfig)")
+    p.set_defaults(
+        model_fields=add_config_options(
+            model, MemoryConfig, skip=("latent_dim", "action_dim", "predict_reward", "predict_done")
+        ),
+        train_fields=add_config_options(train, MemoryTrainConfig, skip=("sample_latents",)),
+    )
+    p.add_argument(
+        "--no-sample", action="store_true", help="train on posterior means, not sampled latents"
+    )
+    p.add_argument("--no-reward-head", action="store_true", help="predict no reward")
+    p.add_argument("--no-done-head", action="store_true", help="predict no done flag")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_train_rnn)
 
 
 def run_train_rnn(args: argparse.Namespace) -> int:
-    from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+    from worldvae.memory.trainer import train_memory
 
+    model = config_values(args, args.model_fields)
+    model.update(predict_reward=not args.no_reward_head, predict_done=not args.no_done_head)
     cfg = MemoryTrainConfig(
-        model={
-            "hidden_size": args.hidden_size,
-            "n_gaussians": args.n_gaussians,
-            "temperature": args.temperature,
-        },
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        lr=args.lr,
-        grad_clip=args.grad_clip,
-        done_pos_weight=args.done_pos_weight,
+        model=model,
         sample_latents=not args.no_sample,
-        val_fraction=args.val_fraction,
-        patience=args.patience,
-        max_steps=args.max_steps,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        device=args.device,
-        skip_corrupt=args.skip_corrupt,
+        **config_values(args, args.train_fields),
     )
     r = train_memory(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
     print(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,9 +32,12 @@ from worldvae.atomic import atomic_path, remove_stale_temporaries, write_json
 from worldvae.data.dataset import EpisodeDataset, Split, _split_key
 from worldvae.data.episodes import CorruptEpisodeError, read_episode
 from worldvae.data.manifest import EPISODES_DIR, episode_index
+from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.versions import library_versions
 
 LATENT_MANIFEST = "latent_manifest.json"
+# What a latent dataset folder holds; ``--overwrite`` removes these and nothing else.
+LATENT_ENTRIES = (LATENT_MANIFEST, EPISODES_DIR)
 LATENT_KEYS = ("mu", "logvar", "actions", "rewards", "terminated", "truncated", "seed")
 
 logger = logging.getLogger(__name__)
@@ -181,7 +183,10 @@ def encode_dataset(
         action_spec: how actions are encoded for M.
 
     Raises:
-        FileExistsError: ``out`` holds a latent dataset made otherwise and ``overwrite`` is off.
+        FileExistsError: ``out`` holds a latent dataset made otherwise and ``overwrite`` is off,
+            or files a latent dataset does not hold (``ForeignDirError``, even with
+            ``overwrite``).
+        RunDirBusyError: another process is writing ``out``.
         ValueError: the model's frame shape differs from the dataset's.
     """
     ds = EpisodeDataset(data, val_fraction=0.0, skip_corrupt=skip_corrupt)
@@ -201,22 +206,45 @@ def encode_dataset(
         action=action_spec.to_dict(),
         versions=library_versions(),
     )
+    with RunDirLock(out, "encode-data"):
+        _claim_latent_dir(out, manifest, overwrite)
+        return _encode_episodes(ds, model, out, manifest, action_spec, batch_size, progress)
+
+
+def _claim_latent_dir(out: Path, manifest: LatentManifest, overwrite: bool) -> None:
+    """Refuse ``out`` unless it is empty or a latent dataset of the same making (resume);
+    ``overwrite`` removes a latent dataset's own entries and nothing else."""
+    if entries(out):
+        check_ours(out, LATENT_ENTRIES, "latent dataset")
     if (out / LATENT_MANIFEST).is_file():
         old = LatentManifest.load(out)
         if overwrite:
-            shutil.rmtree(out)
+            remove_owned(out, LATENT_ENTRIES)
         elif old.identity() != manifest.identity():
             raise FileExistsError(
                 f"{out} holds a latent dataset made from another dataset or model "
                 f"(model {old.model_sha256[:12]} from {old.source}); pass --overwrite to replace "
                 "it or choose another --out"
             )
-    elif out.exists() and any(out.iterdir()):
+    elif entries(out):
         if not overwrite:
             raise FileExistsError(
-                f"{out} exists and is not a latent dataset; choose another --out or pass --overwrite"
+                f"{out} holds episodes but no {LATENT_MANIFEST}; choose another --out or pass "
+                "--overwrite to encode it afresh"
             )
-        shutil.rmtree(out)
+        remove_owned(out, LATENT_ENTRIES)
+
+
+def _encode_episodes(
+    ds: EpisodeDataset,
+    model: Any,
+    out: Path,
+    manifest: LatentManifest,
+    action_spec: ActionSpec,
+    batch_size: int,
+    progress: bool,
+) -> EncodeResult:
+    """Write every episode of ``ds`` not yet in ``out`` (one atomic file each)."""
     (out / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out / EPISODES_DIR)
     manifest.save(out)

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from worldvae.configs import reject_unknown_keys
+from worldvae.configs import check_ranges, option, reject_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -23,20 +23,16 @@ class MemoryConfig:
         predict_done: add a done head (logistic).
     """
 
-    latent_dim: int = 32
-    action_dim: int = 3
-    hidden_size: int = 256
-    n_gaussians: int = 5
-    temperature: float = 1.0
-    predict_reward: bool = True
-    predict_done: bool = True
+    latent_dim: int = option(32, "latent size D (set from the latent dataset)", 1, 65_536)
+    action_dim: int = option(3, "encoded action width A (set from the latent dataset)", 1, 65_536)
+    hidden_size: int = option(256, "LSTM units", 1, 65_536)
+    n_gaussians: int = option(5, "mixture components per latent dimension", 1, 1024)
+    temperature: float = option(1.0, "default dream temperature tau", 0.0, 100.0, low_open=True)
+    predict_reward: bool = option(True, "add a reward head")
+    predict_done: bool = option(True, "add a done head")
 
     def __post_init__(self) -> None:
-        for name in ("latent_dim", "action_dim", "hidden_size", "n_gaussians"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MemoryConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"MemoryConfig.temperature must be > 0, got {self.temperature}")
+        check_ranges(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from worldvae.atomic import write_json
+from worldvae.configs import check_ranges, option
 from worldvae.data.latents import LatentDataset, SequenceStream
 from worldvae.devices import resolve_device
 from worldvae.images import save_png
@@ -35,6 +37,7 @@ from worldvae.memory.config import MemoryConfig
 from worldvae.memory.diagnostics import dream_strip, evaluate_memory
 from worldvae.memory.model import MDNRNN
 from worldvae.models.io import CheckpointError, load_model, model_sha256, save_model
+from worldvae.rundir import RunDirLock
 from worldvae.runs import (
     STATE_JSON,
     NonFiniteLossError,
@@ -47,6 +50,9 @@ from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
 
+# What a train-rnn run directory holds; ``--overwrite`` removes these and nothing else.
+RUN_ENTRIES = ("config.json", "checkpoints", "metrics.csv", "images", "tb")
+
 
 @dataclass(frozen=True)
 class MemoryTrainConfig:
@@ -54,24 +60,31 @@ class MemoryTrainConfig:
     decides those)."""
 
     model: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 20
-    batch_size: int = 32
-    seq_len: int = 32
-    lr: float = 1e-3
-    grad_clip: float = 1.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    sample_latents: bool = True  # z ~ N(mu, sigma) per chunk, as World Models does
-    reward_weight: float = 1.0
-    done_weight: float = 1.0
-    done_pos_weight: float = 1.0
-    buffer_chunks: int = 4096
-    patience: int = 5
-    checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
-    log_every: int = 20
-    max_steps: int | None = None
-    skip_corrupt: bool = False
+    epochs: int = option(20, "passes over the train split", 1, 100_000)
+    batch_size: int = option(32, "sequence chunks per step", 1, 1_000_000)
+    seq_len: int = option(32, "steps per training chunk", 1, 100_000)
+    lr: float = option(1e-3, "learning rate (Adam)", 0.0, 10.0, low_open=True)
+    grad_clip: float = option(1.0, "gradient norm clip (0: off)", 0.0, 1e9)
+    val_fraction: float = option(0.1, "share of episodes held out for validation", 0.0, 0.9)
+    seed: int = option(0, "seed of the weights, the chunk order and the samples", 0, 2**32 - 1)
+    device: str = option("auto", "auto | cpu | cuda[:N]")
+    sample_latents: bool = option(  # z ~ N(mu, sigma) per chunk, as World Models does
+        True, "train on latents sampled from the posterior (else on its means)"
+    )
+    reward_weight: float = option(1.0, "weight of the reward loss", 0.0, 1e6)
+    done_weight: float = option(1.0, "weight of the done loss", 0.0, 1e6)
+    done_pos_weight: float = option(1.0, "weight of done=1 steps in the done loss", 0.0, 1e6)
+    buffer_chunks: int = option(4096, "shuffle buffer, in chunks", 1, 10**9)
+    patience: int = option(5, "early stopping, in epochs without improvement", 1, 100_000)
+    checkpoint_every: int = option(  # 0: at the end of each epoch only
+        0, "also checkpoint every N steps (0: each epoch only)", 0, 10**9
+    )
+    log_every: int = option(20, "TensorBoard scalars every N steps", 1, 10**9)
+    max_steps: int | None = option(None, "stop after N steps (resumable)", 1, 10**12)
+    skip_corrupt: bool = option(False, "skip unreadable latent episode files")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def resume_identity(self) -> dict[str, Any]:
         """Fields that must match to resume (epochs, patience, logging may change)."""
@@ -139,7 +152,7 @@ class MemoryTrainer:
                 old_train == config.resume_identity() and old["model"] == model_cfg.to_dict()
             )
 
-        prepare_run_dir(self.run_dir, run_cfg, resume, overwrite, same)
+        prepare_run_dir(self.run_dir, resume, overwrite, same, RUN_ENTRIES, "train-rnn run")
         torch.manual_seed(config.seed)
         self.model = MDNRNN(model_cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -176,6 +189,7 @@ class MemoryTrainer:
             )
         self.has_val = bool(self.dataset.split("val"))
         self.vae = self._load_vae()
+        write_json(self.run_dir / "config.json", run_cfg)
 
     def _load_vae(self) -> Any:
         """V for the dream strips, if it is still where the latent dataset says and unchanged."""
@@ -367,9 +381,12 @@ def train_memory(
     """Train M on the latent dataset at ``data`` into ``run_dir``.
 
     Raises:
-        FileExistsError: ``run_dir`` exists and neither ``resume`` nor ``overwrite`` is set.
+        FileExistsError: ``run_dir`` exists and neither ``resume`` nor ``overwrite`` is set, or
+            it holds files a train-rnn run does not write (``ForeignDirError``).
+        RunDirBusyError: another process is writing ``run_dir``.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
-    return MemoryTrainer(
-        data, run_dir, config or MemoryTrainConfig(), resume=resume, overwrite=overwrite
-    ).fit(progress)
+    with RunDirLock(run_dir, "train-rnn"):
+        return MemoryTrainer(
+            data, run_dir, config or MemoryTrainConfig(), resume=resume, overwrite=overwrite
+        ).fit(progress)
