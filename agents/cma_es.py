@@ -13,10 +13,14 @@ The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``
 
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,12 @@ from safetensors.numpy import load_file, save_file
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
-from worldvae.atomic import atomic_path
+from agents.checkpoint import CHECKPOINT_DIR
+from agents.checkpoint import STATE as STATE_FILE
+from worldvae.atomic import atomic_dir, atomic_path, write_json
 from worldvae.configs import reject_unknown_keys
+
+logger = logging.getLogger(__name__)
 
 CONTROLLER_FILE = "controller.safetensors"
 
@@ -235,6 +243,62 @@ class CandidateScorer:
             self.venv.close()
 
 
+class CmaRandomStream:
+    """The ``cma`` package draws candidates from numpy's global generator; this keeps that
+    stream to CMA-ES alone, so nothing else drawing from it (an env, an evaluation) changes the
+    candidates, and its state can be saved (as JSON) and restored."""
+
+    def __init__(self, seed: int):
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        self.state: Any = np.random.get_state()
+        np.random.set_state(saved)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        saved = np.random.get_state()
+        np.random.set_state(self.state)
+        try:
+            yield
+        finally:
+            self.state = np.random.get_state()
+            np.random.set_state(saved)
+
+
+def _new_strategy(n_params: int, es_cfg: CMAESConfig, seed: int) -> tuple[Any, CmaRandomStream]:
+    import cma
+
+    stream = CmaRandomStream(seed + 1)
+    with stream.active():
+        es = cma.CMAEvolutionStrategy(
+            np.zeros(n_params),
+            es_cfg.sigma0,
+            {"popsize": es_cfg.popsize, "seed": seed + 1, "verbose": -9},
+        )
+    return es, stream
+
+
+def _tell(es: Any, stream: CmaRandomStream, fitness_of: Any) -> list[float]:
+    """One generation: ask (from the private stream), score, tell; return the fitnesses."""
+    with stream.active():
+        candidates = es.ask()
+    fitness = [float(f) for f in fitness_of(candidates)]
+    with stream.active():
+        es.tell(candidates, [-f for f in fitness])  # cma minimises
+    return fitness
+
+
+def save_es_checkpoint(bundle: Path, state: dict[str, Any]) -> None:
+    """Write the run's state (counters, every generation's fitnesses, eval rows) as JSON."""
+    with atomic_dir(bundle / CHECKPOINT_DIR / "last") as tmp:
+        write_json(tmp / STATE_FILE, state)
+
+
+def load_es_checkpoint(bundle: Path) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((bundle / CHECKPOINT_DIR / "last" / STATE_FILE).read_text())
+    return state
+
+
 def train_controller(
     spec: dict[str, Any],
     es_cfg: CMAESConfig,
@@ -244,16 +308,24 @@ def train_controller(
     evaluate: Any,
     eval_every_steps: int,
     progress: bool = True,
+    checkpoint_every_steps: int = 0,
+    resume: bool = False,
+    on_steps: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent.
 
     ``evaluate(controller) -> mean return`` scores the current mean candidate in the real env
-    every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents.
+    every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents. Every
+    ``checkpoint_every_steps`` (0: never) the run's state is saved; with ``resume`` the saved
+    generations are replayed into a fresh strategy (asked from the same random stream and told
+    the saved fitnesses, no env step taken), which restores it exactly without pickling it, and
+    the run goes on from there to the same result as an uninterrupted one. ``on_steps(n)`` is
+    called after each generation with the env steps it took.
     """
     import csv
 
     try:
-        import cma
+        import cma  # noqa: F401
     except ImportError as e:
         raise ImportError(
             "the CMA-ES controller needs the cma package: pip install 'worldvae[cma]'"
@@ -264,20 +336,35 @@ def train_controller(
 
     obs_dim = int(spec["obs_dim"])
     probe = LinearController(obs_dim, spec["action_space"])
-    es = cma.CMAEvolutionStrategy(
-        np.zeros(probe.n_params),
-        es_cfg.sigma0,
-        {"popsize": es_cfg.popsize, "seed": seed + 1, "verbose": -9},
-    )
+    es, stream = _new_strategy(probe.n_params, es_cfg, seed)
+    history: list[list[float]] = []
+    rows: list[dict[str, float]] = []
+    steps, next_eval, next_checkpoint = 0, 0, checkpoint_every_steps
+    eval_seconds, seconds_before = 0.0, 0.0
+    if resume:
+        saved = load_es_checkpoint(out)
+        for fitness in saved["fitness"]:
+            _tell(es, stream, lambda _c, f=fitness: f)
+        history = [list(f) for f in saved["fitness"]]
+        rows = list(saved["rows"])
+        steps, next_eval = int(saved["counters"]["num_timesteps"]), int(saved["next_eval"])
+        next_checkpoint = steps + checkpoint_every_steps
+        seconds_before = float(saved["train_seconds"])
+        logger.info("%s: resuming CMA-ES at generation %d, step %d", out, len(history), steps)
     scorer = CandidateScorer({k: v for k, v in spec.items() if k != "action_space"}, es_cfg.workers)
     writer = SummaryWriter(str(out / "tb"))
-    rows: list[dict[str, float]] = []
-    steps, generation, next_eval = 0, 0, 0
-    eval_seconds = 0.0
     start = time.perf_counter()
     bar = tqdm(
-        total=total_timesteps, unit="step", desc="cmaes", disable=not progress, dynamic_ncols=True
+        total=total_timesteps,
+        initial=steps,
+        unit="step",
+        desc="cmaes",
+        disable=not progress,
+        dynamic_ncols=True,
     )
+
+    def train_seconds() -> float:
+        return seconds_before + time.perf_counter() - start - eval_seconds
 
     def log_eval() -> None:
         nonlocal eval_seconds, next_eval
@@ -285,12 +372,11 @@ def train_controller(
         probe.set_params(es.result.xfavorite)
         mean, std = evaluate(probe)
         eval_seconds += time.perf_counter() - t
-        wall = time.perf_counter() - start
         rows.append(
             {
                 "steps": steps,
-                "seconds": round(wall - eval_seconds, 3),
-                "wall_seconds": round(wall, 3),
+                "seconds": round(train_seconds(), 3),
+                "wall_seconds": round(train_seconds() + eval_seconds, 3),
                 "mean_return": mean,
                 "std_return": std,
             }
@@ -303,20 +389,42 @@ def train_controller(
         bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
         next_eval = steps + eval_every_steps
 
+    def checkpoint() -> None:
+        nonlocal next_checkpoint
+        state = {
+            "counters": {"num_timesteps": steps},
+            "fitness": history,
+            "rows": rows,
+            "next_eval": next_eval,
+            "train_seconds": round(train_seconds(), 3),
+        }
+        save_es_checkpoint(out, state)
+        next_checkpoint = steps + checkpoint_every_steps
+
+    def score(candidates: list[np.ndarray]) -> list[float]:
+        nonlocal steps
+        generation_seed = seed * 100_003 + len(history) * 1000
+        fitness, used = scorer.score(candidates, seed=generation_seed)
+        steps += used
+        bar.update(used)
+        return fitness
+
     try:
-        log_eval()
+        if not rows:
+            log_eval()
         while steps < total_timesteps:
-            candidates = es.ask()
-            fitness, used = scorer.score(candidates, seed=seed * 100_003 + generation * 1000)
-            es.tell(candidates, [-f for f in fitness])  # cma minimises
-            steps += used
-            generation += 1
-            bar.update(used)
+            before = steps
+            fitness = _tell(es, stream, score)
+            history.append(fitness)
             writer.add_scalar("cmaes/best_fitness", max(fitness), steps)
             writer.add_scalar("cmaes/mean_fitness", float(np.mean(fitness)), steps)
             writer.add_scalar("cmaes/sigma", float(es.sigma), steps)
             if steps >= next_eval:
                 log_eval()
+            if checkpoint_every_steps and steps >= next_checkpoint and steps < total_timesteps:
+                checkpoint()
+            if on_steps is not None:
+                on_steps(steps - before)
         if rows[-1]["steps"] != steps:
             log_eval()
     finally:
@@ -325,12 +433,12 @@ def train_controller(
         bar.close()
     probe.set_params(es.result.xfavorite)
     probe.save(out / CONTROLLER_FILE)
-    train_seconds = time.perf_counter() - start - eval_seconds
+    seconds = train_seconds()
     return {
         "final_mean_return": rows[-1]["mean_return"],
-        "train_seconds": round(train_seconds, 3),
-        "steps_per_second": round(steps / max(train_seconds, 1e-9), 2),
+        "train_seconds": round(seconds, 3),
+        "steps_per_second": round(steps / max(seconds, 1e-9), 2),
         "steps": steps,
-        "generations": generation,
+        "generations": len(history),
         "cmaes": asdict(es_cfg),
     }

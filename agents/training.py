@@ -345,7 +345,9 @@ def _train(
     torch.manual_seed(cfg.seed)
     eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model, memory=memory)
     if cfg.algo == "cmaes":
-        return _train_cmaes(cfg, out, info, eval_env, memory_info, progress)
+        return _train_cmaes(
+            cfg, out, info, eval_env, memory_info, progress, resumed is not None, on_steps
+        )
     if cfg.dream:
         from agents.dream import build_dream_vec_env
 
@@ -420,8 +422,11 @@ def _train_cmaes(
     eval_env: Any,
     memory_info: dict[str, Any],
     progress: bool,
+    resume: bool,
+    on_steps: Callable[[int], None] | None,
 ) -> AgentResult:
-    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``."""
+    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``; it checkpoints
+    every ``checkpoint_freq`` env steps and resumes from there."""
     from agents.cma_es import CMAESConfig, train_controller
 
     if cfg.obs != "latent+h":
@@ -449,10 +454,14 @@ def _train_cmaes(
         evaluate,
         cfg.eval_freq,
         progress,
+        checkpoint_every_steps=cfg.checkpoint_freq,
+        resume=resume,
+        on_steps=on_steps,
     )
     eval_env.close()
     info |= {"status": "complete", **result}
     write_json(out / CONFIG_FILE, info)
+    remove_owned(out, [CHECKPOINT_DIR])
     return AgentResult(
         out, result["final_mean_return"], result["train_seconds"], result["steps_per_second"]
     )

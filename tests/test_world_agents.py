@@ -127,3 +127,35 @@ def test_compare_gives_the_latent_h_arm_its_memory(world):
     arm = cfg.agent_config("latent+h", seed=0)
     assert arm.memory_dir == str(rnn) and arm.model_dir == str(vae)
     assert cfg.agent_config("latent", seed=0).memory_dir is None
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_cmaes_resumes_to_the_same_controller_as_an_uninterrupted_run(world, tmp_path):
+    cfg = _cfg(world, steps=60, algo="cmaes", dream=True, checkpoint_freq=1, eval_freq=16)
+    train_agent(cfg, tmp_path / "whole", progress=False)
+    assert not (tmp_path / "whole" / "checkpoints").exists()  # removed once complete
+    generations = []
+
+    def stop_after_three(n: int) -> None:
+        generations.append(n)
+        if len(generations) == 3:
+            raise _Interrupt  # as a kill right after the third generation's checkpoint
+
+    with pytest.raises(_Interrupt):
+        train_agent(cfg, tmp_path / "cut", progress=False, on_steps=stop_after_three)
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "last" / "state.json").read_text())
+    assert len(state["fitness"]) == 3 and state["counters"]["num_timesteps"] == sum(generations)
+    np.random.seed(123)  # whatever else drew from numpy's global stream does not matter
+    np.random.rand(5)
+    r = train_agent(cfg, tmp_path / "cut", progress=False)
+    a = load_bundle(tmp_path / "whole", device="cpu").agent
+    b = load_bundle(tmp_path / "cut", device="cpu").agent
+    np.testing.assert_array_equal(a.params(), b.params())
+    whole = (tmp_path / "whole" / "eval.csv").read_text().splitlines()
+    cut = (tmp_path / "cut" / "eval.csv").read_text().splitlines()
+    strip = [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in whole]  # drop the seconds
+    assert strip == [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in cut]
+    assert r.final_mean_return == float(whole[-1].split(",")[3])
