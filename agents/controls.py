@@ -1,7 +1,11 @@
 """The encoders of the control arms, built from the pretrained VAE and its data.
 
 * ``random``: the VAE's architecture (same config), freshly initialised from the run's seed and
-  never trained; one per agent seed, so the spread over seeds includes the draw of weights.
+  never trained; one per agent seed, so the spread over seeds includes the draw of weights. Its
+  code is standardised on the VAE's training frames (zero mean, unit variance per dimension, by
+  rescaling the output layer), as the PCA is whitened: an untrained encoder's codes vary by
+  about 0.003, two orders below a trained VAE's, and a policy network would read them as
+  constants. The control then differs from the VAE in what its code holds, not in its scale.
 * ``pca``: a whitened PCA of the VAE's training frames with the VAE's latent size.
 
 Both are written once under the comparison's ``controls/`` directory and reused on re-runs.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from agents.arms import get_arm
@@ -40,16 +45,39 @@ def vae_data_dir(model_dir: str | Path) -> str | None:
     return str(root) if root and Path(root).is_dir() else None
 
 
-def random_encoder_dir(model_dir: str | Path, out: Path, seed: int) -> Path:
-    """An untrained copy of the VAE's architecture, initialised with ``seed``."""
+def random_encoder_dir(
+    model_dir: str | Path,
+    out: Path,
+    seed: int,
+    data_dir: str | Path | None = None,
+    n_frames: int = PCA_FIT_FRAMES,
+) -> Path:
+    """An untrained copy of the VAE's architecture, initialised with ``seed``, its code
+    standardised on ``n_frames`` training frames of ``data_dir`` (left as drawn without data)."""
     target = out / f"random_seed{seed}"
     if (target / WEIGHTS_NAME).is_file():
         return target
     config, _ = read_model_config(best_model_dir(model_dir))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = Autoencoder(config)
-    return save_model(model, target, extra={"control": "random", "seed": seed})
+        model = Autoencoder(config).eval()
+    extra: dict[str, object] = {"control": "random", "seed": seed, "standardised": False}
+    if data_dir is not None:
+        frames = _training_frames(data_dir, config.frame_shape, n_frames)
+        standardise_code(model, frames)
+        extra |= {"standardised": True, "standardised_on": str(data_dir)}
+    return save_model(model, target, extra=extra)
+
+
+def standardise_code(model: Autoencoder, frames: np.ndarray) -> None:
+    """Rescale the output layer so that the codes of ``frames`` ``(N, H, W, C)`` uint8 have
+    zero mean and unit variance per dimension; the encoder is otherwise unchanged."""
+    with torch.no_grad():
+        codes = torch.as_tensor(model.encode(frames))
+        mean, std = codes.mean(0), codes.std(0).clamp_min(1e-8)
+        d = model.config.latent_dim  # the first D outputs are the code (the mean for VAEs)
+        model.head.weight[:d] /= std[:, None]
+        model.head.bias[:d] = (model.head.bias[:d] - mean) / std
 
 
 def pca_encoder_dir(
@@ -60,14 +88,19 @@ def pca_encoder_dir(
     if is_pca_dir(target) and (target / WEIGHTS_NAME).is_file():
         return target
     config, _ = read_model_config(best_model_dir(model_dir))
+    frames = _training_frames(data_dir, config.frame_shape, n_frames)
+    return fit_pca(frames, config.latent_dim, seed=0).save(target)
+
+
+def _training_frames(data_dir: str | Path, frame_shape: tuple[int, ...], n: int) -> np.ndarray:
+    """``n`` frames ``(n, H, W, C)`` of the train split of ``data_dir`` (seeded)."""
     dataset = EpisodeDataset(data_dir)
-    if tuple(dataset.frame_shape) != tuple(config.frame_shape):
+    if tuple(dataset.frame_shape) != tuple(frame_shape):
         raise ValueError(
             f"the dataset {data_dir} holds frames {dataset.frame_shape}, the model expects "
-            f"{config.frame_shape}; pass the data the model was trained on"
+            f"{frame_shape}; pass the data the model was trained on"
         )
-    frames = dataset.sample_frames(n_frames, seed=0, which="train")
-    return fit_pca(frames, config.latent_dim, seed=0).save(target)
+    return dataset.sample_frames(n, seed=0, which="train")
 
 
 def arm_model_dir(
@@ -82,7 +115,7 @@ def arm_model_dir(
     if source == "vae":
         return model_dir
     if source == "random":
-        return str(random_encoder_dir(model_dir, out, seed))
+        return str(random_encoder_dir(model_dir, out, seed, data_dir))
     if data_dir is None:
         raise ValueError("'pca' needs the frames the model was trained on: pass --data DIR")
     return str(pca_encoder_dir(model_dir, data_dir, out))

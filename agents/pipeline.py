@@ -94,13 +94,13 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         env_id="MiniGrid-Empty-5x5-v0",
         frame_size=40,
-        collect_frames=5_000,
+        collect_frames=20_000,
         vae_model={"kind": "beta-vae", "latent_dim": 16, "channels": [16, 32, 64]},
-        vae_epochs=3,
+        vae_epochs=10,
         vae_batch_size=128,
-        agent_steps=6_000,
+        agent_steps=30_000,
         seeds=(0, 1, 2, 3, 4),
-        eval_freq=1_000,
+        eval_freq=2_500,
         eval_episodes=1,  # Empty's start is fixed: a deterministic policy replays one episode
         final_eval_episodes=3,
         overrides={

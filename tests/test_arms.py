@@ -10,6 +10,7 @@ from agents.arms import ARMS, arm_problems, check_arms
 from agents.controls import arm_model_dir, pca_encoder_dir, random_encoder_dir
 from agents.environments import build_vec_env
 from envs import collect
+from worldvae.data import EpisodeDataset
 from worldvae.encoders import load_encoder
 from worldvae.models import Autoencoder, AutoencoderConfig, load_model, save_model
 from worldvae.pca import PCAEncoder, fit_pca
@@ -89,6 +90,22 @@ def test_random_encoder_is_the_vae_architecture_untrained(trained, tmp_path):
     assert not torch.equal(m1.head.weight, vae.head.weight)
     other = load_model(random_encoder_dir(trained / "vae", tmp_path, seed=4), device="cpu")
     assert not torch.equal(m1.head.weight, other.head.weight)
+
+
+def test_random_encoder_codes_are_standardised_on_the_training_frames(trained, tmp_path):
+    raw = load_model(random_encoder_dir(trained / "vae", tmp_path / "raw", seed=3), device="cpu")
+    d = random_encoder_dir(trained / "vae", tmp_path / "std", seed=3, data_dir=trained / "data")
+    std = load_model(d, device="cpu")
+    frames = EpisodeDataset(trained / "data").sample_frames(2_000, seed=0, which="train")
+    z_raw, z = raw.encode(frames), std.encode(frames)
+    assert z_raw.std(0).max() < 0.1  # an untrained encoder's codes barely vary
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1.0, rtol=1e-3)
+    # a fixed affine map per dimension: the same information, another scale
+    a = (z[:, 0] - z[:, 0].mean()) / z[:, 0].std()
+    b = (z_raw[:, 0] - z_raw[:, 0].mean()) / z_raw[:, 0].std()
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    torch.testing.assert_close(std.encoder.state_dict(), raw.encoder.state_dict())
 
 
 def test_pca_matches_the_vae_size_and_reconstructs(trained, tmp_path):
