@@ -37,6 +37,8 @@ from agents.statistics import (
 )
 from agents.training import train_agent
 from worldvae.atomic import atomic_open, write_json
+from worldvae.data.manifest import Manifest
+from worldvae.envspec import EnvSpec, read_env_spec
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +83,26 @@ class CompareConfig:
             return self.data_dir
         return vae_data_dir(self.model_dir) if self.model_dir else None
 
+    def arm_env_options(self) -> dict[str, Any]:
+        """The env options every arm gets: the spec the VAE records (else its dataset's), with
+        ``env_options`` checked against it, so the pixel arm sees the VAE's frames too."""
+        spec = read_env_spec(self.model_dir) if self.model_dir else None
+        data_dir = self.resolved_data_dir()
+        if spec is None and data_dir is not None:
+            manifest = Manifest.load(data_dir)
+            spec = EnvSpec(manifest.env_id, dict(manifest.env_options))
+            return spec.resolve(None, self.env_options, f"the dataset {data_dir}")
+        if spec is None:
+            return dict(self.env_options)
+        return spec.resolve(None, self.env_options, f"the model {self.model_dir}")
+
     def agent_config(self, obs: str, seed: int, model_dir: str | None = None) -> AgentConfig:
         """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.controls`)."""
         fields: dict[str, Any] = {
             "eval_freq": self.eval_freq,
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.eval_seed,
-            "env_options": self.env_options,
+            "env_options": self.arm_env_options(),
             "deterministic_eval": self.deterministic_eval,
             "max_train_seconds": self.max_train_seconds,
         }

@@ -12,20 +12,12 @@ from typing import Any
 import yaml
 
 from agents.arms import ARMS
-from envs.factory import resolve_env_options
+from envs.factory import recommended_options, resolve_env_options
 from worldvae.configs import check_ranges, option, reject_unknown_keys
+from worldvae.envspec import read_env_spec
 
 OBS_KINDS = tuple(ARMS)
 ALGOS = ("ppo", "a2c", "dqn", "sac", "cmaes")
-ENV_KEYS = {
-    "frame_size",
-    "crop",
-    "grayscale",
-    "frame_skip",
-    "max_episode_steps",
-    "env_kwargs",
-    "backend",
-}
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
@@ -79,9 +71,6 @@ def _algo_defaults(algo: str) -> dict[str, Any]:
     return out
 
 
-ENV_TYPES: dict[str, Any] = {"frame_skip": 1, "max_episode_steps": 1, "grayscale": False}
-
-
 def _check_types(values: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
     """A number where the default is a number, a boolean where it is a boolean."""
     for key, value in values.items():
@@ -124,8 +113,14 @@ def validate_hyperparams(data: dict[str, Any], source: str) -> None:
     """Raise on unknown sections or keys, naming the file and the known keys."""
     for section, values in data.items():
         if section == "env":
-            known = ENV_KEYS
-        elif section in OBS_KEYS:
+            raise ValueError(
+                f"{source}: an 'env' section is not a hyperparameter: frame size, crop, frame "
+                "skip and the other make_env options are recorded when frames are collected "
+                "and travel with the model (see docs/envspec.md); remove the section, and give "
+                "them to `worldvae collect` (or, for a pixel agent without a model, to "
+                "`worldvae train-agent`)"
+            )
+        if section in OBS_KEYS:
             known = OBS_KEYS[section]
         elif section in ALGOS:
             known = _algo_keys(section)
@@ -140,11 +135,8 @@ def validate_hyperparams(data: dict[str, Any], source: str) -> None:
             raise ValueError(
                 f"{source}: unknown keys {unknown} in section {section!r}; known: {sorted(known)}"
             )
-        if section in ALGOS:
-            if section != "cmaes":  # its keys are checked by agents.cma_es
-                _check_types(values, _algo_defaults(section), f"{source}: {section}")
-        elif section == "env":
-            _check_types(values, ENV_TYPES, f"{source}: env")
+        if section in ALGOS and section != "cmaes":  # cmaes keys: checked by agents.cma_es
+            _check_types(values, _algo_defaults(section), f"{source}: {section}")
         pk = values.get("policy_kwargs", {})
         if section in ALGOS and set(pk) - POLICY_KWARGS:
             raise ValueError(
@@ -237,6 +229,22 @@ class AgentConfig:
             raise ValueError(f"incomplete agent config ({e})") from e
 
 
+def agent_env_options(
+    env_id: str, model_dir: str | Path | None, given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The ``make_env`` options of an agent: the env spec the model records (so the agent sees
+    the frames the model was trained on), with ``given`` checked against it; without a recorded
+    spec, the env's recommended options updated by ``given``.
+
+    The env id is not compared here: a model of another env is refused (or allowed) by
+    :mod:`agents.preflight`.
+    """
+    spec = read_env_spec(model_dir) if model_dir else None
+    if spec is None:
+        return recommended_options(env_id, given)
+    return spec.resolve(None, given, f"the model {model_dir}")
+
+
 def resolve_config(
     env_id: str,
     obs: str,
@@ -250,15 +258,20 @@ def resolve_config(
 ) -> AgentConfig:
     """Build an :class:`AgentConfig` from the YAML hyperparameters for ``env_id`` and ``algo``.
 
-    ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields
-    (``env_options`` given there update the YAML's ``env`` section). The env backend
-    (``env_options["backend"]``, default ``"auto"``) is resolved to the one that will run.
+    ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields.
+    The env's options come from the model's recorded env spec (``env_options`` given in
+    ``fields`` must agree with it), or without one from :func:`agent_env_options`'s defaults.
+    The env backend (``env_options["backend"]``, default ``"auto"``) is resolved to the one
+    that will run.
+
+    Raises:
+        ValueError: a given env option contradicts the model's recorded spec (both named).
     """
     hp = load_hyperparams(env_id, hyperparams_file)
     algo_kwargs = dict(hp.get(algo, {}))
     algo_kwargs.update(overrides or {})
     n_envs = int(algo_kwargs.pop("n_envs", 1))
-    env_options = {"frame_size": 64} | hp.get("env", {}) | fields.pop("env_options", {})
+    env_options = agent_env_options(env_id, model_dir, fields.pop("env_options", {}))
     if (
         obs in ARMS and ARMS[obs].wrap_env is not None
     ):  # a per-env wrapper needs gymnasium's Python envs

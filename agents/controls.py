@@ -57,11 +57,13 @@ def random_encoder_dir(
     target = out / f"random_seed{seed}"
     if (target / WEIGHTS_NAME).is_file():
         return target
-    config, _ = read_model_config(best_model_dir(model_dir))
+    config, vae_extra = read_model_config(best_model_dir(model_dir))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Autoencoder(config).eval()
     extra: dict[str, object] = {"control": "random", "seed": seed, "standardised": False}
+    if "data" in vae_extra:  # the VAE's env spec: the control sees the same frames
+        extra["data"] = vae_extra["data"]
     if data_dir is not None:
         frames = _training_frames(data_dir, config.frame_shape, n_frames)
         standardise_code(model, frames)
@@ -87,9 +89,10 @@ def pca_encoder_dir(
     target = out / "pca"
     if is_pca_dir(target) and (target / WEIGHTS_NAME).is_file():
         return target
-    config, _ = read_model_config(best_model_dir(model_dir))
+    config, vae_extra = read_model_config(best_model_dir(model_dir))
     frames = _training_frames(data_dir, config.frame_shape, n_frames)
-    return fit_pca(frames, config.latent_dim, seed=0).save(target)
+    extra = {"control": "pca"} | ({"data": vae_extra["data"]} if "data" in vae_extra else {})
+    return fit_pca(frames, config.latent_dim, seed=0).save(target, extra)
 
 
 def _training_frames(data_dir: str | Path, frame_shape: tuple[int, ...], n: int) -> np.ndarray:

@@ -241,7 +241,7 @@ def collect(
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     check_env_id(env_id)
-    options = resolve_env_options(env_id, default_env_options() | dict(env_options or {}))
+    options = resolve_env_options(env_id, default_env_options(**dict(env_options or {})))
     names = state_names(env_id)
     if options["backend"] == "envpool" and names is not None:  # read from gymnasium objects
         if record_state:

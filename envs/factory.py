@@ -126,6 +126,24 @@ def env_options(
     }
 
 
+# make_env options recommended per env, used where nothing is recorded or given: a new
+# collection, a pixel agent without a model. After the RL zoo's CarRacing recipe (the dashboard
+# strip cropped, frame skip 2); DoorKey's small grid reads well at 40x40.
+RECOMMENDED_OPTIONS: dict[str, dict[str, Any]] = {
+    "CarRacing-v3": {"crop": (0, 12, 0, 0), "frame_skip": 2},
+    "MiniGrid-DoorKey-5x5-v0": {"frame_size": 40},
+}
+
+
+def recommended_options(env_id: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`env_options` from the defaults, then ``RECOMMENDED_OPTIONS[env_id]``, then
+    ``given`` (explicit choices; None values mean "not given")."""
+    chosen = RECOMMENDED_OPTIONS.get(env_id, {}) | {
+        k: v for k, v in (given or {}).items() if v is not None
+    }
+    return env_options(**chosen)
+
+
 def resolve_env_options(env_id: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with ``backend`` resolved to the one that will run (never ``"auto"``)."""
     backend = resolve_backend(env_id, options.get("backend", "auto"), options.get("env_kwargs"))

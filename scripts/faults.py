@@ -42,7 +42,7 @@ COLLECT = ["collect", "--env", "CartPole-v1", "--frame-size", "16", "--workers",
            "--seed", "0"]  # fmt: skip
 VAE = ["--epochs", "3", "--batch-size", "32", "--channels", "8,16", "--latent-dim", "4",
        "--checkpoint-every", "20", "--seed", "0", "--device", "cpu"]  # fmt: skip
-HYPERPARAMS = "env:\n  frame_size: 16\nppo:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n"
+HYPERPARAMS = "ppo:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n"
 
 
 @dataclass

@@ -97,7 +97,9 @@ def test_hyperparams_reject_unknown_keys(tmp_path):
     bad.write_text("ppo:\n  learning_rate: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(Exception, match="could not determine a constructor"):
         load_hyperparams("CartPole-v1", bad)
-    assert load_hyperparams("CarRacing-v3")["env"]["crop"] == [0, 12, 0, 0]
+    assert "env" not in load_hyperparams("CarRacing-v3")
+    with pytest.raises(ValueError, match="'env' section is not a hyperparameter"):
+        validate_hyperparams({"env": {"frame_size": 40}}, "x.yaml")
 
 
 def test_latent_needs_a_model():
@@ -107,12 +109,10 @@ def test_latent_needs_a_model():
 
 def test_cli_train_and_evaluate_with_video(model_dir, tmp_path):
     hp = tmp_path / "hp.yaml"
-    hp.write_text(
-        "env:\n  frame_size: 40\nppo:\n  n_envs: 2\n  n_steps: 32\n  batch_size: 32\n  n_epochs: 1\n"
-    )
+    hp.write_text("ppo:\n  n_envs: 2\n  n_steps: 32\n  batch_size: 32\n  n_epochs: 1\n")
     agent = tmp_path / "agent"
     run = [sys.executable, "-m", "worldvae"]
-    subprocess.run([*run, "train-agent", "--env", "CartPole-v1", "--obs", "latent", "--model", str(model_dir), "--steps", "64", "--eval-freq", "64", "--eval-episodes", "1", "--hyperparams", str(hp), "--out", str(agent)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*run, "train-agent", "--env", "CartPole-v1", "--obs", "latent", "--model", str(model_dir), "--frame-size", "40", "--steps", "64", "--eval-freq", "64", "--eval-episodes", "1", "--hyperparams", str(hp), "--out", str(agent)], check=True, capture_output=True)  # fmt: skip
     out = subprocess.run([*run, "evaluate", str(agent), "--episodes", "2", "--video", str(tmp_path / "v.mp4")], check=True, capture_output=True, text=True)  # fmt: skip
     assert "return" in out.stdout and (tmp_path / "v.mp4").stat().st_size > 1000
     info = json.loads((agent / "config.json").read_text())

@@ -71,7 +71,7 @@ def test_trainer_records_the_resolved_precision_and_the_frames_backend(tmp_path)
     assert run_cfg["resolved"] == {"device": "cpu", "precision": "bf16"}
     assert run_cfg["data"]["backend"] == "gymnasium"  # datasets without a backend: gymnasium
     _, extra = read_model_config(tmp_path / "run" / "checkpoints" / "best")
-    assert extra["data"] == {"env_id": "Synthetic-v0", "backend": "gymnasium"}
+    assert extra["data"] == {"env_id": "Synthetic-v0", "backend": "gymnasium", "env_options": {}}
 
 
 def test_agent_on_another_backend_than_its_vae_warns(tmp_path):

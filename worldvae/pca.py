@@ -110,15 +110,18 @@ class PCAEncoder:
         """Frames through the code and back: same shape as ``frames``."""
         return self.decode(self.encode(frames))
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (each atomically)."""
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` (with ``extra`` as its ``extra_info``) and ``model.safetensors``
+        (each atomically)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(
                 {"mean": self.mean, "components": self.components, "scale": self.scale}, str(tmp)
             )
-        write_json(directory / "config.json", {"model": self.config.to_dict(), "extra_info": {}})
+        write_json(
+            directory / "config.json", {"model": self.config.to_dict(), "extra_info": extra or {}}
+        )
         return directory
 
     @classmethod

@@ -158,9 +158,10 @@ class VAETrainer:
         )
         manifest = self.dataset.manifest
         # Which backend made the frames travels with the model (see envs.backends).
-        self.data_info = {
+        self.data_info = {  # the env spec travels with the model (worldvae.envspec)
             "env_id": manifest.env_id,
             "backend": manifest.env_options.get("backend", "gymnasium"),
+            "env_options": dict(manifest.env_options),
         }
         model_cfg = AutoencoderConfig.from_dict(
             {**config.model, "frame_shape": self.dataset.frame_shape}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from worldvae.cli.common import add_backend_argument
+from worldvae.cli.common import add_backend_argument, add_frame_arguments, given_env_options
 from worldvae.cli.options import bounded
 
 
@@ -19,6 +19,10 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--env", required=True)
     p.add_argument("--obs", required=True, choices=["pixel", "latent", "encoder", "latent+h"])
+    frames = p.add_argument_group(
+        "frames (with --model: taken from the model's env spec; given ones must agree with it)"
+    )
+    add_frame_arguments(frames)
     p.add_argument("--model", default=None, help="model or VAE run directory (latent, encoder)")
     p.add_argument("--memory", default=None, help="M's run directory (latent+h: [z, h] inputs)")
     p.add_argument(
@@ -83,7 +87,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
         "memory_dir": args.memory,
         "dream": args.dream,
         "dream_temperature": args.temperature,
-        "env_options": {"backend": args.backend},
+        "env_options": given_env_options(args),
     }
     if args.n_envs is not None:
         fields["n_envs"] = args.n_envs

@@ -50,18 +50,27 @@ def parse_env_kwargs(items: list[tuple[str, Any]] | list[str] | None) -> dict[st
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``make_env`` options, shared by every command that builds an env."""
+    """The env id and its ``make_env`` options, shared by every command that makes a new env."""
     p.add_argument("--env", required=True, help="gymnasium id, e.g. CarRacing-v3, ALE/Pong-v5")
+    add_frame_arguments(p)
+    add_backend_argument(p)
+
+
+def add_frame_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``make_env`` frame options. Each defaults to "not given" (None): what is not given
+    comes from the recorded env spec, or for a new one from the env's recommended options."""
     p.add_argument(
         "--frame-size",
         type=bounded(int, 8, MAX_FRAME_SIZE),
-        default=64,
+        default=None,
         help=f"square frame side, 8..{MAX_FRAME_SIZE} (default 64)",
     )
     p.add_argument("--crop", type=parse_crop, default=None, help="pixels off TOP,BOTTOM,LEFT,RIGHT")
-    p.add_argument("--grayscale", action="store_true", help="one channel instead of RGB")
     p.add_argument(
-        "--frame-skip", type=bounded(int, 1, 1000), default=1, help="repeat each action N times"
+        "--grayscale", action="store_true", default=None, help="one channel instead of RGB"
+    )
+    p.add_argument(
+        "--frame-skip", type=bounded(int, 1, 1000), default=None, help="repeat each action N times"
     )
     p.add_argument(
         "--max-episode-steps",
@@ -76,7 +85,6 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="passed to gym.make (repeatable)",
     )
-    add_backend_argument(p)
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
@@ -90,15 +98,23 @@ def add_backend_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from envs.factory import env_options
+def given_env_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``make_env`` options the command line gives explicitly (backend always)."""
+    given: dict[str, Any] = {
+        "frame_size": args.frame_size,
+        "crop": args.crop,
+        "grayscale": args.grayscale,
+        "frame_skip": args.frame_skip,
+        "max_episode_steps": args.max_episode_steps,
+        "env_kwargs": parse_env_kwargs(args.env_kwarg) if args.env_kwarg else None,
+    }
+    if isinstance(given["frame_size"], int):
+        given["frame_size"] = [given["frame_size"], given["frame_size"]]
+    return {k: v for k, v in given.items() if v is not None} | {"backend": args.backend}
 
-    return env_options(
-        frame_size=args.frame_size,
-        crop=args.crop,
-        grayscale=args.grayscale,
-        frame_skip=args.frame_skip,
-        max_episode_steps=args.max_episode_steps,
-        env_kwargs=parse_env_kwargs(args.env_kwarg),
-        backend=args.backend,
-    )
+
+def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """A new env spec's options: the env's recommended ones, then what the command line gives."""
+    from envs.factory import recommended_options
+
+    return recommended_options(args.env, given_env_options(args))
