@@ -1,0 +1,107 @@
+"""Collection and comparison runs as Ray tasks: the same files as local runs, and they resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from envs.cluster import check_cluster, connect_ray, run_tasks, uses_ray
+from envs.collector import collect
+from envs.factory import env_options, resolve_env_options
+from envs.policies import PolicySpec
+from envs.ray_collect import play_on_ray
+from worldvae.data.episodes import EPISODE_KEYS, has_states, read_episode
+
+ray = pytest.importorskip("ray")
+
+OPTS = {"frame_size": [16, 16]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray of 2 CPUs for the module (start-up costs seconds)."""
+    # Ray gives its raylet a fixed time to register; on a loaded machine that can run out,
+    # so start it up to three times before failing.
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+    yield
+    ray.shutdown()
+
+
+def _episodes(root: Path) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        p.name: read_episode(p, EPISODE_KEYS + (("states",) if has_states(p) else ()))
+        for p in sorted((root / "episodes").glob("ep_*.npz"))
+    }
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    ea, eb = _episodes(a), _episodes(b)
+    assert ea.keys() == eb.keys() and ea
+    for name in ea:
+        assert ea[name].keys() == eb[name].keys()
+        for key in ea[name]:
+            np.testing.assert_array_equal(ea[name][key], eb[name][key], err_msg=f"{name}:{key}")
+
+
+def square(x: int) -> int:
+    if x == 13:
+        raise ValueError("thirteen")
+    return x * x
+
+
+def test_run_tasks_returns_every_result_and_stops_when_told():
+    remote = ray.remote(num_cpus=1)(square)
+    got: dict[int, int] = {}
+
+    def keep(x: int, value: int) -> bool:
+        got[x] = value
+        return len(got) < 3 if stop_early else True
+
+    stop_early = False
+    run_tasks(ray, remote, iter(range(6)), lambda x: (x,), 2, keep)
+    assert got == {x: x * x for x in range(6)}
+
+    got.clear()
+    stop_early = True
+    run_tasks(ray, remote, iter(range(100)), lambda x: (x,), 2, keep)
+    assert len(got) == 3  # nothing more handed out once the callback says stop
+
+    with pytest.raises(RuntimeError, match=r"^item 13 failed on the Ray cluster: ValueError: "):
+        run_tasks(ray, remote, iter([12, 13]), lambda x: (x,), 2, lambda x, v: True,
+                  describe=lambda x: f"item {x}")  # fmt: skip
+
+
+def test_ray_episodes_equal_local_collect(tmp_path):
+    """Episodes played as Ray tasks are the files a local collect writes for the same seed."""
+    local = collect(tmp_path / "local", "CartPole-v1", n_episodes=3, seed=5, env_options=OPTS,
+                    progress=False)  # fmt: skip
+    assert local.total_episodes == 3
+    options = resolve_env_options("CartPole-v1", env_options() | OPTS)
+    out = tmp_path / "ray" / "episodes"
+    out.mkdir(parents=True)
+    done: dict[int, int] = {}
+    play_on_ray(
+        "ray", "CartPole-v1", options, PolicySpec.parse("random"), 5, out, iter(range(3)),
+        lambda i, n: done.setdefault(i, n) > 0, n_workers=2, record_state=True,
+    )  # fmt: skip
+    assert sorted(done) == [0, 1, 2]
+    _assert_same(tmp_path / "local", tmp_path / "ray")
+    assert "states" in _episodes(tmp_path / "ray")["ep_0000000.npz"]  # CartPole's true state
+    assert sum(done.values()) == local.total_frames
+    assert not list(out.glob(".*"))  # no temporaries left
+
+
+def test_connect_ray_uses_the_running_ray_and_refuses_local():
+    assert connect_ray("ray") is ray
+    with pytest.raises(ValueError, match="--cluster ray"):
+        connect_ray("local")
+    assert uses_ray("10.0.0.1:6379") and check_cluster("ray") == "ray"
