@@ -21,6 +21,7 @@ from agents.comparison import CompareConfig, ComparisonResult, run_comparison
 from agents.evaluation import evaluate_bundle
 from agents.report import write_report
 from envs import collect
+from envs.cluster import uses_ray
 from envs.factory import env_options, resolve_env_options
 from worldvae.atomic import write_json
 from worldvae.data import EpisodeDataset
@@ -172,10 +173,16 @@ def run_pipeline(
     seeds: tuple[int, ...] | None = None,
     backend: str | None = None,
     settings: dict[str, Any] | None = None,
+    cluster: str = "local",
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
 ) -> Path:
     """Run every stage of ``preset_name`` (optionally on another env, algorithm, arms, seeds or
     backend, or with other ``settings`` of the preset); return ``report.md``. Impossible arms
     are refused before anything runs. Each stage's wall-clock is logged as it ends.
+
+    ``cluster="ray"`` (or a Ray address) trains the agents as Ray tasks, each asking for
+    ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (:mod:`agents.ray_runs`).
     """
     if isinstance(preset_name, Preset):
         preset, preset_name = preset_name, "custom"
@@ -278,7 +285,14 @@ def run_pipeline(
         subprocess_envs=preset.subprocess_envs,
         max_train_seconds=preset.max_train_seconds,
     )
-    result = run_comparison(ccfg, out / "compare", progress=progress)
+    if uses_ray(cluster):
+        from agents.ray_runs import run_comparison_on_ray
+
+        result = run_comparison_on_ray(
+            ccfg, out / "compare", cluster, cpus_per_run, gpus_per_run, progress
+        )
+    else:
+        result = run_comparison(ccfg, out / "compare", progress=progress)
     stage_done("compare", t)
     print(f"[3/4] agents: {out / 'compare' / 'runs'}", flush=True)
 

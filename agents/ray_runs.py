@@ -9,6 +9,7 @@ driver continues from its last checkpoint when the command is re-run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,16 @@ class RunLike(Protocol):
     def path(self) -> Path: ...
 
 
+def train_bundle(run: Any, subprocess_envs: bool = False) -> bool:
+    """Train one comparison run into its bundle unless it is complete; True when skipped."""
+    from agents.training import train_agent
+
+    r = train_agent(
+        run.config, run.path, skip_complete=True, progress=False, subprocess_envs=subprocess_envs
+    )
+    return r.skipped
+
+
 def _train_with_threads(train: Callable[[Any], Any], run: Any, n_threads: int) -> str:
     """The body of one Ray task: ``train(run)`` with ``n_threads`` torch threads."""
     import torch
@@ -41,7 +52,7 @@ def _train_with_threads(train: Callable[[Any], Any], run: Any, n_threads: int) -
 def train_runs_on_ray(
     cluster: str,
     runs: Sequence[RunLike],
-    train: Callable[[Any], Any],
+    train: Callable[[Any], Any] = train_bundle,
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     on_trained: Callable[[Any], None] | None = None,
@@ -51,7 +62,8 @@ def train_runs_on_ray(
     Args:
         cluster: ``"ray"`` or a Ray address (see :mod:`envs.cluster`).
         runs: the comparison's runs; each has a ``path`` (its bundle directory).
-        train: ``train(run)`` trains one run into ``run.path`` (a picklable function).
+        train: ``train(run)`` trains one run into ``run.path`` (a picklable function; by
+            default :func:`train_bundle`, which continues an unfinished bundle).
         cpus_per_run: CPUs Ray reserves for a run; also its torch thread count.
         gpus_per_run: GPUs Ray reserves for a run (fractions share one GPU).
         on_trained: called on the driver with each run as it finishes (progress).
@@ -96,3 +108,36 @@ def train_runs_on_ray(
         describe=lambda r: f"run {r.path}",
     )
     return trained
+
+
+def run_comparison_on_ray(
+    cfg: Any,
+    out_dir: str | Path,
+    cluster: str = "ray",
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    progress: bool = True,
+) -> Any:
+    """:func:`agents.comparison.run_comparison` with its runs trained as Ray tasks.
+
+    The runs are planned (arms checked, control encoders built) on the driver, every
+    incomplete run is trained on the cluster, then the comparison evaluates and aggregates
+    the bundles from shared storage as it does locally (finding every run complete, it trains
+    nothing). Re-running continues: complete runs are skipped, cut ones resume.
+
+    Returns:
+        the :class:`agents.comparison.ComparisonResult`.
+    """
+    from tqdm.auto import tqdm
+
+    from agents.comparison import plan_runs, run_comparison
+
+    runs = plan_runs(cfg, out_dir)
+    bar = tqdm(total=len(runs), unit="run", desc="compare on Ray", disable=not progress)
+    bar.update(sum(is_complete(run.path) for run in runs))
+    try:
+        train = functools.partial(train_bundle, subprocess_envs=cfg.subprocess_envs)
+        train_runs_on_ray(cluster, runs, train, cpus_per_run, gpus_per_run, lambda _: bar.update(1))
+    finally:
+        bar.close()
+    return run_comparison(cfg, out_dir, progress=progress)

@@ -21,3 +21,16 @@ def test_ray_runs_refuse_bad_resources_before_connecting(tmp_path):
         train_runs_on_ray("ray", [], print, cpus_per_run=0)
     with pytest.raises(ValueError, match="--gpus-per-run >= 0"):
         train_runs_on_ray("ray", [], print, gpus_per_run=-1)
+
+
+@pytest.mark.parametrize("command", ["compare", "pipeline"])
+def test_cli_refuses_a_bad_cluster_before_anything_runs(command, tmp_path, capsys):
+    from worldvae.cli.main import main
+
+    args = [command, "--out", str(tmp_path / "out"), "--cluster", "ray ", "--seeds", "1"]
+    if command == "compare":
+        args += ["--env", "CartPole-v1", "--obs", "pixel"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "worldvae: error: --cluster takes 'local', 'ray' or a Ray address" in err
+    assert not (tmp_path / "out").exists()

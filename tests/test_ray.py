@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from envs.cluster import check_cluster, connect_ray, run_tasks, uses_ray
 from envs.collector import collect
@@ -105,3 +110,72 @@ def test_connect_ray_uses_the_running_ray_and_refuses_local():
     with pytest.raises(ValueError, match="--cluster ray"):
         connect_ray("local")
     assert uses_ray("10.0.0.1:6379") and check_cluster("ray") == "ray"
+
+
+def _compare_cfg(tmp_path: Path) -> Any:
+    from agents.comparison import CompareConfig
+    from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+
+    if not (tmp_path / "vae").exists():
+        torch.manual_seed(0)
+        cfg = AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
+        save_model(Autoencoder(cfg), tmp_path / "vae")
+    cfg = CompareConfig(
+        env_id="CartPole-v1",
+        model_dir=str(tmp_path / "vae"),
+        obs_kinds=("latent",),
+        seeds=(0, 1),
+        total_timesteps=64,
+        eval_freq=64,
+        eval_episodes=1,
+        final_eval_episodes=1,
+        env_options={"frame_size": 16, "max_episode_steps": 20},
+        overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        n_envs=2,
+        probe=False,
+    )
+    return cfg
+
+
+def _compare_runs(tmp_path: Path, out: Path) -> list:
+    from agents.comparison import plan_runs
+
+    return plan_runs(_compare_cfg(tmp_path), out)
+
+
+def _weights(bundle: Path) -> dict[str, torch.Tensor]:
+    """The policy's parameters, read from the SB3 zip without unpickling."""
+    with zipfile.ZipFile(bundle / "agent.zip") as z, z.open("policy.pth") as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow  # about 12 s: four tiny PPO runs
+def test_ray_comparison_runs_equal_local_runs_and_resume(tmp_path):
+    from agents.ray_runs import run_comparison_on_ray, train_bundle, train_runs_on_ray
+
+    local = _compare_runs(tmp_path, tmp_path / "local")
+    torch.set_num_threads(1)  # a Ray run with one CPU trains on one thread, as a local worker
+    for run in local:
+        train_bundle(run)
+    on_ray = _compare_runs(tmp_path, tmp_path / "ray")
+    assert sorted(train_runs_on_ray("ray", on_ray)) == [r.path for r in on_ray]
+    for a, b in zip(local, on_ray, strict=True):
+        wa, wb = _weights(a.path), _weights(b.path)
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+
+    # A driver killed mid-comparison: one bundle complete, one not. The rerun trains only the
+    # incomplete one.
+    kept = on_ray[0].path / "agent.zip"
+    stamp = kept.stat().st_mtime_ns
+    info = json.loads((on_ray[1].path / "config.json").read_text())
+    (on_ray[1].path / "config.json").write_text(json.dumps(info | {"status": "training"}))
+    assert train_runs_on_ray("ray", on_ray) == [on_ray[1].path]
+    assert kept.stat().st_mtime_ns == stamp
+    assert train_runs_on_ray("ray", on_ray) == []  # all complete: Ray is not even asked
+
+    # The whole comparison on Ray: nothing left to train, the bundles evaluated on the driver.
+    result = run_comparison_on_ray(_compare_cfg(tmp_path), tmp_path / "ray", progress=False)
+    assert sorted(r["seed"] for r in result.runs) == [0, 1]
+    assert kept.stat().st_mtime_ns == stamp
+    assert (tmp_path / "ray" / "results.json").is_file()

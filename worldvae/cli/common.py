@@ -118,3 +118,27 @@ def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from envs.factory import recommended_options
 
     return recommended_options(args.env, given_env_options(args))
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser, per_run: bool = False) -> None:
+    """``--cluster`` (local processes, or Ray: docs/scaling.md); with ``per_run``, what each
+    run asks of the Ray cluster."""
+    p.add_argument(
+        "--cluster",
+        default="local",
+        help="local (default) | ray (join this machine's Ray cluster, or start one) | a Ray "
+        "address HOST:6379 or ray://HOST:10001; needs the [ray] extra",
+    )
+    if per_run:
+        p.add_argument(
+            "--cpus-per-run",
+            type=bounded(float, 0.0, 1024, low_open=True),
+            default=1.0,
+            help="with --cluster: CPUs (and torch threads) per run (default 1)",
+        )
+        p.add_argument(
+            "--gpus-per-run",
+            type=bounded(float, 0.0, 64),
+            default=0.0,
+            help="with --cluster: GPUs per run; fractions share one (default 0)",
+        )

@@ -7,7 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from worldvae.cli.common import add_backend_argument, parse_env_kwargs
+from envs.cluster import uses_ray
+from worldvae.cli.common import add_backend_argument, add_cluster_arguments, parse_env_kwargs
 from worldvae.cli.options import bounded
 from worldvae.rundir import RunDirLock, check_ours
 
@@ -69,6 +70,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="accept a model trained on another env",
     )
+    add_cluster_arguments(p, per_run=True)
     p.set_defaults(func=run_compare)
 
 
@@ -79,6 +81,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from agents.report import write_report
     from worldvae.versions import machine_description
 
+    on_ray = uses_ray(args.cluster)  # a bad value is refused before anything runs
     cfg = CompareConfig(
         env_id=args.env,
         model_dir=args.model,
@@ -109,7 +112,14 @@ def run_compare(args: argparse.Namespace) -> int:
     )
     check_ours(args.out, COMPARE_ENTRIES, "compare")
     with RunDirLock(args.out, "compare"):
-        result = run_comparison(cfg, args.out)
+        if on_ray:
+            from agents.ray_runs import run_comparison_on_ray
+
+            result = run_comparison_on_ray(
+                cfg, args.out, args.cluster, args.cpus_per_run, args.gpus_per_run
+            )
+        else:
+            result = run_comparison(cfg, args.out)
         report = write_report(
             result,
             args.out / "report",
@@ -153,12 +163,14 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         help="override one of the preset's settings, e.g. max_train_seconds=240 (repeatable)",
     )
     p.add_argument("--out", type=Path, default=None, help="default runs/pipeline/PRESET__ENV")
+    add_cluster_arguments(p, per_run=True)
     p.set_defaults(func=run_pipeline_command)
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
     from agents.pipeline import PRESETS, run_pipeline
 
+    uses_ray(args.cluster)  # a bad value is refused before anything runs
     preset = args.preset
     env = args.env or PRESETS[preset].env_id
     out = args.out or Path("runs") / "pipeline" / f"{preset}__{env.replace('/', '_')}"
@@ -174,6 +186,9 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
             seeds=tuple(range(args.seeds)) if args.seeds else None,
             backend=args.backend,
             settings=parse_env_kwargs(args.set),
+            cluster=args.cluster,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
         )
     print(f"done: {report}")
     return 0
