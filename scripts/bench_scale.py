@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
 
+from worldvae.distributed import DistContext, wrap_for_ranks
 from worldvae.precision import machine_summary
 
 
@@ -119,10 +120,8 @@ def train_steps(
     model = Autoencoder(AutoencoderConfig(kind="vae", frame_shape=(64, 64, 3)))
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step_fn: Any = model.training_loss
-    if ddp:
-        wrapped = torch.nn.parallel.DistributedDataParallel(_Loss(model))
-        step_fn = wrapped
+    ctx = DistContext(rank, world, backend="gloo") if ddp else DistContext()
+    step_fn = wrap_for_ranks(model, ctx, torch.device("cpu"))  # DDP as the trainer wraps it
     share = args.batch_size // world
     frames = torch.from_numpy(make_frames(share * 4, 64, seed=rank))
     for i in range(args.steps + 1):
@@ -142,15 +141,6 @@ def train_steps(
         out.put(args.steps * args.batch_size / seconds)
     if ddp:
         dist.destroy_process_group()
-
-
-class _Loss(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, frames: torch.Tensor, step: int) -> Any:
-        return self.model.training_loss(frames, step)  # type: ignore[operator]
 
 
 def train_block(world: int, threads: int, args: argparse.Namespace) -> float:

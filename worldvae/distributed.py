@@ -197,3 +197,96 @@ def microbatch_seed(seed: int, step: int, shard: int) -> int:
     computes it, nor on how many ranks there are.
     """
     return int(np.random.SeedSequence([seed, step, shard]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class LossModule(torch.nn.Module):
+    """A model's ``training_loss(frames, step)`` as ``forward``, so that DDP can wrap it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, step: int) -> Any:
+        return self.model.training_loss(frames, step)  # type: ignore[operator]
+
+
+def wrap_for_ranks(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> Any:
+    """What a training step calls: DDP over :class:`LossModule` under torchrun, else the
+    model's own ``training_loss``. Both take ``(frames, step)`` and return ``(loss, metrics)``."""
+    if not ctx.is_distributed:
+        return model.training_loss
+    return torch.nn.parallel.DistributedDataParallel(
+        LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block with the torch RNG seeded to ``seed``, then restore the outer state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass
+class ShardedStep:
+    """What :func:`sharded_backward` did: metrics averaged over this rank's microbatches, and
+    whether every rank's losses were finite (if not, ``bad_loss`` is this rank's first bad
+    value or nan, and no gradient was reduced)."""
+
+    metrics: dict[str, torch.Tensor]
+    finite: bool
+    bad_loss: float = float("nan")
+
+
+def sharded_backward(
+    loss_fn: Any,
+    micro: list[torch.Tensor],
+    step: int,
+    shard_ids: list[int],
+    seed: int,
+    ctx: DistContext,
+    device: torch.device,
+    amp: Any = None,
+) -> ShardedStep:
+    """Forward and backward over this rank's microbatches of one global batch.
+
+    ``micro[j]`` is shard ``shard_ids[j]``'s uint8 ``(B / data_shards, H, W, C)`` microbatch;
+    its random draws come from :func:`microbatch_seed` ``(seed, step, shard)``, and its loss
+    is divided by the number of microbatches. Under DDP the gradients are all-reduced only on
+    the last microbatch (``no_sync`` before it) and averaged over ranks, so the gradient is
+    the mean over all ``data_shards`` microbatches whatever the number of ranks. The finite
+    check is agreed by every rank before the last backward, so either all ranks reduce or
+    none does (none waits at a collective the others skipped).
+
+    Args:
+        loss_fn: from :func:`wrap_for_ranks`; ``loss_fn(frames, step) -> (loss, metrics)``.
+        amp: a context manager factory for autocast (None: full precision).
+    """
+    k = len(micro)
+    if k != len(shard_ids) or k == 0:
+        raise ValueError(f"got {k} microbatches for shards {shard_ids}; give one per shard")
+    ddp = loss_fn if isinstance(loss_fn, torch.nn.parallel.DistributedDataParallel) else None
+    totals: dict[str, torch.Tensor] = {}
+    finite, bad_loss = True, float("nan")
+    for j, batch in enumerate(micro):
+        last = j == k - 1
+        with ddp.no_sync() if ddp is not None and not last else _nothing():
+            with seeded(microbatch_seed(seed, step, shard_ids[j]), device), (amp or _nothing)():
+                loss, metrics = loss_fn(batch, step)
+            if finite and not bool(torch.isfinite(loss)):
+                finite, bad_loss = False, float(loss.detach())
+            if last:
+                finite = ctx.all_true(finite)
+            if not finite:
+                continue  # no backward: under DDP every rank skips the reduction together
+            (loss / k).backward()
+        for name, value in metrics.items():
+            totals[name] = totals.get(name, 0.0) + value.detach().float() / k
+    return ShardedStep(totals, finite, bad_loss)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
