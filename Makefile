@@ -4,8 +4,9 @@ PYTHON ?= python3
 # The CPU build of torch lies on disk here; on a CUDA machine set TORCH_SPEC=torch.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+MIN_VENV ?= .venv-min
 
-.PHONY: install test test-all lint bench pipeline clean
+.PHONY: install test test-all test-min lint bench pipeline clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,22 @@ install: $(BIN)/.installed
 
 test: install
 	$(BIN)/pytest
+
+# Every direct dependency at its declared minimum (uv's lowest-direct resolution), then the
+# default tests. torch is held at $(TORCH_SPEC), the CPU build on this machine's disk (its older
+# releases are CUDA builds of several GB).
+$(MIN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q uv "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(MIN_VENV)/torch-override.txt
+	$(MIN_VENV)/bin/uv pip install -q --python $(MIN_VENV)/bin/python \
+		--resolution lowest-direct --override $(MIN_VENV)/torch-override.txt \
+		$(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) -e ".[all,dev]"
+	touch $@
+
+test-min: $(MIN_VENV)/.installed
+	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|numpy|scipy|gymnasium|stable.baselines3|opencv-python|matplotlib|safetensors|tqdm|tensorboard|pyyaml|ale.py|minigrid|cma|envpool|pytest) "
+	$(MIN_VENV)/bin/pytest
 
 test-all: install
 	$(BIN)/pytest -m "not gpu"
@@ -37,4 +54,4 @@ pipeline: install
 	$(BIN)/worldvae pipeline
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache .mypy_cache
