@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,16 +114,6 @@ def anomaly_scores(model: Autoencoder, frames: np.ndarray, batch_size: int = 256
     return np.concatenate(
         [model.anomaly_score(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
     )
-
-
-@dataclass(frozen=True)
-class AnomalyReport:
-    threshold: float
-    quantile: float
-    flagged_in_distribution: float
-    flagged_shifted: float | None
-    mean_score_in_distribution: float
-    mean_score_shifted: float | None
 
 
 def calibrate_threshold(val_scores: np.ndarray, quantile: float = 0.99) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from worldvae.configs import check_ranges, option, reject_unknown_keys
@@ -56,7 +56,6 @@ class AutoencoderConfig:
     l1_weight: float = option(1e-2, "sparse: L1 weight on the code", 0.0, 1e6)
     topk: int = option(8, "topk: code units kept", 1, 4096)
     contractive_weight: float = option(1e-2, "contractive: weight of ||J||_F^2", 0.0, 1e6)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -86,8 +85,10 @@ class AutoencoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderConfig:
         """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
-        reject_unknown_keys(cls, d, "autoencoder config")
         d = dict(d)
+        if d.get("extra") == {}:  # an empty field that earlier configs carried
+            del d["extra"]
+        reject_unknown_keys(cls, d, "autoencoder config")
         if "frame_shape" in d:
             d["frame_shape"] = tuple(d["frame_shape"])
         if "channels" in d:
