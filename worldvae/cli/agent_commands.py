@@ -54,6 +54,12 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval-episodes", type=bounded(int, 1, 100_000), default=5)
     p.add_argument(
+        "--max-train-seconds",
+        type=bounded(float, 0.0, 1e9, low_open=True),
+        default=None,
+        help="stop training after this many seconds of training (a wall-clock budget)",
+    )
+    p.add_argument(
         "--checkpoint-freq",
         type=bounded(int, 0, 10**11),
         default=10_000,
@@ -83,6 +89,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
         "eval_freq": args.eval_freq,
         "eval_episodes": args.eval_episodes,
         "checkpoint_freq": args.checkpoint_freq,
+        "max_train_seconds": args.max_train_seconds,
         "device": args.device,
         "memory_dir": args.memory,
         "dream": args.dream,
