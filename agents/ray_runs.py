@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -130,8 +131,9 @@ def run_comparison_on_ray(
     """
     from tqdm.auto import tqdm
 
-    from agents.comparison import plan_runs, run_comparison
+    from agents.comparison import plan_runs, run_comparison, write_results
 
+    start = time.perf_counter()
     runs = plan_runs(cfg, out_dir)
     bar = tqdm(total=len(runs), unit="run", desc="compare on Ray", disable=not progress)
     bar.update(sum(is_complete(run.path) for run in runs))
@@ -140,4 +142,9 @@ def run_comparison_on_ray(
         train_runs_on_ray(cluster, runs, train, cpus_per_run, gpus_per_run, lambda _: bar.update(1))
     finally:
         bar.close()
-    return run_comparison(cfg, out_dir, progress=progress)
+    on_ray = time.perf_counter() - start
+    result = run_comparison(cfg, out_dir, progress=progress)
+    # The training stage's time is the time on the cluster, not the driver's skip of it.
+    result.timings["train"] = round(result.timings.get("train", 0.0) + on_ray, 1)
+    write_results(result)
+    return result

@@ -174,8 +174,12 @@ def test_ray_comparison_runs_equal_local_runs_and_resume(tmp_path):
     assert kept.stat().st_mtime_ns == stamp
     assert train_runs_on_ray("ray", on_ray) == []  # all complete: Ray is not even asked
 
-    # The whole comparison on Ray: nothing left to train, the bundles evaluated on the driver.
+    # The whole comparison on Ray: the one cut run trains on the cluster (its time counted as
+    # the training stage's), then the bundles are evaluated on the driver.
+    info = json.loads((on_ray[1].path / "config.json").read_text())
+    (on_ray[1].path / "config.json").write_text(json.dumps(info | {"status": "training"}))
     result = run_comparison_on_ray(_compare_cfg(tmp_path), tmp_path / "ray", progress=False)
     assert sorted(r["seed"] for r in result.runs) == [0, 1]
     assert kept.stat().st_mtime_ns == stamp
-    assert (tmp_path / "ray" / "results.json").is_file()
+    saved = json.loads((tmp_path / "ray" / "results.json").read_text())
+    assert saved["timings"]["train"] == result.timings["train"] > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from worldvae.cli.options import add_config_options, bounded, config_values
@@ -32,7 +33,15 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train_vae(args: argparse.Namespace) -> int:
+    from worldvae.distributed import launched_by_torchrun
     from worldvae.training import train_autoencoder
+
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        # N copies of a one-process trainer would each write the same run folder.
+        raise ValueError(
+            f"train-vae runs as one process for now, got WORLD_SIZE={os.environ['WORLD_SIZE']} "
+            "from torchrun; run it without torchrun (or with --nproc-per-node 1)"
+        )
 
     cfg = TrainConfig(
         model=config_values(args, args.model_fields), **config_values(args, args.train_fields)
