@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 LOCAL = "local"
 RAY = "ray"
-INSTALL_HINT = "pip install 'worldvae[ray]' (or pip install 'ray>=2.9')"
+INSTALL_HINT = "pip install 'worldvae[ray]' (or pip install 'ray>=2.20')"
 
 
 def check_cluster(cluster: str) -> str:
