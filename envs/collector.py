@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from envs.cluster import connect_ray, uses_ray
 from envs.factory import env_options as default_env_options
 from envs.factory import make_env_from_options, resolve_env_options
 from envs.policies import PolicySpec
@@ -213,6 +214,7 @@ def collect(
     overwrite: bool = False,
     progress: bool = True,
     record_state: bool | None = None,
+    cluster: str = "local",
 ) -> CollectResult:
     """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
 
@@ -232,7 +234,14 @@ def collect(
             in the manifest; see :mod:`envs.state`). None: on for envs with a known state
             (classic control, MiniGrid, CarRacing), off otherwise. True on an env without a
             known state is an error.
+        cluster: ``"local"`` (worker processes), or ``"ray"`` / a Ray address: each episode is
+            a Ray task (one CPU; ``n_workers`` at once) writing the same file as a local worker
+            would, so a Ray collection equals a local one for the same seed and resumes the
+            same way (see :mod:`envs.ray_collect`).
     """
+    on_ray = uses_ray(cluster)
+    if on_ray:  # an unreachable or malformed cluster is refused before anything is written
+        connect_ray(cluster)
     if (n_episodes is None) == (n_frames is None):
         raise ValueError("give exactly one of n_episodes or n_frames")
     budget = n_episodes if n_episodes is not None else n_frames
@@ -304,54 +313,70 @@ def collect(
     workers = []
     in_flight: set[int] = set()
     try:
-        if enough() is None:
-            workers = [
-                ctx.Process(
-                    target=_worker,
-                    args=(
-                        env_id,
-                        options,
-                        spec,
-                        seed,
-                        str(episodes_dir),
-                        compress,
-                        tasks,
-                        results,
-                        bool(record_state),
-                        os.getpid(),
-                    ),
-                    daemon=True,
-                )
-                for _ in range(n_workers)
-            ]
-            for w in workers:
-                w.start()
-            for _ in range(2 * n_workers):
-                index = next(todo, None)
-                if index is not None:
-                    tasks.put(index)
-                    in_flight.add(index)
-        while enough() is None:
-            try:
-                kind, index, payload = results.get(timeout=5.0)
-            except queue.Empty:
-                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
-                if dead or not in_flight:
-                    raise RuntimeError(
-                        f"collector worker died (exit codes {dead}); see its output above"
-                    ) from None
-                continue
-            if kind == "error":
-                raise WorkerError(f"collector worker failed on episode {index}", payload)
-            if kind == "steps":
-                bar.update(payload)
-                continue
-            done[index] = payload
-            in_flight.discard(index)
-            bar.set_postfix(episodes=len(done), refresh=False)
-            if enough() is None and (nxt := next(todo, None)) is not None:
-                tasks.put(nxt)
-                in_flight.add(nxt)
+        if on_ray:
+            if enough() is None:
+                from envs.ray_collect import play_on_ray
+
+                def on_done(index: int, n: int) -> bool:
+                    done[index] = n
+                    if n_frames is not None:
+                        bar.update(n)
+                    bar.set_postfix(episodes=len(done), refresh=False)
+                    return enough() is None
+
+                play_on_ray(
+                    cluster, env_id, options, spec, seed, episodes_dir, todo, on_done,
+                    n_workers, compress, bool(record_state),
+                )  # fmt: skip
+        else:
+            if enough() is None:
+                workers = [
+                    ctx.Process(
+                        target=_worker,
+                        args=(
+                            env_id,
+                            options,
+                            spec,
+                            seed,
+                            str(episodes_dir),
+                            compress,
+                            tasks,
+                            results,
+                            bool(record_state),
+                            os.getpid(),
+                        ),
+                        daemon=True,
+                    )
+                    for _ in range(n_workers)
+                ]
+                for w in workers:
+                    w.start()
+                for _ in range(2 * n_workers):
+                    index = next(todo, None)
+                    if index is not None:
+                        tasks.put(index)
+                        in_flight.add(index)
+            while enough() is None:
+                try:
+                    kind, index, payload = results.get(timeout=5.0)
+                except queue.Empty:
+                    dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                    if dead or not in_flight:
+                        raise RuntimeError(
+                            f"collector worker died (exit codes {dead}); see its output above"
+                        ) from None
+                    continue
+                if kind == "error":
+                    raise WorkerError(f"collector worker failed on episode {index}", payload)
+                if kind == "steps":
+                    bar.update(payload)
+                    continue
+                done[index] = payload
+                in_flight.discard(index)
+                bar.set_postfix(episodes=len(done), refresh=False)
+                if enough() is None and (nxt := next(todo, None)) is not None:
+                    tasks.put(nxt)
+                    in_flight.add(nxt)
     finally:
         for _ in workers:
             tasks.put(None)

@@ -105,6 +105,23 @@ def test_ray_episodes_equal_local_collect(tmp_path):
     assert not list(out.glob(".*"))  # no temporaries left
 
 
+def test_collect_on_ray_writes_the_local_dataset_and_resumes(tmp_path):
+    """`collect(cluster="ray")`: the same dataset as local for the same seed; a re-run after a
+    lost episode plays only that one."""
+    kw = {"n_frames": 120, "seed": 3, "env_options": OPTS, "progress": False}
+    local = collect(tmp_path / "local", "CartPole-v1", **kw)
+    on_ray = collect(tmp_path / "ray", "CartPole-v1", cluster="ray", n_workers=2, **kw)
+    assert (on_ray.total_episodes, on_ray.total_frames) == (
+        local.total_episodes,
+        local.total_frames,
+    )
+    _assert_same(tmp_path / "local", tmp_path / "ray")
+    (tmp_path / "ray" / "episodes" / "ep_0000001.npz").unlink()
+    again = collect(tmp_path / "ray", "CartPole-v1", cluster="ray", n_workers=2, **kw)
+    assert again.new_episodes == 1
+    _assert_same(tmp_path / "local", tmp_path / "ray")
+
+
 def test_connect_ray_uses_the_running_ray_and_refuses_local():
     assert connect_ray("ray") is ray
     with pytest.raises(ValueError, match="--cluster ray"):

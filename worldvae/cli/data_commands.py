@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from worldvae.cli.common import add_env_arguments, env_options_from_args
+from worldvae.cli.common import add_cluster_arguments, add_env_arguments, env_options_from_args
 from worldvae.cli.options import bounded
 from worldvae.rundir import RunDirLock
 
@@ -41,6 +41,7 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
         help="store the env's true state per frame (default: on for classic control, MiniGrid "
         "and CarRacing, off for other envs)",
     )
+    add_cluster_arguments(p)
     p.set_defaults(func=run_collect)
 
 
@@ -70,6 +71,7 @@ def _collect(args: argparse.Namespace, collect: Any) -> Any:
         compress=not args.no_compress,
         overwrite=args.overwrite,
         record_state=args.record_state,
+        cluster=args.cluster,
     )
 
 
