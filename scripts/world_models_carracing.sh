@@ -10,7 +10,7 @@
 set -euo pipefail
 OUT=${1:-runs/world_carracing}
 AGENT_SECONDS=${AGENT_SECONDS:-420}
-W="python -m worldvae"
+W="${PYTHON:-python} -m worldvae"
 $W collect --env CarRacing-v3 --frames 20000 --workers 2 --policy brownian --seed 0 --out "$OUT/data"
 $W train-vae --data "$OUT/data" --out "$OUT/vae" --latent-dim 32 --epochs 5 --batch-size 128 \
     --max-seconds 420 --resume
