@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from agents.arms import check_arms, get_arm
 from agents.config import AgentConfig, resolve_config
-from agents.controls import arm_model_dir, best_model_dir, vae_data_dir
+from agents.controls import arm_model_dir, vae_data_dir
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
 from agents.statistics import (
@@ -39,6 +39,7 @@ from agents.training import train_agent
 from worldvae.atomic import atomic_open, write_json
 from worldvae.data.manifest import Manifest
 from worldvae.envspec import EnvSpec, read_env_spec
+from worldvae.models.io import resolve_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +88,17 @@ class CompareConfig:
         """The env options every arm gets: the spec the VAE records (else its dataset's), with
         ``env_options`` checked against it, so the pixel arm sees the VAE's frames too."""
         spec = read_env_spec(self.model_dir) if self.model_dir else None
+        where = f"the model {self.model_dir}"
         data_dir = self.resolved_data_dir()
         if spec is None and data_dir is not None:
             manifest = Manifest.load(data_dir)
-            spec = EnvSpec(manifest.env_id, dict(manifest.env_options))
-            return spec.resolve(None, self.env_options, f"the dataset {data_dir}")
+            spec, where = (
+                EnvSpec(manifest.env_id, dict(manifest.env_options)),
+                f"the dataset {data_dir}",
+            )
         if spec is None:
             return dict(self.env_options)
-        return spec.resolve(None, self.env_options, f"the model {self.model_dir}")
+        return spec.resolve(self.env_options, where)
 
     def agent_config(self, obs: str, seed: int, model_dir: str | None = None) -> AgentConfig:
         """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.controls`)."""
@@ -396,7 +400,7 @@ def probe_arms(cfg: CompareConfig, runs: list[Run]) -> dict[str, Any]:
         run = next((r for r in runs if r.obs == obs), None)
         if run is None or run.config.model_dir is None:
             continue
-        encoder = load_encoder(best_model_dir(run.config.model_dir), device="cpu")
+        encoder = load_encoder(resolve_model_dir(run.config.model_dir), device="cpu")
         result = probe_dataset(lambda f, e=encoder: e.encode(f), dataset)  # type: ignore[misc]
         out["r2"][obs] = result.as_dict()
         out["n_train"], out["n_test"] = result.n_train, result.n_test

@@ -235,14 +235,11 @@ def agent_env_options(
     """The ``make_env`` options of an agent: the env spec the model records (so the agent sees
     the frames the model was trained on), with ``given`` checked against it; without a recorded
     spec, the env's recommended options updated by ``given``.
-
-    The env id is not compared here: a model of another env is refused (or allowed) by
-    :mod:`agents.preflight`.
     """
     spec = read_env_spec(model_dir) if model_dir else None
     if spec is None:
         return recommended_options(env_id, given)
-    return spec.resolve(None, given, f"the model {model_dir}")
+    return spec.resolve(given, f"the model {model_dir}")
 
 
 def resolve_config(

@@ -22,17 +22,10 @@ import torch
 from agents.arms import get_arm
 from worldvae.data import EpisodeDataset
 from worldvae.models import Autoencoder, save_model
-from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, read_model_config
+from worldvae.models.io import WEIGHTS_NAME, read_model_config, resolve_model_dir
 from worldvae.pca import fit_pca, is_pca_dir
 
 PCA_FIT_FRAMES = 2_000
-
-
-def best_model_dir(model_dir: str | Path) -> Path:
-    """A model directory, or the best checkpoint of a VAE run directory."""
-    path = Path(model_dir)
-    best = path / "checkpoints" / "best"
-    return best if (best / CONFIG_NAME).is_file() else path
 
 
 def vae_data_dir(model_dir: str | Path) -> str | None:
@@ -57,7 +50,7 @@ def random_encoder_dir(
     target = out / f"random_seed{seed}"
     if (target / WEIGHTS_NAME).is_file():
         return target
-    config, vae_extra = read_model_config(best_model_dir(model_dir))
+    config, vae_extra = read_model_config(resolve_model_dir(model_dir))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Autoencoder(config).eval()
@@ -89,7 +82,7 @@ def pca_encoder_dir(
     target = out / "pca"
     if is_pca_dir(target) and (target / WEIGHTS_NAME).is_file():
         return target
-    config, vae_extra = read_model_config(best_model_dir(model_dir))
+    config, vae_extra = read_model_config(resolve_model_dir(model_dir))
     frames = _training_frames(data_dir, config.frame_shape, n_frames)
     extra = {"control": "pca"} | ({"data": vae_extra["data"]} if "data" in vae_extra else {})
     return fit_pca(frames, config.latent_dim, seed=0).save(target, extra)

@@ -19,10 +19,11 @@ from worldvae.data import Episode, EpisodeDataset, load_episode, write_episode
 def test_state_follows_the_env(env_id, names):
     env = make_env(env_id, 16)
     env.reset(seed=3)
+    env.action_space.seed(3)
     first, got = read_state(env)
     assert got == names and first.dtype == np.float32 and first.shape == (len(names),)
     states = [first]
-    for _ in range(5):
+    for _ in range(20):
         env.step(env.action_space.sample())
         states.append(read_state(env)[0])
     assert not all(np.array_equal(states[0], s) for s in states[1:])  # it moves

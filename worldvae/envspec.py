@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from worldvae.models.io import CONFIG_NAME, resolve_model_dir
 
 # Options an agent may set apart from the recorded spec: they do not change what a frame looks
 # like (agents often play longer episodes than the random data was collected with, and a
@@ -46,9 +47,6 @@ class EnvSpec:
     env_id: str
     options: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"env_id": self.env_id, "env_options": _canonical(self.options)}
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvSpec | None:
         """The spec in a record (a model's ``extra_info.data``); None when it holds none."""
@@ -56,14 +54,14 @@ class EnvSpec:
             return None
         return cls(str(d["env_id"]), dict(d["env_options"]))
 
-    def conflicts(self, env_id: str | None, options: dict[str, Any] | None) -> list[str]:
-        """What ``env_id`` and ``options`` (explicit choices) contradict, one line each.
+    def conflicts(self, options: dict[str, Any] | None) -> list[str]:
+        """What ``options`` (explicit choices) contradict, one line each.
 
         Options in :data:`FREE_OPTIONS` and options this spec does not record never conflict.
+        The env id is not compared: a model of another env is refused, or allowed, by
+        ``agents.preflight``.
         """
         problems = []
-        if env_id is not None and env_id != self.env_id:
-            problems.append(f"env id: recorded {self.env_id!r}, given {env_id!r}")
         recorded = _canonical(self.options)
         for key, value in sorted((options or {}).items()):
             if key in FREE_OPTIONS or key not in recorded:
@@ -73,16 +71,14 @@ class EnvSpec:
                 problems.append(f"{key}: recorded {recorded[key]!r}, given {given!r}")
         return problems
 
-    def resolve(
-        self, env_id: str | None, options: dict[str, Any] | None, recorded_in: str
-    ) -> dict[str, Any]:
+    def resolve(self, options: dict[str, Any] | None, recorded_in: str) -> dict[str, Any]:
         """The recorded options with the free ones of ``options`` applied.
 
         Raises:
-            ValueError: ``env_id`` or an option contradicts the spec; names both values and
-                ``recorded_in`` (where the spec comes from).
+            ValueError: an option contradicts the spec; names both values and ``recorded_in``
+                (where the spec comes from).
         """
-        problems = self.conflicts(env_id, options)
+        problems = self.conflicts(options)
         if problems:
             raise ValueError(
                 f"the env spec recorded in {recorded_in} disagrees with what was given ("
@@ -99,12 +95,8 @@ def read_env_spec(model_dir: str | os.PathLike[str]) -> EnvSpec | None:
 
     ``model_dir`` may be a ``train-vae`` run directory (its best checkpoint is read).
     """
-    path = Path(model_dir)
-    for candidate in (path / "checkpoints" / "best" / "config.json", path / "config.json"):
-        try:
-            d = json.loads(candidate.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if "extra_info" in d:
-            return EnvSpec.from_dict(d["extra_info"].get("data", {}))
-    return None
+    try:  # read as JSON: a PCA encoder's config is not an autoencoder's
+        d = json.loads((resolve_model_dir(model_dir) / CONFIG_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return EnvSpec.from_dict(d.get("extra_info", {}).get("data", {}))

@@ -108,8 +108,6 @@ def given_env_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_episode_steps": args.max_episode_steps,
         "env_kwargs": parse_env_kwargs(args.env_kwarg) if args.env_kwarg else None,
     }
-    if isinstance(given["frame_size"], int):
-        given["frame_size"] = [given["frame_size"], given["frame_size"]]
     return {k: v for k, v in given.items() if v is not None} | {"backend": args.backend}
 
 
