@@ -21,7 +21,7 @@ from agents.comparison import CompareConfig, ComparisonResult, run_comparison
 from agents.evaluation import evaluate_bundle
 from agents.report import write_report
 from envs import collect
-from envs.cluster import uses_ray
+from envs.cluster import cluster_cpus, connect_ray, uses_ray
 from envs.factory import env_options, resolve_env_options
 from worldvae.atomic import write_json
 from worldvae.data import EpisodeDataset
@@ -181,7 +181,8 @@ def run_pipeline(
     backend, or with other ``settings`` of the preset); return ``report.md``. Impossible arms
     are refused before anything runs. Each stage's wall-clock is logged as it ends.
 
-    ``cluster="ray"`` (or a Ray address) trains the agents as Ray tasks, each asking for
+    ``cluster="ray"`` (or a Ray address) collects the episodes as Ray tasks
+    (:mod:`envs.ray_collect`) and trains the agents as Ray tasks, each asking for
     ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (:mod:`agents.ray_runs`).
     """
     if isinstance(preset_name, Preset):
@@ -237,14 +238,17 @@ def run_pipeline(
 
     t = time.perf_counter()
     data = out / "data"
+    on_ray = uses_ray(cluster)
     r = collect(
         data,
         preset.env_id,
         n_frames=preset.collect_frames,
-        n_workers=2,
+        # on Ray: one episode task per CPU of the cluster at a time
+        n_workers=cluster_cpus(connect_ray(cluster)) if on_ray else 2,
         policy=preset.collect_policy,
         env_options=opts,
         progress=progress,
+        cluster=cluster,
     )
     stage_done("collect", t)
     print(f"[1/4] data: {r.total_episodes} episodes, {r.total_frames} frames in {data}", flush=True)
@@ -285,7 +289,7 @@ def run_pipeline(
         subprocess_envs=preset.subprocess_envs,
         max_train_seconds=preset.max_train_seconds,
     )
-    if uses_ray(cluster):
+    if on_ray:
         from agents.ray_runs import run_comparison_on_ray
 
         result = run_comparison_on_ray(

@@ -108,17 +108,3 @@ def test_sharded_backward_refuses_a_shard_count_mismatch():
             DistContext(),
             torch.device("cpu"),
         )
-
-
-def test_train_vae_under_several_torchrun_ranks_is_refused_before_writing(
-    tmp_path, capsys, monkeypatch
-):
-    from tests.conftest import write_synthetic_dataset
-    from worldvae.cli.main import main
-
-    data = write_synthetic_dataset(tmp_path / "ds", n_episodes=4)
-    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
-        monkeypatch.setenv(name, value)  # what torchrun --nproc-per-node 2 sets
-    assert main(["train-vae", "--data", str(data), "--out", str(tmp_path / "run")]) != 0
-    assert "train-vae runs as one process for now, got WORLD_SIZE=2" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()

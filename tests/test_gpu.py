@@ -36,3 +36,28 @@ def test_cuda_encode_matches_cpu():
     np.testing.assert_allclose(cpu.encode(frames), gpu.encode(frames), rtol=1e-3, atol=1e-3)
     z = gpu.encode(torch.from_numpy(frames).cuda())
     assert z.device.type == "cuda" and z.shape == (16, 32)
+
+
+def test_torchrun_trains_on_nccl_with_one_gpu_per_rank(tmp_path):
+    """``torchrun`` on a CUDA node: NCCL, ``cuda:LOCAL_RANK``, rank 0 writes the run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    ranks = torch.cuda.device_count()
+    data = write_synthetic_dataset(
+        tmp_path / "ds", n_episodes=8, length=40, frame_shape=(64, 64, 3)
+    )
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc-per-node", str(ranks), "-m", "worldvae", "train-vae", "--data", str(data),
+           "--out", str(run), "--epochs", "1", "--batch-size", str(16 * ranks),
+           "--warmup-steps", "1", "--device", "cuda"]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": os.getcwd()}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["resolved"]["ranks"] == ranks and cfg["resolved"]["device"] == "cuda:0"
+    assert load_model(run).device.type == "cuda"

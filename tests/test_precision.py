@@ -68,7 +68,7 @@ def test_trainer_records_the_resolved_precision_and_the_frames_backend(tmp_path)
     )
     train_autoencoder(data, tmp_path / "run", cfg, progress=False)
     run_cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert run_cfg["resolved"] == {"device": "cpu", "precision": "bf16"}
+    assert run_cfg["resolved"] == {"device": "cpu", "precision": "bf16", "ranks": 1}
     assert run_cfg["data"]["backend"] == "gymnasium"  # datasets without a backend: gymnasium
     _, extra = read_model_config(tmp_path / "run" / "checkpoints" / "best")
     assert extra["data"] == {"env_id": "Synthetic-v0", "backend": "gymnasium", "env_options": {}}

@@ -200,3 +200,19 @@ def test_ray_comparison_runs_equal_local_runs_and_resume(tmp_path):
     assert kept.stat().st_mtime_ns == stamp
     saved = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert saved["timings"]["train"] == result.timings["train"] > 0
+
+
+@pytest.mark.slow  # about a minute: a whole tiny pipeline
+def test_pipeline_on_ray_collects_the_local_dataset(tmp_path):
+    from agents.pipeline import run_pipeline
+
+    settings = {"collect_frames": 150, "vae_epochs": 1, "agent_steps": 128, "eval_freq": 128}
+    settings |= {"seeds": (0,), "obs_kinds": ("latent",), "final_eval_episodes": 1}
+    run_pipeline("smoke", out_dir=tmp_path / "pipe", settings=settings, cluster="ray",
+                 progress=False)  # fmt: skip
+    from worldvae.data import EpisodeDataset
+
+    opts = EpisodeDataset(tmp_path / "pipe" / "data").manifest.env_options
+    collect(tmp_path / "local", "MiniGrid-Empty-5x5-v0", n_frames=150, env_options=opts,
+            progress=False)  # fmt: skip
+    _assert_same(tmp_path / "local", tmp_path / "pipe" / "data")

@@ -69,11 +69,15 @@ class DistContext:
 
     def all_true(self, flag: bool) -> bool:
         """True when ``flag`` is true on every rank (one tiny all-reduce)."""
+        return self.all_true_each([flag])[0]
+
+    def all_true_each(self, flags: list[bool]) -> list[bool]:
+        """Each flag AND-ed over ranks, all in one all-reduce (every rank passes as many)."""
         if not self.is_distributed:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.collective_device)
+            return list(flags)
+        t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=self.collective_device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
+        return [bool(v) for v in t.tolist()]
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (picklable builtins only: numbers, dicts, lists)."""
@@ -200,23 +204,35 @@ def microbatch_seed(seed: int, step: int, shard: int) -> int:
 
 
 class LossModule(torch.nn.Module):
-    """A model's ``training_loss(frames, step)`` as ``forward``, so that DDP can wrap it."""
+    """A model's ``training_loss(frames, step)`` as ``forward``, so that DDP can wrap it.
 
-    def __init__(self, model: torch.nn.Module):
+    ``loss_fn`` replaces the model's own method (e.g. its ``torch.compile`` version).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Any = None):
         super().__init__()
         self.model = model
+        self.loss_fn = loss_fn or model.training_loss
 
     def forward(self, frames: torch.Tensor, step: int) -> Any:
-        return self.model.training_loss(frames, step)  # type: ignore[operator]
+        return self.loss_fn(frames, step)  # type: ignore[operator]
 
 
-def wrap_for_ranks(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> Any:
+def wrap_for_ranks(
+    model: torch.nn.Module, ctx: DistContext, device: torch.device, compile: bool = False
+) -> Any:
     """What a training step calls: DDP over :class:`LossModule` under torchrun, else the
-    model's own ``training_loss``. Both take ``(frames, step)`` and return ``(loss, metrics)``."""
+    model's own ``training_loss``. Both take ``(frames, step)`` and return ``(loss, metrics)``.
+
+    ``compile`` compiles the model's ``training_loss`` (inside DDP, so that DDP's
+    ``no_sync`` still reaches the wrapper).
+    """
+    own: Any = model.training_loss
+    loss_fn = torch.compile(own) if compile else own
     if not ctx.is_distributed:
-        return model.training_loss
+        return loss_fn
     return torch.nn.parallel.DistributedDataParallel(
-        LossModule(model), device_ids=[device.index] if device.type == "cuda" else None
+        LossModule(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None
     )
 
 
@@ -245,7 +261,7 @@ def sharded_backward(
     micro: list[torch.Tensor],
     step: int,
     shard_ids: list[int],
-    seed: int,
+    seed: int | None,
     ctx: DistContext,
     device: torch.device,
     amp: Any = None,
@@ -253,7 +269,8 @@ def sharded_backward(
     """Forward and backward over this rank's microbatches of one global batch.
 
     ``micro[j]`` is shard ``shard_ids[j]``'s uint8 ``(B / data_shards, H, W, C)`` microbatch;
-    its random draws come from :func:`microbatch_seed` ``(seed, step, shard)``, and its loss
+    its random draws come from :func:`microbatch_seed` ``(seed, step, shard)`` (``seed=None``:
+    from the global torch RNG, as an unsharded run draws them), and its loss
     is divided by the number of microbatches. Under DDP the gradients are all-reduced only on
     the last microbatch (``no_sync`` before it) and averaged over ranks, so the gradient is
     the mean over all ``data_shards`` microbatches whatever the number of ranks. The finite
@@ -273,7 +290,12 @@ def sharded_backward(
     for j, batch in enumerate(micro):
         last = j == k - 1
         with ddp.no_sync() if ddp is not None and not last else _nothing():
-            with seeded(microbatch_seed(seed, step, shard_ids[j]), device), (amp or _nothing)():
+            draws = (
+                _nothing()
+                if seed is None
+                else seeded(microbatch_seed(seed, step, shard_ids[j]), device)
+            )
+            with draws, (amp or _nothing)():
                 loss, metrics = loss_fn(batch, step)
             if finite and not bool(torch.isfinite(loss)):
                 finite, bad_loss = False, float(loss.detach())
@@ -281,7 +303,7 @@ def sharded_backward(
                 finite = ctx.all_true(finite)
             if not finite:
                 continue  # no backward: under DDP every rank skips the reduction together
-            (loss / k).backward()
+            (loss / k if k > 1 else loss).backward()
         for name, value in metrics.items():
             totals[name] = totals.get(name, 0.0) + value.detach().float() / k
     return ShardedStep(totals, finite, bad_loss)

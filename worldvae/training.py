@@ -12,6 +12,12 @@ A run directory holds::
 On the CPU the same seed gives the same weights whether or not the run was killed and resumed:
 the data order is a function of (seed, epoch), the torch RNG state is checkpointed, and a resume
 mid-epoch skips the batches already used.
+
+Under ``torchrun`` (see :mod:`worldvae.distributed`) every rank reads its own fixed shards of
+the training episodes and DistributedDataParallel averages the gradients; rank 0 alone writes
+the run directory. With ``data_shards > 1`` each shard's microbatch draws its noise from a seed
+of ``(seed, step, shard)``, so the weights do not depend on the number of ranks, and a run can
+resume on any number of ranks that divides ``data_shards``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +40,16 @@ from tqdm.auto import tqdm
 from worldvae.atomic import atomic_open, recover_dir, torch_save, write_json
 from worldvae.configs import check_ranges, option
 from worldvae.data import EpisodeDataset
-from worldvae.data.loader import make_frame_loader
+from worldvae.data.loader import make_frame_loader, make_sharded_frame_loader
 from worldvae.devices import resolve_device
+from worldvae.distributed import (
+    DistContext,
+    check_data_shards,
+    resolve_rank_device,
+    sharded_backward,
+    shards_of_rank,
+    wrap_for_ranks,
+)
 from worldvae.images import image_grid, save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
@@ -61,6 +76,7 @@ RUN_ENTRIES = ("config.json", "checkpoints", "metrics.csv", "images", "tb", "ins
 def _read_run_config(path: Path) -> dict[str, Any]:
     try:
         d = json.loads(path.read_text())
+        d["train"].setdefault("data_shards", 1)  # runs written before sharding read one shard
         TrainConfig(**d["train"])
         AutoencoderConfig.from_dict(d["model"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -101,6 +117,15 @@ class TrainConfig:
         None, "training time budget of one invocation, in seconds; ends the run", 0.0, 1e9
     )
     skip_corrupt: bool = option(False, "skip unreadable episode files")
+    # The data order depends on the shards, not on the number of ranks (worldvae.distributed).
+    data_shards: int = option(
+        0,
+        "fixed episode shards, each giving batch_size / data_shards frames a step; a multiple "
+        "of the torchrun ranks, and a run resumes on any rank count dividing it (0: one shard "
+        "per rank at the start, or the run's own on --resume)",
+        0,
+        1_000_000,
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -133,8 +158,22 @@ class TrainResult:
     stopped_early: bool
 
 
+@dataclass
+class _EpochTotals:
+    """What one pass over the training stream did (this rank's frames)."""
+
+    loss_sum: float = 0.0
+    frames: int = 0
+    images: int = 0
+    out_of_time: bool = False
+
+
 class VAETrainer:
-    """Trains one autoencoder into one run directory. Use :func:`train_autoencoder`."""
+    """Trains one autoencoder into one run directory. Use :func:`train_autoencoder`.
+
+    ``dist`` is this process's place among ``torchrun`` ranks (default: a single process);
+    every rank builds a trainer with the same arguments.
+    """
 
     def __init__(
         self,
@@ -143,7 +182,9 @@ class VAETrainer:
         config: TrainConfig,
         resume: bool = False,
         overwrite: bool = False,
+        dist: DistContext | None = None,
     ):
+        self.dist = dist or DistContext()
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.last_dir = self.run_dir / "checkpoints" / "last"
@@ -151,7 +192,7 @@ class VAETrainer:
         self.dataset = EpisodeDataset(
             data, val_fraction=config.val_fraction, skip_corrupt=config.skip_corrupt
         )
-        self.device = resolve_device(config.device)
+        self.device = resolve_rank_device(self.dist, resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         logger.info(
             "training on %s in %s (--precision %s)", self.device, self.precision, config.precision
@@ -167,6 +208,7 @@ class VAETrainer:
             {**config.model, "frame_shape": self.dataset.frame_shape}
         )
         run_cfg = self._prepare_run_dir(model_cfg, resume, overwrite)
+        config = self.cfg  # data_shards resolved
         torch.manual_seed(config.seed)
         self.model = Autoencoder(model_cfg).to(self.device)
         if self.device.type == "cuda":
@@ -188,20 +230,10 @@ class VAETrainer:
         }
         if resume and (self.last_dir / STATE_JSON).is_file():
             self._load_last()
-        self.loss_fn = (
-            torch.compile(self.model.training_loss) if config.compile else self.model.training_loss
-        )
-        self.train_loader, self.train_stream = make_frame_loader(
-            self.dataset,
-            "train",
-            batch_size=config.batch_size,
-            shuffle=True,
-            seed=config.seed,
-            buffer_frames=config.buffer_frames,
-            drop_last=True,
-            num_workers=config.num_workers,
-            pin_memory=self.device.type == "cuda",
-        )
+        self.loss_fn = wrap_for_ranks(self.model, self.dist, self.device, compile=config.compile)
+        self.sharded = config.data_shards > 1
+        self.shard_ids = shards_of_rank(config.data_shards, self.dist.world_size, self.dist.rank)
+        self.train_loader, self.train_stream = self._train_loader()
         if len(self.train_stream) == 0:
             raise ValueError(
                 f"--batch-size {config.batch_size} is larger than the train split of {data} "
@@ -211,16 +243,60 @@ class VAETrainer:
         self.fixed_frames = torch.from_numpy(
             self.dataset.sample_frames(8, seed=config.seed, which="val" if self.has_val else "all")
         )
-        write_json(self.run_dir / "config.json", run_cfg)
+        self.seconds = 0.0  # training time of this invocation
+        if self.dist.is_main:
+            write_json(self.run_dir / "config.json", run_cfg)
+
+    def _train_loader(self) -> tuple[Any, Any]:
+        """One stream of whole batches, or this rank's shards' microbatches when sharded."""
+        cfg = self.cfg
+        pin = self.device.type == "cuda"
+        if not self.sharded:
+            return make_frame_loader(
+                self.dataset,
+                "train",
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                seed=cfg.seed,
+                buffer_frames=cfg.buffer_frames,
+                drop_last=True,
+                num_workers=cfg.num_workers,
+                pin_memory=pin,
+            )
+        if cfg.num_workers > 1:
+            logger.info("a sharded run reads with one worker process (--num-workers 1)")
+        return make_sharded_frame_loader(
+            self.dataset,
+            cfg.data_shards,
+            self.shard_ids,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            buffer_frames=cfg.buffer_frames,
+            num_workers=min(cfg.num_workers, 1),
+            pin_memory=pin,
+        )
 
     # ---- run directory ---------------------------------------------------------------------
+    def _resolve_data_shards(self, resume: bool, overwrite: bool) -> None:
+        """``data_shards=0``: the run's own on resume, else one shard per rank."""
+        cfg_path = self.run_dir / "config.json"
+        if self.cfg.data_shards == 0:
+            stored = None
+            if resume and not overwrite and cfg_path.is_file():
+                stored = _read_run_config(cfg_path)["train"]["data_shards"]
+            shards = int(stored or self.dist.world_size)
+            self.cfg = dataclasses.replace(self.cfg, data_shards=shards)
+        check_data_shards(self.cfg.data_shards, self.dist.world_size, self.cfg.batch_size)
+
     def _prepare_run_dir(
         self, model_cfg: AutoencoderConfig, resume: bool, overwrite: bool
     ) -> dict[str, Any]:
         """Check that ``run_dir`` may be written; return the config to write once all is built.
 
         Nothing is written here: a run refused later in ``__init__`` leaves no file behind.
+        Every rank checks; rank 0 alone repairs or removes, once all have looked.
         """
+        self._resolve_data_shards(resume, overwrite)
         run_cfg = {
             "train": dataclasses.asdict(self.cfg),
             "model": model_cfg.to_dict(),
@@ -230,15 +306,20 @@ class VAETrainer:
                 "backend": self.data_info["backend"],
                 "frames": self.dataset.n_frames(),
             },
-            "resolved": {"device": str(self.device), "precision": self.precision},
+            "resolved": {
+                "device": str(self.device),
+                "precision": self.precision,
+                "ranks": self.dist.world_size,
+            },
             "versions": library_versions(),
         }
         cfg_path = self.run_dir / "config.json"
+        remove = False
         if entries(self.run_dir):
             if not cfg_path.is_file():
                 check_ours(self.run_dir, RUN_ENTRIES, "train-vae run")
             if overwrite:
-                remove_owned(self.run_dir, RUN_ENTRIES)
+                remove = True
             elif not resume:
                 raise FileExistsError(
                     f"run directory {self.run_dir} already exists; pass --resume to continue it, "
@@ -252,17 +333,26 @@ class VAETrainer:
                         f"cannot resume {self.run_dir}: it was started with another configuration "
                         f"({cfg_path}); use the same options, or --overwrite to start afresh"
                     )
-        recover_dir(self.best_dir)
-        if recover_dir(self.last_dir):
-            logger.warning(
-                "%s: the last checkpoint write was interrupted; continuing from the one before it",
-                self.run_dir,
-            )
         if resume and not (self.last_dir / STATE_JSON).is_file() and cfg_path.is_file():
             logger.warning("%s holds no checkpoint yet; starting from step 0", self.run_dir)
+        self.dist.barrier()  # every rank has looked before anything changes
+        if self.dist.is_main:
+            if remove:
+                remove_owned(self.run_dir, RUN_ENTRIES)
+            recover_dir(self.best_dir)
+            if recover_dir(self.last_dir):
+                logger.warning(
+                    "%s: the last checkpoint write was interrupted; continuing from the one "
+                    "before it",
+                    self.run_dir,
+                )
+        self.dist.barrier()
         return run_cfg
 
     def _save_last(self) -> None:
+        if not self.dist.is_main:
+            return
+
         def write_state(d: Path) -> None:
             torch_save(
                 {
@@ -282,6 +372,14 @@ class VAETrainer:
             write_more=write_state,
         )
 
+    def _save_best(self, **extra: Any) -> None:
+        if self.dist.is_main:
+            save_model(
+                self.model,
+                self.best_dir,
+                extra={**extra, "step": self.state["step"], "data": self.data_info},
+            )
+
     def _load_last(self) -> None:
         saved = load_model(self.last_dir, device=self.device)
         self.model.load_state_dict(saved.state_dict())
@@ -299,8 +397,116 @@ class VAETrainer:
             self.state["step"],
         )
 
-    # ---- loops -------------------------------------------------------------------------------
+    # ---- steps -------------------------------------------------------------------------------
+    def _train_step(self, micro: list[torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+        """One optimiser step on this rank's microbatches (one whole batch unless sharded).
+
+        Gradients are averaged over every microbatch of the global batch, whatever the number
+        of ranks. Returns the metrics averaged over this rank's microbatches.
+
+        Raises:
+            NonFiniteLossError: the loss was NaN/inf on any rank (no update is made).
+        """
+        step = self.state["step"]
+        self.optimizer.zero_grad(set_to_none=True)
+        done = sharded_backward(
+            self.loss_fn,
+            micro,
+            step,
+            self.shard_ids,
+            self.cfg.seed if self.sharded else None,
+            self.dist,
+            self.device,
+            amp=lambda: autocast(self.device, self.precision),
+        )
+        if not done.finite:
+            raise NonFiniteLossError(
+                f"the loss became {done.bad_loss} at step {step} (epoch {epoch + 1}); "
+                f"the last good checkpoint is kept in {self.last_dir}. Lower --lr, lower beta, "
+                "or resume with --resume after changing nothing if the data has a bad batch"
+            )
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state["step"] += 1
+        return done.metrics
+
+    def _log_step(self, writer: Any, metrics: dict[str, torch.Tensor], rate: float) -> None:
+        s = self.state["step"]
+        for k in ("loss", "recon", "kl", "reg"):
+            if k in metrics:
+                writer.add_scalar(f"vae/{k}", float(metrics[k]), s)
+        if "kl_per_dim" in metrics:
+            for d, v in enumerate(metrics["kl_per_dim"].tolist()):
+                writer.add_scalar(f"vae/kl_dim/{d:02d}", v, s)
+        writer.add_scalar("charts/img_per_sec", rate, s)
+
+    def _train_epoch(self, epoch: int, writer: Any, progress: bool) -> _EpochTotals:
+        """Train on the rest of epoch ``epoch``; stops early at ``max_steps`` or the budget.
+
+        Under torchrun the ranks agree each step that all still have data and time left, so
+        that no rank waits at a collective that another has left.
+        """
+        cfg = self.cfg
+        self.train_stream.set_epoch(epoch)
+        skip = self.state["batch_in_epoch"]
+        totals = _EpochTotals()
+        bar = tqdm(
+            total=len(self.train_stream),
+            initial=skip,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress or not self.dist.is_main,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            for i, batch in enumerate(self.train_loader):
+                if i < skip:
+                    continue
+                if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
+                    break
+                elapsed = self.seconds + time.perf_counter() - t0
+                in_time = not cfg.max_seconds or elapsed < cfg.max_seconds
+                has_data, in_time = self.dist.all_true_each([True, in_time])
+                if not has_data:
+                    break  # another rank's shard ran dry (unreadable episodes skipped)
+                if not in_time:
+                    totals.out_of_time = True  # this epoch ends here: validated, checkpointed
+                    break
+                micro = batch if self.sharded else [batch]
+                metrics = self._train_step(micro, epoch)
+                self.state["batch_in_epoch"] = i + 1
+                frames = sum(len(b) for b in micro)
+                totals.images += frames * self.dist.world_size
+                totals.loss_sum += float(metrics["loss"]) * frames
+                totals.frames += frames
+                bar.update(1)
+                if self.state["step"] % cfg.log_every == 0 and writer is not None:
+                    rate = totals.images / max(self.seconds + time.perf_counter() - t0, 1e-9)
+                    self._log_step(writer, metrics, rate)
+                    bar.set_postfix(
+                        loss=f"{float(metrics['loss']):.1f}", img_s=f"{rate:.0f}", refresh=False
+                    )
+                if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
+                    self._save_last()
+            else:
+                self.dist.all_true_each([False, True])  # this rank's data ended: tell the others
+        finally:
+            bar.close()
+            self.seconds += time.perf_counter() - t0
+        return totals
+
     def _validate(self) -> dict[str, float]:
+        """Validation means on rank 0, the same numbers on every rank."""
+        if not self.dist.is_main:
+            return dict(self.dist.broadcast_object(None))
+        result = self._validate_here()
+        self.dist.broadcast_object(result)
+        return result
+
+    def _validate_here(self) -> dict[str, float]:
         if not self.has_val:
             return {}
         loader, _ = make_frame_loader(
@@ -338,79 +544,74 @@ class VAETrainer:
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         self.state["history"].append(row)
+        if not self.dist.is_main:
+            return
         with atomic_open(self.run_dir / "metrics.csv") as f:
             w = csv.DictWriter(f, fieldnames=list(row))
             w.writeheader()
             w.writerows(self.state["history"])
 
+    def _end_epoch(self, epoch: int, totals: _EpochTotals, writer: Any) -> bool:
+        """Validate, log, draw, checkpoint; True when training should stop (early stop or
+        time budget)."""
+        loss_sum, frames = totals.loss_sum, totals.frames
+        if self.dist.is_distributed:
+            both = self.dist.all_reduce_sum(torch.tensor([loss_sum, frames], dtype=torch.float64))
+            loss_sum, frames = float(both[0]), int(both[1])
+        train_loss = loss_sum / max(frames, 1)
+        val = self._validate()
+        val_loss = val.get("loss", train_loss)
+        improved = val_loss < self.state["best_val_loss"]
+        if improved:
+            self.state["best_val_loss"] = val_loss
+            self.state["epochs_without_improvement"] = 0
+        else:
+            self.state["epochs_without_improvement"] += 1
+        self.state["epoch"] = epoch + 1
+        self.state["batch_in_epoch"] = 0
+        row = {
+            "epoch": epoch + 1,
+            "step": self.state["step"],
+            "train_loss": train_loss,
+            **{f"val_{k}": v for k, v in val.items()},
+            "seconds": round(self.seconds, 3),
+        }
+        self._log_epoch(row)
+        if writer is not None:
+            for k, v in val.items():
+                writer.add_scalar(f"val/{k}", v, self.state["step"])
+            self._write_images(writer, self.state["step"])
+        if improved:
+            self._save_best(epoch=epoch + 1, val_loss=val_loss)
+        self._save_last()
+        logger.info(
+            "epoch %d: train %.2f, val %s",
+            epoch + 1,
+            train_loss,
+            {k: round(v, 2) for k, v in val.items()},
+        )
+        if totals.out_of_time:
+            logger.info("time budget of %.0f s reached: training ends", self.cfg.max_seconds)
+            return True
+        if self.state["epochs_without_improvement"] >= self.cfg.patience:
+            logger.info("early stop: no validation improvement in %d epochs", self.cfg.patience)
+            return True
+        return False
+
     def fit(self, progress: bool = True) -> TrainResult:
+        """Train until ``epochs``, early stop, ``max_steps`` or ``max_seconds``."""
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.cfg
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
         self.model.train()
-        images, seconds = 0, 0.0
-        stopped_early = out_of_time = False
+        images = 0
+        stopped_early = False
         try:
             while self.state["epoch"] < cfg.epochs:
                 epoch = self.state["epoch"]
-                self.train_stream.set_epoch(epoch)
-                skip = self.state["batch_in_epoch"]
-                bar = tqdm(
-                    total=len(self.train_stream),
-                    initial=skip,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                    unit="batch",
-                    disable=not progress,
-                    dynamic_ncols=True,
-                )
-                sums, count = 0.0, 0
-                t0 = time.perf_counter()
-                for i, batch in enumerate(self.train_loader):
-                    if i < skip:
-                        continue
-                    if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
-                        break
-                    if cfg.max_seconds and seconds + time.perf_counter() - t0 >= cfg.max_seconds:
-                        out_of_time = True  # this epoch ends here: validated, checkpointed
-                        break
-                    with autocast(self.device, self.precision):
-                        loss, metrics = self.loss_fn(batch, self.state["step"])
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"the loss became {loss.item()} at step {self.state['step']} (epoch {epoch + 1}); "
-                            f"the last good checkpoint is kept in {self.last_dir}. Lower --lr, lower beta, "
-                            "or resume with --resume after changing nothing if the data has a bad batch"
-                        )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.state["step"] += 1
-                    self.state["batch_in_epoch"] = i + 1
-                    images += len(batch)
-                    sums += float(metrics["loss"]) * len(batch)
-                    count += len(batch)
-                    bar.update(1)
-                    if self.state["step"] % cfg.log_every == 0:
-                        s = self.state["step"]
-                        for k in ("loss", "recon", "kl", "reg"):
-                            if k in metrics:
-                                writer.add_scalar(f"vae/{k}", float(metrics[k]), s)
-                        if "kl_per_dim" in metrics:
-                            for d, v in enumerate(metrics["kl_per_dim"].tolist()):
-                                writer.add_scalar(f"vae/kl_dim/{d:02d}", v, s)
-                        rate = images / max(seconds + time.perf_counter() - t0, 1e-9)
-                        writer.add_scalar("charts/img_per_sec", rate, s)
-                        bar.set_postfix(
-                            loss=f"{float(metrics['loss']):.1f}", img_s=f"{rate:.0f}", refresh=False
-                        )
-                    if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
-                        self._save_last()
-                bar.close()
-                seconds += time.perf_counter() - t0
+                totals = self._train_epoch(epoch, writer, progress)
+                images += totals.images
                 if (
                     cfg.max_steps is not None
                     and self.state["step"] >= cfg.max_steps
@@ -418,71 +619,25 @@ class VAETrainer:
                 ):
                     self._save_last()
                     break
-                val = self._validate()
-                val_loss = val.get("loss", sums / max(count, 1))
-                improved = val_loss < self.state["best_val_loss"]
-                if improved:
-                    self.state["best_val_loss"] = val_loss
-                    self.state["epochs_without_improvement"] = 0
-                else:
-                    self.state["epochs_without_improvement"] += 1
-                self.state["epoch"] = epoch + 1
-                self.state["batch_in_epoch"] = 0
-                row = {
-                    "epoch": epoch + 1,
-                    "step": self.state["step"],
-                    "train_loss": sums / max(count, 1),
-                    **{f"val_{k}": v for k, v in val.items()},
-                    "seconds": round(seconds, 3),
-                }
-                self._log_epoch(row)
-                for k, v in val.items():
-                    writer.add_scalar(f"val/{k}", v, self.state["step"])
-                self._write_images(writer, self.state["step"])
-                if improved:
-                    save_model(
-                        self.model,
-                        self.best_dir,
-                        extra={
-                            "epoch": epoch + 1,
-                            "val_loss": val_loss,
-                            "step": self.state["step"],
-                            "data": self.data_info,
-                        },
-                    )
-                self._save_last()
-                logger.info(
-                    "epoch %d: train %.2f, val %s",
-                    epoch + 1,
-                    row["train_loss"],
-                    {k: round(v, 2) for k, v in val.items()},
-                )
-                if out_of_time:
-                    logger.info("time budget of %.0f s reached: training ends", cfg.max_seconds)
-                    stopped_early = True
-                    break
-                if self.state["epochs_without_improvement"] >= cfg.patience:
-                    logger.info("early stop: no validation improvement in %d epochs", cfg.patience)
+                if self._end_epoch(epoch, totals, writer):
                     stopped_early = True
                     break
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         if not self.best_dir.exists():  # e.g. max_steps hit before an epoch ended
-            save_model(
-                self.model,
-                self.best_dir,
-                extra={"step": self.state["step"], "data": self.data_info},
-            )
+            self._save_best()
         cut = cfg.max_steps is not None and self.state["epoch"] < cfg.epochs and not stopped_early
         if not cut:
             self.state["finished"] = True
             self._save_last()
+        self.dist.barrier()  # rank 0's files are complete when any rank returns
         return TrainResult(
             run_dir=self.run_dir,
             best_val_loss=self.state["best_val_loss"],
             epochs_done=self.state["epoch"],
             steps=self.state["step"],
-            images_per_second=images / seconds if seconds > 0 else 0.0,
+            images_per_second=images / self.seconds if self.seconds > 0 else 0.0,
             stopped_early=stopped_early,
         )
 
@@ -494,16 +649,22 @@ def train_autoencoder(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train an autoencoder on the dataset at ``data`` into ``run_dir``.
+
+    ``dist`` (from :func:`worldvae.distributed.init_distributed`) makes this one rank of a
+    ``torchrun`` job; every rank calls this function with the same arguments, and rank 0 alone
+    holds the run directory's lock and writes into it.
 
     Raises:
         FileExistsError: ``run_dir`` exists and neither ``resume`` nor ``overwrite`` is set.
         RunDirBusyError: another process is writing ``run_dir``.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
     """
-    with RunDirLock(run_dir, "train-vae"):
+    main = dist is None or dist.is_main
+    with RunDirLock(run_dir, "train-vae") if main else nullcontext():
         trainer = VAETrainer(
-            data, run_dir, config or TrainConfig(), resume=resume, overwrite=overwrite
+            data, run_dir, config or TrainConfig(), resume=resume, overwrite=overwrite, dist=dist
         )
         return trainer.fit(progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 from pathlib import Path
 
 from worldvae.cli.options import add_config_options, bounded, config_values
@@ -17,7 +17,9 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
         "train-vae",
         help="train an autoencoder (beta-VAE by default) on a collected dataset",
         description="Train on the dataset's train split, validate each epoch, keep the best "
-        "and last checkpoints. Interrupted runs continue with --resume.",
+        "and last checkpoints. Interrupted runs continue with --resume. Data-parallel on N "
+        "processes or GPUs: torchrun --nproc-per-node N -m worldvae train-vae ... "
+        "(--batch-size is the global batch; see docs/scaling.md).",
     )
     p.add_argument("--data", required=True, type=Path, help="dataset directory")
     p.add_argument("--out", required=True, type=Path, help="run directory")
@@ -33,20 +35,26 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train_vae(args: argparse.Namespace) -> int:
-    from worldvae.distributed import launched_by_torchrun
+    from worldvae.distributed import distributed
     from worldvae.training import train_autoencoder
-
-    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-        # N copies of a one-process trainer would each write the same run folder.
-        raise ValueError(
-            f"train-vae runs as one process for now, got WORLD_SIZE={os.environ['WORLD_SIZE']} "
-            "from torchrun; run it without torchrun (or with --nproc-per-node 1)"
-        )
 
     cfg = TrainConfig(
         model=config_values(args, args.model_fields), **config_values(args, args.train_fields)
     )
-    r = train_autoencoder(args.data, args.out, cfg, resume=args.resume, overwrite=args.overwrite)
+    with distributed(cfg.device) as ctx:
+        if not ctx.is_main:  # one copy of the progress and the log lines: rank 0's
+            logging.getLogger().setLevel(logging.WARNING)
+        r = train_autoencoder(
+            args.data,
+            args.out,
+            cfg,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=ctx.is_main,
+            dist=ctx,
+        )
+    if not ctx.is_main:
+        return 0
     print(
         f"trained {r.epochs_done} epochs ({r.steps} steps, {r.images_per_second:.0f} img/s); "
         f"best validation loss {r.best_val_loss:.2f}; model: {r.run_dir / 'checkpoints' / 'best'}"
