@@ -70,3 +70,11 @@ def no_render_env_id() -> str:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=NoRenderEnv)
     return env_id
+
+
+def repo_pythonpath() -> str:
+    """PYTHONPATH for a subprocess that imports this checkout: its root, then the caller's."""
+    import os
+
+    root = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import write_synthetic_dataset
+from tests.conftest import repo_pythonpath, write_synthetic_dataset
 from worldvae.rundir import entries
 from worldvae.training import TrainConfig, train_autoencoder
 
@@ -43,7 +43,7 @@ def _config(**kw: object) -> TrainConfig:
 
 
 def _torchrun(ranks: int, *args: str) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": repo_pythonpath()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += ["--nproc-per-node", str(ranks), "-m", "worldvae", "train-vae", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_synthetic_dataset
+from tests.conftest import repo_pythonpath, write_synthetic_dataset
 from worldvae.models import Autoencoder, AutoencoderConfig, load_model
 from worldvae.training import TrainConfig, train_autoencoder
 
@@ -55,7 +55,7 @@ def test_torchrun_trains_on_nccl_with_one_gpu_per_rank(tmp_path):
            "--out", str(run), "--epochs", "1", "--batch-size", str(16 * ranks),
            "--warmup-steps", "1", "--device", "cuda"]  # fmt: skip
     r = subprocess.run(
-        cmd, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": os.getcwd()}
+        cmd, capture_output=True, text=True, env=os.environ | {"PYTHONPATH": repo_pythonpath()}
     )
     assert r.returncode == 0, r.stderr[-3000:]
     cfg = json.loads((run / "config.json").read_text())
