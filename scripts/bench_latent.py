@@ -17,6 +17,11 @@ processes.
 
     python scripts/bench_latent.py --model runs/vae/carracing
     python scripts/bench_latent.py --backend envpool --envs 8 --ppo-envs 8
+    python scripts/bench_latent.py --device cuda     # batched encode and PPO on the GPU
+
+``--device`` places the batched wrapper's model and both PPO agents; the per-env arm always
+encodes on the CPU of its own process (one CUDA context per env process would cost more than
+it saves).
 """
 
 from __future__ import annotations
@@ -82,9 +87,9 @@ def steps_per_second(venv: VecEnv, n_steps: int) -> float:
     return n_steps * venv.num_envs / (time.perf_counter() - t)
 
 
-def ppo_rate(venv: VecEnv, policy: str, n_steps: int) -> float:
+def ppo_rate(venv: VecEnv, policy: str, n_steps: int, device: str = "cpu") -> float:
     agent = PPO(
-        policy, venv, n_steps=64, batch_size=256, n_epochs=4, seed=0, device="cpu", verbose=0
+        policy, venv, n_steps=64, batch_size=256, n_epochs=4, seed=0, device=device, verbose=0
     )
     agent.learn(n_steps // 4)  # warm-up: first rollout and update
     t = time.perf_counter()
@@ -111,6 +116,7 @@ def main() -> None:
     p.add_argument("--skip-ppo", action="store_true")
     p.add_argument("--backend", default="gymnasium", choices=["gymnasium", "envpool"])
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="encode")
+    p.add_argument("--device", default="cpu", help="batched encode and PPO: cpu | cuda[:N]")
     args = p.parse_args()
     print(machine_summary())
     if args.threads:
@@ -120,9 +126,10 @@ def main() -> None:
         from worldvae.models import save_model
 
         save_model(Autoencoder(AutoencoderConfig(kind="vae", frame_shape=(64, 64, 3))), args.model)
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device=args.device)
     print(
-        f"{ENV_ID} {OPTIONS} on {args.backend}, model {args.model}, encode {args.precision}, "
+        f"{ENV_ID} {OPTIONS} on {args.backend}, model {args.model} on {args.device}, "
+        f"encode {args.precision}, "
         f"torch threads {torch.get_num_threads()}"
     )
 
@@ -151,12 +158,12 @@ def main() -> None:
     ppo: dict[str, list[float]] = {"pixel": [], "latent": []}
     for r in range(0 if args.skip_ppo else max(1, args.rounds - 1)):
         pix = VecFrameStack(pixel_vec(args.backend, args.ppo_envs), 2, channels_order="last")
-        ppo["pixel"].append(ppo_rate(pix, "CnnPolicy", args.ppo_steps))
+        ppo["pixel"].append(ppo_rate(pix, "CnnPolicy", args.ppo_steps, args.device))
         pix.close()
         lat = VecLatentObservation(
             pixel_vec(args.backend, args.ppo_envs), model, frame_stack=2, precision=args.precision
         )
-        ppo["latent"].append(ppo_rate(lat, "MlpPolicy", args.ppo_steps))
+        ppo["latent"].append(ppo_rate(lat, "MlpPolicy", args.ppo_steps, args.device))
         lat.close()
         print(
             f"PPO round {r + 1}: pixel {ppo['pixel'][-1]:.0f}, latent {ppo['latent'][-1]:.0f} env-steps/s",
