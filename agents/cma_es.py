@@ -4,8 +4,9 @@ Ha and Schmidhuber (2018) train C with CMA-ES on the cumulative reward, each can
 over several rollouts, the population evaluated in parallel. Here the rollouts run in the real
 env (through the ``latent+h`` wrapper) or in M's dream (:class:`~envs.dream.DreamEnv`); either
 way the periodic evaluation, like every agent's, is in the real env on fixed seeds. Worker
-processes each build their env once and score the candidates handed to them; every candidate
-of a generation meets the same episode seeds.
+processes (or, with ``cluster: ray``, Ray actors anywhere on a cluster) each build their env
+once and score the candidates handed to them; every candidate of a generation meets the same
+episode seeds, so where a candidate is scored does not change its fitness.
 
 The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``bias``
 ``(A_out,)``) instead of an SB3 zip.
@@ -51,8 +52,11 @@ class CMAESConfig:
         popsize: candidates per generation (World Models: 64 on CarRacing).
         rollouts: episodes per candidate (World Models: 16); its fitness is their mean return.
         sigma0: initial step size.
-        workers: processes scoring candidates in parallel (1: in this process).
+        workers: processes (or Ray actors) scoring candidates in parallel (1 and local: in
+            this process).
         n_envs: unused by CMA-ES; accepted so the shared ``n_envs`` key stays valid.
+        cluster: ``"local"`` (worker processes), or ``"ray"`` / a Ray address: ``workers``
+            Ray actors of one CPU each, anywhere on the cluster (see ``docs/scaling.md``).
     """
 
     popsize: int = 16
@@ -60,6 +64,15 @@ class CMAESConfig:
     sigma0: float = 0.1
     workers: int = 2
     n_envs: int = 1
+    cluster: str = "local"
+
+    def __post_init__(self) -> None:
+        from envs.cluster import check_cluster
+
+        check_cluster(self.cluster)
+        for name in ("popsize", "rollouts", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"cmaes {name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CMAESConfig:
@@ -243,6 +256,57 @@ class CandidateScorer:
             self.venv.close()
 
 
+class _ScoringActor:
+    """One Ray actor's scoring env and controller (built once, like a worker process's)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        torch.set_num_threads(1)
+        self.spec = spec
+        self.venv = build_scoring_env(spec)
+        self.controller = LinearController(int(spec["obs_dim"]), self.venv.action_space)
+
+    def score(self, params: np.ndarray, seed: int) -> tuple[float, int]:
+        self.controller.set_params(params)
+        return rollouts(self.controller, self.venv, int(self.spec["rollouts"]), seed)
+
+
+class RayCandidateScorer:
+    """Scores parameter vectors on ``workers`` Ray actors of one CPU each.
+
+    Each actor builds its scoring env once; a generation's candidates go to whichever actor is
+    free and come back in order. The fitness of a candidate equals the local scorer's (same
+    params as float32, same episode seeds). The bundle, model and data must be on storage that
+    every node sees at the same path.
+    """
+
+    def __init__(self, spec: dict[str, Any], workers: int, cluster: str):
+        from ray.util import ActorPool
+
+        from envs.cluster import connect_ray
+
+        self.ray = connect_ray(cluster)
+        actor = self.ray.remote(num_cpus=1)(_ScoringActor)
+        self.actors = [actor.remote(spec) for _ in range(workers)]
+        self.pool = ActorPool(self.actors)
+
+    def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
+        """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
+        params = [np.asarray(c, np.float32) for c in candidates]
+        try:
+            out = list(self.pool.map(lambda a, c: a.score.remote(c, seed), params))
+        except Exception as e:
+            cause = getattr(e, "cause", None) or e
+            raise RuntimeError(
+                f"scoring CMA-ES candidates on the Ray cluster failed: {type(cause).__name__}: "
+                f"{cause}"
+            ) from e
+        return [f for f, _ in out], sum(s for _, s in out)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+
 class CmaRandomStream:
     """The ``cma`` package draws candidates from numpy's global generator; this keeps that
     stream to CMA-ES alone, so nothing else drawing from it (an env, an evaluation) changes the
@@ -299,6 +363,15 @@ def load_es_checkpoint(bundle: Path) -> dict[str, Any]:
     return state
 
 
+def make_scorer(spec: dict[str, Any], es_cfg: CMAESConfig) -> CandidateScorer | RayCandidateScorer:
+    """Local worker processes, or Ray actors when ``es_cfg.cluster`` names a Ray cluster."""
+    from envs.cluster import uses_ray
+
+    if uses_ray(es_cfg.cluster):
+        return RayCandidateScorer(spec, es_cfg.workers, es_cfg.cluster)
+    return CandidateScorer(spec, es_cfg.workers)
+
+
 def train_controller(
     spec: dict[str, Any],
     es_cfg: CMAESConfig,
@@ -351,7 +424,7 @@ def train_controller(
         next_checkpoint = steps + checkpoint_every_steps
         seconds_before = float(saved["train_seconds"])
         logger.info("%s: resuming CMA-ES at generation %d, step %d", out, len(history), steps)
-    scorer = CandidateScorer({k: v for k, v in spec.items() if k != "action_space"}, es_cfg.workers)
+    scorer = make_scorer({k: v for k, v in spec.items() if k != "action_space"}, es_cfg)
     writer = SummaryWriter(str(out / "tb"))
     start = time.perf_counter()
     bar = tqdm(

@@ -119,6 +119,45 @@ def test_cmaes_population_in_processes_equals_in_process(world, tmp_path):
     assert r.returns.shape == (2,) and np.all(r.returns >= 1)
 
 
+@pytest.mark.slow  # about 20 s: a local Ray and two small CMA-ES runs
+def test_cmaes_population_on_ray_actors_equals_local_processes(world, tmp_path):
+    ray = pytest.importorskip("ray")
+    cfg = _cfg(world, steps=60, algo="cmaes", dream=True)
+    local = type(cfg).from_dict(cfg.to_dict() | {"algo_kwargs": cfg.algo_kwargs | {"workers": 2}})
+    on_ray = type(cfg).from_dict(
+        cfg.to_dict() | {"algo_kwargs": cfg.algo_kwargs | {"workers": 2, "cluster": "ray"}}
+    )
+    train_agent(local, tmp_path / "local", progress=False)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        train_agent(on_ray, tmp_path / "ray", progress=False)
+    finally:
+        if started:
+            ray.shutdown()
+    a = load_bundle(tmp_path / "local", device="cpu").agent
+    b = load_bundle(tmp_path / "ray", device="cpu").agent
+    np.testing.assert_array_equal(a.params(), b.params())
+
+    def returns(run):  # (steps, mean_return) of each evaluation; the seconds differ
+        import csv
+
+        with (tmp_path / run / "eval.csv").open() as f:
+            return [(r["steps"], r["mean_return"]) for r in csv.DictReader(f)]
+
+    assert returns("ray") == returns("local") and len(returns("ray")) >= 2
+
+
+def test_cmaes_settings_are_checked():
+    from agents.cma_es import CMAESConfig
+
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        CMAESConfig(workers=0)
+    with pytest.raises(ValueError, match="--cluster takes"):
+        CMAESConfig(cluster="")
+
+
 def test_compare_gives_the_latent_h_arm_its_memory(world):
     from agents.comparison import CompareConfig
 
