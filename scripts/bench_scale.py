@@ -13,6 +13,12 @@ of one thread each under DistributedDataParallel (gloo; each rank takes ``batch 
 frames and the gradients are averaged, as ``torchrun ... train-vae`` does). Process start-up
 is excluded; img/s counts the global batch.
 
+Trainer: the whole ``train-vae`` command on a dataset of such frames (``--trainer-steps``
+steps, ``--data-shards`` = ranks in every arm, so all arms train on the same global batches),
+alternating one process with every core's threads, one process with one thread, and
+``torchrun --nproc-per-node RANKS`` with one thread per rank; img/s is what the trainer reports
+(its training loop only: start-up, rendezvous and validation excluded).
+
     python scripts/bench_scale.py
     python scripts/bench_scale.py --skip-collect --steps 10
 """
@@ -21,14 +27,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
@@ -180,6 +190,78 @@ def bench_train(args: argparse.Namespace) -> None:
         print(f"  {name:28s} {med[name]:6.1f}  {med[name] / base:11.2f}")
 
 
+# ---- the train-vae command -------------------------------------------------------------------
+def write_frames_dataset(root: Path, n_episodes: int = 12, length: int = 100) -> Path:
+    """A dataset of ``n_episodes`` episodes of game-like 64x64 frames (see bench_vae)."""
+    from scripts.bench_vae import make_frames
+    from worldvae.data import Episode, Manifest, episode_filename, write_episode
+    from worldvae.data.manifest import EPISODES_DIR
+
+    Manifest(
+        env_id="Frames-v0",
+        env_options={},
+        frame_shape=(64, 64, 3),
+        policy={"name": "random", "params": {}},
+        seed=0,
+    ).save(root)
+    for i in range(n_episodes):
+        frames = make_frames(length + 1, 64, seed=i)
+        write_episode(
+            root / EPISODES_DIR / episode_filename(i),
+            Episode(
+                frames=frames,
+                actions=np.zeros(length, np.int64),
+                rewards=np.zeros(length, np.float32),
+                terminated=np.r_[np.zeros(length - 1, bool), True],
+                truncated=np.zeros(length, bool),
+                seed=i,
+            ),
+        )
+    return root
+
+
+def trainer_block(
+    ranks: int, threads: int, data: Path, out: Path, args: argparse.Namespace
+) -> float:
+    """One ``train-vae`` run; the img/s it reports."""
+    cmd = [sys.executable, "-m"]
+    if ranks > 1:
+        cmd += ["torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), "-m"]
+    cmd += ["worldvae", "train-vae", "--data", str(data), "--out", str(out), "--epochs", "1",
+            "--max-steps", str(args.trainer_steps), "--batch-size", str(args.batch_size),
+            "--data-shards", str(args.ranks), "--device", "cpu", "--precision", "fp32",
+            "--val-fraction", "0.1", "--kind", "vae", "--warmup-steps", "1"]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    found = re.search(r"([0-9.]+) img/s\)", r.stdout)
+    if r.returncode or not found:
+        raise RuntimeError(f"train-vae failed ({r.returncode}): {r.stderr[-2000:]}")
+    return float(found.group(1))
+
+
+def bench_trainer(args: argparse.Namespace, tmp: Path) -> None:
+    cores = os.cpu_count() or 1
+    data = write_frames_dataset(tmp / "frames")
+    arms = {
+        f"1 process, {cores} threads": (1, cores),
+        "1 process, 1 thread": (1, 1),
+        f"torchrun {args.ranks} ranks, 1 thread": (args.ranks, 1),
+    }
+    rates: dict[str, list[float]] = {a: [] for a in arms}
+    for r in range(args.rounds):
+        for i, (name, (ranks, threads)) in enumerate(arms.items()):
+            rates[name].append(trainer_block(ranks, threads, data, tmp / f"run_{r}_{i}", args))
+            print(f"  round {r} {name:28s}: {rates[name][-1]:6.1f} img/s", flush=True)
+    med = {a: statistics.median(v) for a, v in rates.items()}
+    base = next(iter(med.values()))
+    print(f"\ntrain-vae command (World Models VAE, 64x64, global batch {args.batch_size}, fp32, "
+          f"--data-shards {args.ranks}), {args.rounds} rounds of {args.trainer_steps} steps, "
+          "medians")  # fmt: skip
+    print("                                img/s  x first arm")
+    for name in arms:
+        print(f"  {name:28s} {med[name]:6.1f}  {med[name] / base:11.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -191,6 +273,8 @@ def main() -> None:
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--skip-collect", action="store_true")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--skip-trainer", action="store_true", help="skip the train-vae command arms")
+    p.add_argument("--trainer-steps", type=int, default=30, help="steps per train-vae run")
     args = p.parse_args()
     if args.batch_size % args.ranks:
         p.error(f"--batch-size {args.batch_size} must be a multiple of --ranks {args.ranks}")
@@ -201,6 +285,8 @@ def main() -> None:
             bench_collect(args, Path(d))
         if not args.skip_train:
             bench_train(args)
+        if not args.skip_trainer:
+            bench_trainer(args, Path(d))
     print(f"load average at end: {os.getloadavg()}")
 
 
