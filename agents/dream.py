@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.config import AgentConfig
 from envs import make_env_from_options
-from envs.dream import DreamEnv, start_latents_from
+from envs.dream import DreamEnv, DreamVecEnv, start_latents_from
 from worldvae.memory import MDNRNN
 
 
@@ -34,18 +33,19 @@ def dream_max_steps(cfg: AgentConfig) -> int:
 def build_dream_vec_env(
     cfg: AgentConfig, n_envs: int, seed: int, memory: MDNRNN, latent_data: str
 ) -> VecEnv:
-    """``n_envs`` :class:`~envs.dream.DreamEnv` copies started from the latent dataset's first
-    frames, at ``cfg.dream_temperature``, monitored and seeded like the real env."""
-    starts = start_latents_from(latent_data)
-    space = dream_action_space(cfg)
-    steps = dream_max_steps(cfg)
-
-    def make() -> Callable[[], DreamEnv]:
-        return lambda: DreamEnv(
-            memory, starts, space, cfg.dream_temperature, max_episode_steps=steps
+    """``n_envs`` dreams stepped together (:class:`~envs.dream.DreamVecEnv`: one batched M step
+    per VecEnv step) from the latent dataset's first frames, at ``cfg.dream_temperature``,
+    monitored and seeded like the real env."""
+    venv = VecMonitor(
+        DreamVecEnv(
+            memory,
+            start_latents_from(latent_data),
+            dream_action_space(cfg),
+            n_envs,
+            cfg.dream_temperature,
+            max_episode_steps=dream_max_steps(cfg),
         )
-
-    venv = VecMonitor(DummyVecEnv([make() for _ in range(n_envs)]))
+    )
     venv.seed(seed)
     return venv
 

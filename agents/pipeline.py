@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.arms import check_arms
+from agents.arms import ARMS, check_arms
 from agents.comparison import CompareConfig, ComparisonResult, run_comparison
 from agents.evaluation import evaluate_bundle
 from agents.report import write_report
@@ -66,6 +66,12 @@ class Preset:
     vae_precision: str = "auto"
     vae_max_seconds: float | None = None  # the VAE's training time budget
     max_train_seconds: float | None = None  # the same wall-clock budget for every agent
+    # M, for the latent+h arm: trained after the VAE on its latents (MemoryConfig defaults:
+    # World Models' LSTM of 256 units and 5 Gaussians per dimension)
+    memory_model: dict[str, Any] = field(default_factory=dict)
+    memory_epochs: int = 10
+    memory_batch_size: int = 32
+    memory_seq_len: int = 32
     canonical_episodes: int = 0  # score the best latent agent on gymnasium's own env
     canonical_max_seconds: float | None = None  # per backend; tracks scored so far are kept
     eval_workers: int = 2
@@ -267,6 +273,13 @@ def run_pipeline(
     stage_done("train_vae", t)
     print(f"[2/4] VAE: {vae / 'checkpoints' / 'best'}", flush=True)
 
+    memory = None
+    if any(ARMS[o].needs_memory for o in preset.obs_kinds):
+        t = time.perf_counter()
+        memory = train_memory_stage(preset, data, vae, out, progress)
+        stage_done("train_rnn", t)
+        print(f"[2/4] M: {memory / 'checkpoints' / 'best'}", flush=True)
+
     t = time.perf_counter()
     ccfg = CompareConfig(
         env_id=preset.env_id,
@@ -288,6 +301,7 @@ def run_pipeline(
         workers=preset.workers,
         subprocess_envs=preset.subprocess_envs,
         max_train_seconds=preset.max_train_seconds,
+        memory_dir=str(memory) if memory else None,
     )
     if on_ray:
         from agents.ray_runs import run_comparison_on_ray
@@ -331,6 +345,46 @@ def run_pipeline(
     )
     print(f"[4/4] report: {report}", flush=True)
     return report
+
+
+def train_memory_stage(preset: Preset, data: Path, vae: Path, out: Path, progress: bool) -> Path:
+    """Encode the episodes with the VAE (``out/latents``) and train M on them (``out/rnn``).
+
+    Both resume: finished latent episodes are kept, and M continues from its last checkpoint.
+    Returns M's run directory.
+    """
+    from envs import make_env_from_options
+    from envs.memory import action_spec_for
+    from worldvae.data import Manifest
+    from worldvae.data.latents import encode_dataset
+    from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+    from worldvae.models.io import model_sha256, resolve_model_dir
+
+    manifest = Manifest.load(data)
+    env = make_env_from_options(manifest.env_id, manifest.env_options)
+    spec = action_spec_for(env.action_space)
+    env.close()
+    model_dir = resolve_model_dir(vae)
+    latents = out / "latents"
+    encode_dataset(
+        data,
+        load_model(model_dir),
+        model_dir,
+        model_sha256(model_dir),
+        latents,
+        spec,
+        progress=progress,
+    )
+    rnn = out / "rnn"
+    if not is_finished(rnn):
+        cfg = MemoryTrainConfig(
+            model=preset.memory_model,
+            epochs=preset.memory_epochs,
+            batch_size=preset.memory_batch_size,
+            seq_len=preset.memory_seq_len,
+        )
+        train_memory(latents, rnn, cfg, resume=rnn.exists(), progress=progress)
+    return rnn
 
 
 # Published CarRacing-v3 (v0 then) scores over 100 tracks, for the report.

@@ -5,7 +5,10 @@ In alternating blocks of ``--steps`` steps (random actions, one env each), it ti
 * dream: :class:`envs.dream.DreamEnv` (one M step and one mixture sample per step);
 * real+V+M: the real env with :class:`envs.memory.LatentMemoryObservation` (render, resize,
   encode with V, step M): what an agent trained on ``[z, h]`` pays per step in the real env;
-* real: the rendered, resized frame env alone.
+* real: the rendered, resized frame env alone;
+* dream xN (``--vec-envs N``): N ``DreamEnv`` copies in a DummyVecEnv (N M steps per VecEnv
+  step), and dream xN batched: :class:`envs.dream.DreamVecEnv` (one M step for all N), in
+  env-steps/s.
 
 Medians of ``--rounds`` rounds and the ratios to the dream are printed, with the CPU model and
 flags and what torch reports.
@@ -24,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs import make_env
-from envs.dream import DreamEnv
+from envs.dream import DreamEnv, DreamVecEnv
 from envs.memory import LatentMemoryObservation
 from worldvae.data.latents import LatentDataset
 from worldvae.memory import load_memory
@@ -62,6 +67,17 @@ def time_block(env: gym.Env, n_steps: int, seed: int) -> float:
     return n_steps / (time.perf_counter() - t)
 
 
+def time_vec_block(venv: Any, n_steps: int, seed: int) -> float:
+    """Env-steps per second over ``n_steps`` VecEnv steps of random actions (auto-reset)."""
+    venv.seed(seed)
+    venv.reset()
+    venv.action_space.seed(seed)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        venv.step(np.array([venv.action_space.sample() for _ in range(venv.num_envs)]))
+    return n_steps * venv.num_envs / (time.perf_counter() - t)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="VAE model or run directory")
@@ -72,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=300, help="steps per block")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--vec-envs", type=int, default=8, help="dreams per VecEnv (0: skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     crop = tuple(int(c) for c in args.crop.split(",")) if args.crop else None
@@ -88,10 +105,20 @@ def main(argv: list[str] | None = None) -> None:
         "real+V+M": LatentMemoryObservation(frames(), vae, memory),
         "real": frames(),
     }
-    rates: dict[str, list[float]] = {k: [] for k in envs}
+    n = args.vec_envs
+    space = frames().action_space
+    vecs: dict[str, Any] = {}
+    if n:
+        vecs[f"dream x{n}"] = DummyVecEnv(
+            [lambda: DreamEnv(memory, starts, space) for _ in range(n)]
+        )
+        vecs[f"dream x{n} batched"] = DreamVecEnv(memory, starts, space, n)
+    rates: dict[str, list[float]] = {k: [] for k in [*envs, *vecs]}
     for r in range(args.rounds):
         for name, env in envs.items():
             rates[name].append(time_block(env, args.steps, seed=r))
+        for name, venv in vecs.items():
+            rates[name].append(time_vec_block(venv, max(1, args.steps // n), seed=r))
     print(f"cpu: {cpu_description()}")
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -99,11 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         f"K {memory.config.n_gaussians}, D {memory.config.latent_dim}"
     )
     dream = statistics.median(rates["dream"])
-    print(f"{'env':<10} {'median steps/s':>15} {'min':>8} {'max':>8} {'dream / this':>13}")
+    print(f"{'env':<18} {'median steps/s':>15} {'min':>8} {'max':>8} {'dream / this':>13}")
     for name, values in rates.items():
         med = statistics.median(values)
         print(
-            f"{name:<10} {med:>15.0f} {min(values):>8.0f} {max(values):>8.0f} {dream / med:>12.1f}x"
+            f"{name:<18} {med:>15.0f} {min(values):>8.0f} {max(values):>8.0f} {dream / med:>12.2f}x"
         )
 
 

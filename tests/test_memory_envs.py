@@ -117,3 +117,55 @@ def test_dream_env_is_seeded_renders_and_ends_when_m_says_so(memory, vae):
 def test_dream_env_rejects_bad_start_latents(memory):
     with pytest.raises(ValueError, match=r"start latents \(N, 4\)"):
         DreamEnv(memory, np.zeros((3, 7), np.float32), gym.spaces.Discrete(2))
+
+
+def test_dream_vec_env_steps_m_once_for_all_envs_like_the_single_dream(memory):
+    from envs.dream import DreamVecEnv
+
+    starts = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)  # one start
+    venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=3, max_episode_steps=50,
+                        done_threshold=1.0)  # fmt: skip
+    venv.seed(5)
+    obs = venv.reset()
+    assert obs.shape == (3, 4 + 8) and obs.dtype == np.float32
+    np.testing.assert_array_equal(obs[:, :4], np.repeat(starts, 3, axis=0))
+    actions = np.array([0, 1, 0])
+    obs, rewards, dones, infos = venv.step(actions)
+    assert all("terminal_observation" not in info for info in infos)
+    assert rewards.shape == (3,) and dones.shape == (3,) and not dones.any()
+    for i, a in enumerate(actions):  # h after one step depends on (z0, a0) alone
+        single = DreamEnv(memory, starts, gym.spaces.Discrete(2), done_threshold=1.0)
+        single.reset(seed=0)
+        one, reward, *_ = single.step(int(a))
+        np.testing.assert_allclose(obs[i, 4:], one[4:], rtol=1e-5, atol=1e-6)
+        assert rewards[i] == pytest.approx(reward, rel=1e-5, abs=1e-6)
+    np.testing.assert_array_equal(obs[0, 4:], obs[2, 4:])  # same start and action: same h
+    assert not np.array_equal(obs[0, :4], obs[2, :4])  # each env samples its own next z
+
+
+def test_dream_vec_env_is_seeded_and_never_mixes_two_episodes(memory):
+    from envs.dream import DreamVecEnv
+
+    starts = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+
+    def play() -> tuple[np.ndarray, list[dict]]:
+        venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2, max_episode_steps=4,
+                            done_threshold=1.0)  # fmt: skip
+        venv.seed(7)
+        frames, ends = [venv.reset()], []
+        for t in range(9):
+            obs, _, dones, infos = venv.step(np.array([t % 2, 1]))
+            frames.append(obs)
+            ends += [(t, i, infos[i]) for i in np.flatnonzero(dones)]
+        return np.stack(frames), ends
+
+    a, ends = play()
+    b, _ = play()
+    np.testing.assert_array_equal(a, b)
+    assert {(t, i) for t, i, _ in ends} == {(3, 0), (3, 1), (7, 0), (7, 1)}  # the time limit
+    for t, i, info in ends:
+        assert info["TimeLimit.truncated"] and info["terminal_observation"].shape == (12,)
+        after = a[t + 1, i]
+        assert not np.any(after[4:])  # M's state starts afresh: h = 0
+        assert any(np.array_equal(after[:4], s) for s in starts)  # z from a real start
+        assert not np.array_equal(info["terminal_observation"], after)

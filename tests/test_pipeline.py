@@ -37,3 +37,22 @@ def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
     assert sorted(p.name for p in (out / "data" / "episodes").iterdir()) == episodes
     timings = json.loads((out / "report" / "timings.json").read_text())
     assert len(timings) == 2 and timings[1]["train_vae"] < 1.0
+
+
+def test_a_latent_h_arm_gets_its_memory_model_trained_by_the_pipeline(tmp_path):
+    out = tmp_path / "world"
+    settings = {"obs_kinds": ("latent", "latent+h"), "seeds": (0,), "memory_epochs": 1}
+    settings |= {"memory_model": {"hidden_size": 16, "n_gaussians": 2}, "memory_seq_len": 8}
+    report = run_pipeline("smoke", out, settings=settings, progress=False)
+    assert (out / "rnn" / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert sorted((out / "latents" / "episodes").iterdir())
+    results = json.loads((out / "report" / "results.json").read_text())
+    assert set(results["summary"]) == {"latent", "latent+h"}
+    info = json.loads(next((out / "compare" / "runs").glob("*latent+h*/config.json")).read_text())
+    assert info["memory_sha256"]
+    assert "| latent+h |" in report.read_text()
+    m_stamp = (out / "rnn" / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    run_pipeline("smoke", out, settings=settings, progress=False)  # M is not trained again
+    assert (
+        out / "rnn" / "checkpoints" / "best" / "model.safetensors"
+    ).stat().st_mtime_ns == m_stamp
