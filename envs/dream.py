@@ -167,6 +167,7 @@ class DreamVecEnv(VecEnv):
             memory, start_latents, action_space, temperature, done_threshold,
             max_episode_steps, device=device,
         )  # fmt: skip
+        self.render_mode = None  # read by VecEnv.__init__ through get_attr
         super().__init__(n_envs, one.observation_space, action_space)
         self.memory, self.starts, self.temperature = one.memory, one.starts, one.temperature
         self.action_encoding = one.action_encoding

@@ -164,7 +164,6 @@ class _EpochTotals:
 
     loss_sum: float = 0.0
     frames: int = 0
-    images: int = 0
     out_of_time: bool = False
 
 
@@ -244,6 +243,7 @@ class VAETrainer:
             self.dataset.sample_frames(8, seed=config.seed, which="val" if self.has_val else "all")
         )
         self.seconds = 0.0  # training time of this invocation
+        self.images = 0  # frames trained on in this invocation, all ranks
         if self.dist.is_main:
             write_json(self.run_dir / "config.json", run_cfg)
 
@@ -479,12 +479,12 @@ class VAETrainer:
                 metrics = self._train_step(micro, epoch)
                 self.state["batch_in_epoch"] = i + 1
                 frames = sum(len(b) for b in micro)
-                totals.images += frames * self.dist.world_size
+                self.images += frames * self.dist.world_size
                 totals.loss_sum += float(metrics["loss"]) * frames
                 totals.frames += frames
                 bar.update(1)
                 if self.state["step"] % cfg.log_every == 0 and writer is not None:
-                    rate = totals.images / max(self.seconds + time.perf_counter() - t0, 1e-9)
+                    rate = self.images / max(self.seconds + time.perf_counter() - t0, 1e-9)
                     self._log_step(writer, metrics, rate)
                     bar.set_postfix(
                         loss=f"{float(metrics['loss']):.1f}", img_s=f"{rate:.0f}", refresh=False
@@ -605,13 +605,11 @@ class VAETrainer:
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir / "tb")) if self.dist.is_main else None
         self.model.train()
-        images = 0
         stopped_early = False
         try:
             while self.state["epoch"] < cfg.epochs:
                 epoch = self.state["epoch"]
                 totals = self._train_epoch(epoch, writer, progress)
-                images += totals.images
                 if (
                     cfg.max_steps is not None
                     and self.state["step"] >= cfg.max_steps
@@ -637,7 +635,7 @@ class VAETrainer:
             best_val_loss=self.state["best_val_loss"],
             epochs_done=self.state["epoch"],
             steps=self.state["step"],
-            images_per_second=images / self.seconds if self.seconds > 0 else 0.0,
+            images_per_second=self.images / self.seconds if self.seconds > 0 else 0.0,
             stopped_early=stopped_early,
         )
 
