@@ -130,6 +130,23 @@ def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+def close_epoch(state: dict[str, Any], epoch: int, score: float, best_key: str) -> bool:
+    """Book the end of epoch ``epoch`` (0-based) in a trainer's ``state``; True if it improved.
+
+    ``score`` (lower is better) is compared with ``state[best_key]``; the counter of epochs
+    without improvement, the epoch number and the batch position are updated for a resume.
+    """
+    improved = score < state[best_key]
+    if improved:
+        state[best_key] = score
+        state["epochs_without_improvement"] = 0
+    else:
+        state["epochs_without_improvement"] += 1
+    state["epoch"] = epoch + 1
+    state["batch_in_epoch"] = 0
+    return bool(improved)
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """True once a run completed its epochs or stopped early (not when it was cut short)."""
     path = Path(run_dir) / "checkpoints" / "last" / STATE_JSON

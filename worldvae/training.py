@@ -56,7 +56,7 @@ from worldvae.models.config import AutoencoderConfig
 from worldvae.models.io import load_model, save_model
 from worldvae.precision import autocast, resolve_precision
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
-from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, is_finished
+from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, close_epoch, is_finished
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -561,14 +561,7 @@ class VAETrainer:
         train_loss = loss_sum / max(frames, 1)
         val = self._validate()
         val_loss = val.get("loss", train_loss)
-        improved = val_loss < self.state["best_val_loss"]
-        if improved:
-            self.state["best_val_loss"] = val_loss
-            self.state["epochs_without_improvement"] = 0
-        else:
-            self.state["epochs_without_improvement"] += 1
-        self.state["epoch"] = epoch + 1
-        self.state["batch_in_epoch"] = 0
+        improved = close_epoch(self.state, epoch, val_loss, "best_val_loss")
         row = {
             "epoch": epoch + 1,
             "step": self.state["step"],

@@ -41,6 +41,7 @@ from worldvae.rundir import RunDirLock
 from worldvae.runs import (
     STATE_JSON,
     NonFiniteLossError,
+    close_epoch,
     load_checkpoint,
     prepare_run_dir,
     save_checkpoint,
@@ -312,14 +313,7 @@ class MemoryTrainer:
                         self.model, self.dataset, "val" if self.has_val else "all", cfg.seq_len
                     )
                 self.model.train()
-                improved = val["nll"] < self.state["best_val_nll"]
-                if improved:
-                    self.state["best_val_nll"] = val["nll"]
-                    self.state["epochs_without_improvement"] = 0
-                else:
-                    self.state["epochs_without_improvement"] += 1
-                self.state["epoch"] = epoch + 1
-                self.state["batch_in_epoch"] = 0
+                improved = close_epoch(self.state, epoch, val["nll"], "best_val_nll")
                 row = {
                     "epoch": epoch + 1,
                     "step": self.state["step"],
