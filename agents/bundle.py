@@ -76,8 +76,13 @@ def is_complete(bundle: str | Path) -> bool:
 
 
 def policy_name(cfg: AgentConfig) -> str:
-    """The arm's policy: an MLP over codes or states, a CNN over images."""
-    return get_arm(cfg.obs).policy
+    """The arm's policy: an MLP over codes or states, a CNN over images; with
+    ``recurrentppo`` the same with an LSTM after the features (``MlpLstmPolicy``,
+    ``CnnLstmPolicy``)."""
+    name = get_arm(cfg.obs).policy
+    if cfg.algo == "recurrentppo":
+        return name.replace("Policy", "LstmPolicy")
+    return name
 
 
 def policy_kwargs(cfg: AgentConfig, bundle: Path) -> dict[str, Any]:

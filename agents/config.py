@@ -17,7 +17,7 @@ from worldvae.configs import check_ranges, option, reject_unknown_keys
 from worldvae.envspec import read_env_spec
 
 OBS_KINDS = tuple(ARMS)
-ALGOS = ("ppo", "a2c", "dqn", "sac", "cmaes")
+ALGOS = ("ppo", "a2c", "dqn", "sac", "recurrentppo", "cmaes")
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
@@ -26,6 +26,10 @@ POLICY_KWARGS = {
     "normalize_images",
     "share_features_extractor",
     "features_dim",
+    "lstm_hidden_size",  # recurrentppo's LSTM policies
+    "n_lstm_layers",
+    "shared_lstm",
+    "enable_critic_lstm",
 }
 
 
@@ -35,6 +39,14 @@ def algo_class(algo: str) -> Any:
     classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
     if algo == "cmaes":
         raise ValueError("cmaes is not an SB3 algorithm; agents.cma_es trains it")
+    if algo == "recurrentppo":
+        try:
+            from sb3_contrib import RecurrentPPO
+        except ImportError as e:
+            raise ImportError(
+                "--algo recurrentppo needs sb3-contrib: pip install 'worldvae[contrib]'"
+            ) from e
+        return RecurrentPPO
     if algo not in classes:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
     return classes[algo]

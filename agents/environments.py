@@ -68,6 +68,12 @@ def build_vec_env(
     return arm.wrap_vec(venv, cfg.obs_options, model)
 
 
+def is_recurrent(agent: Any) -> bool:
+    """True for an agent whose ``predict`` carries a recurrent state (sb3-contrib's
+    ``RecurrentPPO``: its policy has an LSTM)."""
+    return hasattr(getattr(agent, "policy", None), "lstm_actor")
+
+
 def evaluate_policy_seeded(
     agent: Any,
     venv: VecEnv,
@@ -85,6 +91,7 @@ def evaluate_policy_seeded(
     if venv.num_envs != 1:
         raise ValueError(f"evaluation uses one env, got {venv.num_envs}")
     returns = np.zeros(n_episodes)
+    recurrent = is_recurrent(agent)
     for i in range(n_episodes):
         venv.seed(seed + i)
         if not deterministic:
@@ -92,9 +99,15 @@ def evaluate_policy_seeded(
 
             torch.manual_seed(seed + i)
         obs = venv.reset()
-        done = False
+        done, state, start = False, None, np.ones((1,), dtype=bool)
         while not done:
-            action, _ = agent.predict(obs, deterministic=deterministic)
+            if recurrent:  # the LSTM's state runs through the episode, reset at its start
+                action, state = agent.predict(
+                    obs, state=state, episode_start=start, deterministic=deterministic
+                )
+                start = np.zeros((1,), dtype=bool)
+            else:
+                action, _ = agent.predict(obs, deterministic=deterministic)
             obs, reward, dones, _ = venv.step(action)
             returns[i] += float(reward[0])
             done = bool(dones[0])

@@ -15,6 +15,7 @@ from worldvae.rundir import ForeignDirError
 
 ALGOS = {
     "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
+    "recurrentppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
     "dqn": {
         "learning_starts": 64,
         "buffer_size": 1000,
@@ -37,7 +38,7 @@ def model_dir(tmp_path_factory):
 def _cfg(model_dir, algo="ppo", steps=384):
     return resolve_config(
         "CartPole-v1", "latent", algo, model_dir, steps, seed=3, overrides=ALGOS[algo],
-        env_options={"frame_size": 32}, n_envs=2 if algo == "ppo" else 1, eval_freq=128,
+        env_options={"frame_size": 32}, n_envs=1 if algo == "dqn" else 2, eval_freq=128,
         eval_episodes=1, checkpoint_freq=128,
     )  # fmt: skip
 
@@ -61,7 +62,14 @@ def _weights(bundle):
     }
 
 
-@pytest.mark.parametrize("algo", ["ppo", pytest.param("dqn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "algo",
+    [
+        "ppo",
+        pytest.param("dqn", marks=pytest.mark.slow),
+        pytest.param("recurrentppo", marks=pytest.mark.slow),
+    ],
+)
 def test_interrupted_agent_resumes_to_the_same_weights(algo, model_dir, tmp_path):
     cfg = _cfg(model_dir, algo)
     train_agent(cfg, tmp_path / "whole", progress=False)

@@ -117,3 +117,41 @@ def test_cli_train_and_evaluate_with_video(model_dir, tmp_path):
     assert "return" in out.stdout and (tmp_path / "v.mp4").stat().st_size > 1000
     info = json.loads((agent / "config.json").read_text())
     assert info["status"] == "complete" and info["agent"]["obs"] == "latent"
+
+
+def test_recurrent_ppo_trains_on_latents_and_its_lstm_state_runs_through_episodes(
+    model_dir, tmp_path
+):
+    pytest.importorskip("sb3_contrib")
+    from agents.environments import evaluate_policy_seeded
+
+    cfg = resolve_config("CartPole-v1", "latent", "recurrentppo", model_dir, 128, seed=1,
+                         overrides=FAST | {"policy_kwargs": {"lstm_hidden_size": 16}},
+                         env_options={"frame_size": 40}, n_envs=2, eval_freq=64,
+                         eval_episodes=2)  # fmt: skip
+    result = train_agent(cfg, tmp_path / "agent", progress=False)
+    assert np.isfinite(result.final_mean_return)
+    assert json.loads((tmp_path / "agent" / "config.json").read_text())["steps"] == 128
+    bundle = load_bundle(tmp_path / "agent", device="cpu")
+    assert type(bundle.agent).__name__ == "RecurrentPPO"
+    assert bundle.agent.policy.lstm_actor.hidden_size == 16
+    r1 = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
+    r2 = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
+    np.testing.assert_array_equal(r1.returns, r2.returns)
+
+    class Spy:  # what the evaluation hands the policy, step by step
+        def __init__(self, agent):
+            self.agent, self.policy, self.starts, self.states = agent, agent.policy, [], []
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            self.starts.append(bool(episode_start[0]))
+            self.states.append(state)
+            return self.agent.predict(obs, state, episode_start, deterministic)
+
+    spy = Spy(bundle.agent)
+    venv = bundle.make_env(1, 0)
+    returns = evaluate_policy_seeded(spy, venv, 2, seed=5)
+    venv.close()
+    assert returns.shape == (2,)
+    assert spy.starts.count(True) == 2 and spy.starts[0]  # a fresh state at each episode's start
+    assert spy.states[0] is None and spy.states[1] is not None  # then carried step to step

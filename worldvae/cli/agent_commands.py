@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agents.config import ALGOS
 from worldvae.cli.common import add_backend_argument, add_frame_arguments, given_env_options
 from worldvae.cli.options import bounded
 
@@ -36,7 +37,7 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="dream tau (default: M's)",
     )
-    p.add_argument("--algo", default="ppo", choices=["ppo", "a2c", "dqn", "sac", "cmaes"])
+    p.add_argument("--algo", default="ppo", choices=list(ALGOS))
     p.add_argument(
         "--steps", type=bounded(int, 1, 10**11), default=50_000, help="env steps (default 50000)"
     )
