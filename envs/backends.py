@@ -1,7 +1,9 @@
 """Which library steps an env: gymnasium (the reference) or envpool (C++, batched, faster).
 
-``resolve_backend`` turns ``"auto"`` into ``"envpool"`` where envpool is installed and has the
-env (with the options asked for), ``"gymnasium"`` otherwise. envpool's frames look like
+``resolve_backend`` turns ``"auto"`` into ``"envpool"`` where envpool is installed, has the
+env (with the options asked for) and measured faster one env at a time (CarRacing-v3: 8x),
+``"gymnasium"`` otherwise (Atari: gymnasium's ALE steps one env 2.9x faster than envpool's,
+which max-pools every frame pair; see docs/benchmarks.md). envpool's frames look like
 gymnasium's but are not bit-identical (CarRacing's tracks differ per seed, Atari frames are
 max-pooled over the last two emulator frames), so datasets and models record which backend
 made their frames and :func:`warn_on_backend_mismatch` says so when they are mixed.
@@ -16,6 +18,9 @@ from functools import lru_cache
 from typing import Any
 
 BACKENDS = ("auto", "gymnasium", "envpool")
+# Where "auto" picks envpool: the envs it steps faster than gymnasium with one env (a collector
+# worker's case), measured by scripts/bench_envs.py.
+AUTO_ENVPOOL = frozenset({"CarRacing-v3"})
 ENVPOOL_HINT = "pip install 'worldvae[fast]' (envpool needs Python >= 3.11)"
 
 # gymnasium's ALE v5 settings, spelled in envpool's terms: raw RGB frames, sticky actions,
@@ -88,7 +93,8 @@ def resolve_backend(
 
     Args:
         env_id: a gymnasium id.
-        backend: ``"auto"`` (envpool where installed and able), ``"gymnasium"`` or ``"envpool"``.
+        backend: ``"auto"`` (envpool where installed, able and faster: :data:`AUTO_ENVPOOL`),
+            ``"gymnasium"`` or ``"envpool"``.
         env_kwargs: gymnasium ``make`` options; envpool has none of them (e.g. no
             ``domain_randomize``), so ``"auto"`` picks gymnasium when any are given.
 
@@ -101,7 +107,7 @@ def resolve_backend(
         return backend
     able = envpool_task(env_id) is not None and not env_kwargs
     if backend == "auto":
-        return "envpool" if able else "gymnasium"
+        return "envpool" if able and env_id in AUTO_ENVPOOL else "gymnasium"
     if not envpool_installed():
         raise ValueError(f"backend 'envpool' needs the envpool package: {ENVPOOL_HINT}")
     if envpool_task(env_id) is None:

@@ -160,7 +160,8 @@ def test_backend_resolution():
 def test_envpool_resolution_where_installed():
     pytest.importorskip("envpool")
     assert resolve_backend(CAR, "auto") == "envpool"
-    assert resolve_backend("ALE/Pong-v5", "auto") == "envpool"
+    assert resolve_backend("ALE/Pong-v5", "auto") == "gymnasium"  # measured faster one at a time
+    assert resolve_backend("ALE/Pong-v5", "envpool") == "envpool"
     assert resolve_backend(CAR, "auto", {"domain_randomize": True}) == "gymnasium"
     with pytest.raises(ValueError, match=r"none of the gymnasium options \['domain_randomize'\]"):
         resolve_backend(CAR, "envpool", {"domain_randomize": True})
