@@ -13,11 +13,12 @@ import yaml
 
 from agents.arms import ARMS
 from envs.factory import recommended_options, resolve_env_options
+from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
 from worldvae.configs import check_ranges, option, reject_unknown_keys
 from worldvae.envspec import read_env_spec
 
 OBS_KINDS = tuple(ARMS)
-ALGOS = ("ppo", "a2c", "dqn", "sac", "recurrentppo", "cmaes")
+ALGOS = (*SB3_ALGORITHMS, "cmaes")
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
@@ -34,22 +35,12 @@ POLICY_KWARGS = {
 
 
 def algo_class(algo: str) -> Any:
-    import stable_baselines3 as sb3
-
-    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
+    """The SB3 class that trains ``algo`` (``cmaes`` is trained by :mod:`agents.cma_es`)."""
     if algo == "cmaes":
         raise ValueError("cmaes is not an SB3 algorithm; agents.cma_es trains it")
-    if algo == "recurrentppo":
-        try:
-            from sb3_contrib import RecurrentPPO
-        except ImportError as e:
-            raise ImportError(
-                "--algo recurrentppo needs sb3-contrib: pip install 'worldvae[contrib]'"
-            ) from e
-        return RecurrentPPO
-    if algo not in classes:
+    if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
-    return classes[algo]
+    return sb3_algorithm(algo)
 
 
 def _algo_keys(algo: str) -> set[str]:

@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -36,22 +35,14 @@ from envs.policies import PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
-from worldvae.data.episodes import (
-    CorruptEpisodeError,
-    Episode,
-    read_episode,
-    verify_episode,
-    write_episode,
-)
+from worldvae.data.episodes import Episode
 from worldvae.data.manifest import (
     EPISODES_DIR,
-    MANIFEST_NAME,
     Manifest,
-    episode_filename,
     episode_index,
     episode_seed,
 )
-from worldvae.rundir import entries
+from worldvae.data.writer import open_dataset_dir, write_dataset_episode
 from worldvae.versions import library_versions
 from worldvae.workers import exit_with_parent, get_while_parent_lives
 
@@ -136,7 +127,7 @@ def _worker(
     options: dict[str, Any],
     policy: PolicySpec,
     master_seed: int,
-    episodes_dir: str,
+    dataset_dir: str,
     compress: bool,
     tasks: mp.Queue,
     results: mp.Queue,
@@ -160,44 +151,69 @@ def _worker(
                 lambda n: results.put(("steps", index, n)),
                 state_fn,
             )
-            write_episode(Path(episodes_dir) / episode_filename(index), episode, compress=compress)
-            results.put(("done", index, episode.length + 1))
+            n_frames = write_dataset_episode(dataset_dir, index, episode, compress)
+            results.put(("done", index, n_frames))
         except Exception:
             results.put(("error", index, traceback.format_exc()))
             return
     env.close()
 
 
-def _prepare_dir(out: Path, manifest: Manifest, overwrite: bool) -> dict[int, int]:
-    """Create or validate the dataset dir; return ``{index: n_frames}`` of episodes already there."""
-    episodes_dir = out / EPISODES_DIR
-    if (out / MANIFEST_NAME).exists():
-        old, new = Manifest.load(out).identity(), manifest.identity()
-        if overwrite:
-            shutil.rmtree(episodes_dir, ignore_errors=True)
-        elif old != new:
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+def collection_manifest(
+    env_id: str,
+    env_options: dict[str, Any] | None,
+    policy: str | PolicySpec,
+    seed: int,
+    record_state: bool | None,
+) -> tuple[Manifest, PolicySpec]:
+    """Check a collection's settings and describe it: the manifest and the parsed policy.
+
+    The env options are resolved (recommended options filled in), the policy is built once on
+    a probe env (a bad policy fails here, not in a worker), and the true state is recorded
+    where the env has a known one (``record_state=None``).
+    """
+    check_env_id(env_id)
+    options = resolve_env_options(env_id, default_env_options(**dict(env_options or {})))
+    names = state_names(env_id)
+    if options["backend"] == "envpool" and names is not None:  # read from gymnasium objects
+        if record_state:
             raise ValueError(
-                f"{out} holds a dataset collected with other settings {diff} (old, new); "
-                "re-run with the same settings to resume, choose another --out, or pass "
-                "--overwrite to replace it"
+                f"the true state of {env_id} is read from gymnasium's env objects, which "
+                "envpool's C++ envs do not expose; collect with --backend gymnasium"
             )
-    elif entries(out) and not overwrite:
-        raise ValueError(
-            f"{out} exists, is not empty and is not a worldvae dataset; choose another --out"
-        )
-    episodes_dir.mkdir(parents=True, exist_ok=True)
+        names = None
+    if record_state is None:
+        record_state = names is not None
+    elif record_state and names is None:
+        state_reader(env_id)  # raises, naming the envs whose state is known
+    spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
+    probe = make_env_from_options(env_id, options)
+    frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
+    spec.build(probe.action_space, probe.observation_space)
+    probe.close()
+    manifest = Manifest(
+        env_id=env_id,
+        env_options=options,
+        frame_shape=frame_shape,  # type: ignore[arg-type]
+        policy=spec.to_dict(),
+        seed=seed,
+        versions=library_versions(),
+        state_names=list(names) if record_state and names is not None else None,
+    )
+    return manifest, spec
+
+
+def drop_beyond_prefix(
+    episodes_dir: Path, last: int, before: dict[int, int], done: dict[int, int]
+) -> None:
+    """Delete the episodes this run finished past index ``last`` (some while the workers were
+    stopping): they are not part of the dataset. Episodes there before the run are kept."""
+    for path in episodes_dir.glob("ep_*.npz"):
+        index = episode_index(path)
+        if index > last and index not in before:
+            path.unlink()
+            done.pop(index, None)
     remove_stale_temporaries(episodes_dir)
-    manifest.save(out)
-    done: dict[int, int] = {}
-    for path in sorted(episodes_dir.glob("ep_*.npz")):
-        try:
-            verify_episode(path)  # every member's CRC, frames included, not only the rewards
-            done[episode_index(path)] = len(read_episode(path, keys=("rewards",))["rewards"]) + 1
-        except CorruptEpisodeError as e:
-            logger.warning("re-collecting: %s", e)
-            path.unlink()  # re-collected below: an episode is a pure function of its seed
-    return done
 
 
 def collect(
@@ -249,38 +265,10 @@ def collect(
         raise ValueError(f"the collection budget must be positive, got {budget}")
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
-    check_env_id(env_id)
-    options = resolve_env_options(env_id, default_env_options(**dict(env_options or {})))
-    names = state_names(env_id)
-    if options["backend"] == "envpool" and names is not None:  # read from gymnasium objects
-        if record_state:
-            raise ValueError(
-                f"the true state of {env_id} is read from gymnasium's env objects, which "
-                "envpool's C++ envs do not expose; collect with --backend gymnasium"
-            )
-        names = None
-    if record_state is None:
-        record_state = names is not None
-    elif record_state and names is None:
-        state_reader(env_id)  # raises, naming the envs whose state is known
-    spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
-    probe = make_env_from_options(env_id, options)
-    frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
-    spec.build(
-        probe.action_space, probe.observation_space
-    )  # fail here, not in a worker, on a bad policy
-    probe.close()
-    manifest = Manifest(
-        env_id=env_id,
-        env_options=options,
-        frame_shape=frame_shape,  # type: ignore[arg-type]
-        policy=spec.to_dict(),
-        seed=seed,
-        versions=library_versions(),
-        state_names=list(names) if record_state and names is not None else None,
-    )
+    manifest, spec = collection_manifest(env_id, env_options, policy, seed, record_state)
+    options, record_state = manifest.env_options, manifest.state_names is not None
     out = Path(out_dir)
-    done = _prepare_dir(out, manifest, overwrite)
+    done = open_dataset_dir(out, manifest, overwrite)
     episodes_dir = out / EPISODES_DIR
 
     def enough() -> int | None:
@@ -325,7 +313,7 @@ def collect(
                     return enough() is None
 
                 play_on_ray(
-                    cluster, env_id, options, spec, seed, episodes_dir, todo, on_done,
+                    cluster, env_id, options, spec, seed, out, todo, on_done,
                     n_workers, compress, bool(record_state),
                 )  # fmt: skip
         else:
@@ -338,7 +326,7 @@ def collect(
                             options,
                             spec,
                             seed,
-                            str(episodes_dir),
+                            str(out),
                             compress,
                             tasks,
                             results,
@@ -389,14 +377,7 @@ def collect(
     last = enough()
     if last is None:  # only reachable when the loop above raised
         raise RuntimeError("collection stopped before its budget was met")
-    # Episodes this run finished beyond the prefix (some while the workers were stopping) are
-    # not part of the dataset; episodes that were there before the run are kept.
-    for path in episodes_dir.glob("ep_*.npz"):
-        index = episode_index(path)
-        if index > last and index not in before:
-            path.unlink()
-            done.pop(index, None)
-    remove_stale_temporaries(episodes_dir)
+    drop_beyond_prefix(episodes_dir, last, before, done)
     new = {i: n for i, n in done.items() if i not in before}
     return CollectResult(
         out_dir=out,

@@ -49,7 +49,9 @@ class LatentHistory:
 
     The observation of env ``i`` is ``[z_{t-k+1}, ..., z_t, a_{t-n}, ..., a_{t-1}]`` as float32
     ``(k * D + n * A,)``; Discrete actions are one-hot (``A = n_actions``), Box actions raw.
-    After a reset the stack is filled with the first latent and the actions are zero.
+    After a reset the stack holds zeros and the first latent, and the actions are zero: an
+    episode starts as SB3's ``VecFrameStack`` starts the pixel arm's (zero frames before the
+    first), so every arm meets the same kind of start (a zero latent is the prior's mean).
     """
 
     def __init__(
@@ -90,7 +92,8 @@ class LatentHistory:
         return np.asarray(action, np.float32).reshape(-1)
 
     def reset(self, i: int, z: np.ndarray) -> None:
-        self.latents[i] = z
+        self.latents[i] = 0.0
+        self.latents[i, -1] = z
         self.actions[i] = 0.0
 
     def push(self, i: int, z: np.ndarray, action: Any) -> None:

@@ -88,17 +88,11 @@ class SB3Policy:
     """
 
     def __init__(self, path: str, algo: str, frame_stack: int = 1, deterministic: bool = False):
-        import stable_baselines3 as sb3
+        from envs.sb3_io import sb3_algorithm
 
-        classes: dict[str, type[sb3.common.base_class.BaseAlgorithm]] = {
-            "ppo": sb3.PPO,
-            "a2c": sb3.A2C,
-            "dqn": sb3.DQN,
-            "sac": sb3.SAC,
-        }
-        if algo.lower() not in classes:
-            raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(classes)}")
-        self.path, self.algo_class = path, classes[algo.lower()]
+        if algo.lower() == "recurrentppo":  # its LSTM state would be dropped at every step
+            raise ValueError("collecting with a recurrentppo agent is not supported; use ppo")
+        self.path, self.algo_class = path, sb3_algorithm(algo.lower())
         self.model: Any = None
         self.frame_stack = frame_stack
         self.deterministic = deterministic

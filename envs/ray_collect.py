@@ -16,8 +16,8 @@ from typing import Any
 from envs.cluster import cluster_cpus, connect_ray, run_tasks
 from envs.factory import make_env_from_options
 from envs.policies import PolicySpec
-from worldvae.data.episodes import write_episode
-from worldvae.data.manifest import episode_filename, episode_seed
+from worldvae.data.manifest import episode_seed
+from worldvae.data.writer import write_dataset_episode
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def play_and_write(
     policy: PolicySpec,
     master_seed: int,
     index: int,
-    episodes_dir: str,
+    dataset_dir: str,
     compress: bool = True,
     record_state: bool = False,
 ) -> int:
@@ -49,8 +49,7 @@ def play_and_write(
         episode = play_episode(env, actor, episode_seed(master_seed, index), state_fn=state_fn)
     finally:
         env.close()
-    write_episode(Path(episodes_dir) / episode_filename(index), episode, compress=compress)
-    return episode.length + 1
+    return write_dataset_episode(dataset_dir, index, episode, compress)
 
 
 def play_on_ray(
@@ -59,7 +58,7 @@ def play_on_ray(
     options: dict[str, Any],
     policy: PolicySpec,
     master_seed: int,
-    episodes_dir: Path,
+    dataset_dir: Path,
     todo: Iterator[int],
     on_done: Callable[[int, int], bool],
     n_workers: int | None = None,
@@ -83,7 +82,7 @@ def play_on_ray(
 
     def args_of(index: int) -> tuple[Any, ...]:
         return (
-            env_id, options, policy, master_seed, index, str(episodes_dir), compress, record_state
+            env_id, options, policy, master_seed, index, str(dataset_dir), compress, record_state
         )  # fmt: skip
 
     run_tasks(ray, remote, todo, args_of, limit, on_done, describe=lambda i: f"episode {i}")

@@ -23,6 +23,33 @@ SCHEDULE_KEYS = (
 )
 
 
+# Every SB3 algorithm the project trains or loads, by its command-line name.
+SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "sac", "recurrentppo")
+
+
+def sb3_algorithm(name: str) -> Any:
+    """The class of the SB3 algorithm ``name`` (sb3-contrib's for ``recurrentppo``).
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: ``recurrentppo`` without sb3-contrib (the message gives the install).
+    """
+    import stable_baselines3 as sb3
+
+    if name == "recurrentppo":
+        try:
+            from sb3_contrib import RecurrentPPO
+        except ImportError as e:
+            raise ImportError(
+                "--algo recurrentppo needs sb3-contrib: pip install 'worldvae[contrib]'"
+            ) from e
+        return RecurrentPPO
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
+    if name not in classes:
+        raise ValueError(f"unknown SB3 algorithm {name!r}; choose one of {SB3_ALGORITHMS}")
+    return classes[name]
+
+
 def serialized_keys(path: str | Path) -> list[str]:
     """Entries of an SB3 zip's ``data`` that would be unpickled on a plain ``load``."""
     try:

@@ -91,8 +91,8 @@ def test_ray_episodes_equal_local_collect(tmp_path):
                     progress=False)  # fmt: skip
     assert local.total_episodes == 3
     options = resolve_env_options("CartPole-v1", env_options() | OPTS)
-    out = tmp_path / "ray" / "episodes"
-    out.mkdir(parents=True)
+    out = tmp_path / "ray"
+    (out / "episodes").mkdir(parents=True)
     done: dict[int, int] = {}
     play_on_ray(
         "ray", "CartPole-v1", options, PolicySpec.parse("random"), 5, out, iter(range(3)),
@@ -102,7 +102,7 @@ def test_ray_episodes_equal_local_collect(tmp_path):
     _assert_same(tmp_path / "local", tmp_path / "ray")
     assert "states" in _episodes(tmp_path / "ray")["ep_0000000.npz"]  # CartPole's true state
     assert sum(done.values()) == local.total_frames
-    assert not list(out.glob(".*"))  # no temporaries left
+    assert not list((out / "episodes").glob(".*"))  # no temporaries left
 
 
 def test_collect_on_ray_writes_the_local_dataset_and_resumes(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from worldvae.data import EpisodeDataset
 from worldvae.data.loader import FrameStream
 from worldvae.images import image_grid, save_png
+from worldvae.models import losses
 from worldvae.models.autoencoder import Autoencoder
 
 
@@ -41,8 +42,12 @@ def encode_batched(
 
 
 def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """Average KL to the prior per latent dimension: (N, D) x2 -> (D,) nats."""
-    return (0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)).mean(axis=0)
+    """Average KL to the prior per latent dimension: (N, D) x2 -> (D,) nats (the training
+    loss's own :func:`worldvae.models.losses.gaussian_kl_per_dim`)."""
+    kl = losses.gaussian_kl_per_dim(
+        torch.from_numpy(mu).double(), torch.from_numpy(logvar).double()
+    )
+    return kl.mean(dim=0).numpy()
 
 
 def active_units(mu: np.ndarray, threshold: float = 0.01) -> np.ndarray:
@@ -62,7 +67,9 @@ def _latent_scale(model: Autoencoder, mu: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def reconstruction_grid(model: Autoencoder, frames: np.ndarray) -> np.ndarray:
-    """Rows of (input | output) pairs, 8 pairs at most per row."""
+    """Rows of (input | output) pairs, 4 pairs per row: ``(N, H, W, C)`` uint8 -> one image.
+
+    The trainer's ``images/reconstructions.png`` and ``inspect``'s are drawn by this."""
     recon = model.reconstruct(frames)
     pairs = np.stack([frames, recon], axis=1)  # (N, 2, H, W, C)
     n_per_row = 4

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -50,7 +49,7 @@ from worldvae.distributed import (
     shards_of_rank,
     wrap_for_ranks,
 )
-from worldvae.images import image_grid, save_png
+from worldvae.images import save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
 from worldvae.models.io import load_model, save_model
@@ -535,10 +534,11 @@ class VAETrainer:
         return {k: v / n for k, v in sums.items()}
 
     def _write_images(self, writer: Any, step: int) -> None:
+        from worldvae.diagnostics import reconstruction_grid
+
         self.model.eval()
-        recon = self.model.reconstruct(self.fixed_frames.numpy())
+        grid = reconstruction_grid(self.model, self.fixed_frames.numpy())
         self.model.train()
-        grid = image_grid(np.stack([self.fixed_frames.numpy(), recon], axis=1), pad=2, scale=2)
         save_png(self.run_dir / "images" / "reconstructions.png", grid)
         writer.add_image("vae/reconstructions", grid, step, dataformats="HWC")
 
