@@ -338,14 +338,24 @@ def run_comparison(
     """Train every (arm, seed) pair, skipping finished ones, then evaluate and aggregate.
 
     Results go to ``out_dir/runs/RUN_NAME`` (agent bundles), ``out_dir/controls/`` (the
-    control arms' encoders) and ``out_dir/results.{csv,json}``.
+    control arms' encoders) and ``out_dir/results.{csv,json}``. The steps: :func:`plan_runs`,
+    :func:`train_runs`, :func:`evaluate_comparison`, :func:`write_results`.
     """
-    out = Path(out_dir)
-    timings: dict[str, float] = {}
     t = time.perf_counter()
-    runs = plan_runs(cfg, out)
+    runs = plan_runs(cfg, out_dir)
     train_runs(runs, cfg.workers, cfg.subprocess_envs, progress)
-    timings["train"] = time.perf_counter() - t
+    result = evaluate_comparison(cfg, runs, out_dir, {"train": time.perf_counter() - t})
+    write_results(result)
+    return result
+
+
+def evaluate_comparison(
+    cfg: CompareConfig, runs: list[Run], out_dir: str | Path, timings: dict[str, float]
+) -> ComparisonResult:
+    """Evaluate trained runs on the same fixed seeds and aggregate them: the random policy's
+    score, the threshold, per-arm summaries with intervals, improvements over pixel and the
+    linear probes. ``timings`` (seconds per stage so far) gains ``evaluate`` and ``probe``."""
+    timings = dict(timings)
     t = time.perf_counter()
     random = random_baseline(runs[0].config, cfg.final_eval_episodes, cfg.eval_seed)
     evaluated = [evaluate_run(run, cfg) for run in runs]
@@ -363,8 +373,8 @@ def run_comparison(
     t = time.perf_counter()
     probes = probe_arms(cfg, runs) if cfg.probe else {}
     timings["probe"] = time.perf_counter() - t
-    result = ComparisonResult(
-        out,
+    return ComparisonResult(
+        Path(out_dir),
         rows,
         summary,
         float(random.mean()),
@@ -375,8 +385,6 @@ def run_comparison(
         probes,
         {k: round(v, 1) for k, v in timings.items()},
     )
-    write_results(result)
-    return result
 
 
 def probe_arms(cfg: CompareConfig, runs: list[Run]) -> dict[str, Any]:

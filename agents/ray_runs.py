@@ -123,15 +123,16 @@ def run_comparison_on_ray(
 
     The runs are planned (arms checked, control encoders built) on the driver, every
     incomplete run is trained on the cluster, then the comparison evaluates and aggregates
-    the bundles from shared storage as it does locally (finding every run complete, it trains
-    nothing). Re-running continues: complete runs are skipped, cut ones resume.
+    the bundles from shared storage with the local comparison's own steps
+    (:func:`agents.comparison.evaluate_comparison`). Re-running continues: complete runs are
+    skipped, cut ones resume.
 
     Returns:
         the :class:`agents.comparison.ComparisonResult`.
     """
     from tqdm.auto import tqdm
 
-    from agents.comparison import plan_runs, run_comparison, write_results
+    from agents.comparison import evaluate_comparison, plan_runs, write_results
 
     start = time.perf_counter()
     runs = plan_runs(cfg, out_dir)
@@ -142,9 +143,7 @@ def run_comparison_on_ray(
         train_runs_on_ray(cluster, runs, train, cpus_per_run, gpus_per_run, lambda _: bar.update(1))
     finally:
         bar.close()
-    on_ray = time.perf_counter() - start
-    result = run_comparison(cfg, out_dir, progress=progress)
-    # The training stage's time is the time on the cluster, not the driver's skip of it.
-    result.timings["train"] = round(result.timings.get("train", 0.0) + on_ray, 1)
+    # The training stage's time is the time on the cluster.
+    result = evaluate_comparison(cfg, runs, out_dir, {"train": time.perf_counter() - start})
     write_results(result)
     return result
