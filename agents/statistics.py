@@ -65,6 +65,15 @@ def stratified_bootstrap(
     return np.take_along_axis(np.broadcast_to(x, (n_resamples, *x.shape)), idx, axis=1)
 
 
+def resample_runs(x: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Whole runs (rows) drawn with replacement: ``(R, ...) -> (n_resamples, R, ...)``.
+
+    A run's curve or scores stay together; the bootstrap of learning curves uses this.
+    """
+    rng = np.random.default_rng(seed)
+    return x[rng.integers(0, x.shape[0], size=(n_resamples, x.shape[0]))]
+
+
 def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -175,9 +184,7 @@ def sample_efficiency_curve(
         ``(iqm, low, high)``, each ``(n_points,)``.
     """
     x = _as_runs_by_tasks(scores, "sample_efficiency_curve")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.shape[0], size=(n_resamples, x.shape[0]))
-    boot = x[idx]  # (B, R, P): whole runs are resampled, keeping each curve together
+    boot = resample_runs(x, n_resamples, seed)  # (B, R, P): each curve kept together
     est = np.asarray(stats.trim_mean(boot, 0.25, axis=1), dtype=float)  # (B, P)
     alpha = (1 - confidence) / 2
     return (
@@ -215,6 +222,7 @@ def curve_band(
     grid: np.ndarray,
     confidence: float = 0.95,
     seed: int = 0,
+    n_resamples: int = 2000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and bootstrap CI of several learning curves, interpolated onto ``grid``.
 
@@ -224,8 +232,6 @@ def curve_band(
     mean = ys.mean(axis=0)
     if len(ys) < 2:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(ys), (2000, len(ys)))
-    boot = ys[idx].mean(axis=1)
+    boot = resample_runs(ys, n_resamples, seed).mean(axis=1)
     alpha = (1 - confidence) / 2
     return mean, np.quantile(boot, alpha, axis=0), np.quantile(boot, 1 - alpha, axis=0)

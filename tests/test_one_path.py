@@ -88,3 +88,21 @@ def test_latent_and_pixel_stacks_start_an_episode_the_same_way():
     history.push(0, 2 * z, 0)
     np.testing.assert_array_equal(history.observation(0), np.r_[np.zeros(4), z, 2 * z, 1, 0])
     pixel.close()
+
+
+def test_learning_curve_bands_resample_whole_runs_through_one_function():
+    from agents.statistics import curve_band, resample_runs, sample_efficiency_curve
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(6, 5)).cumsum(axis=1)
+    boot = resample_runs(scores, 100, seed=3)
+    assert boot.shape == (100, 6, 5)
+    assert all(any(np.array_equal(row, run) for run in scores) for row in boot[0])  # whole runs
+    iqm_curve, low, high = sample_efficiency_curve(scores, n_resamples=100, seed=3)
+    assert np.all(low <= iqm_curve + 1e-12) and np.all(iqm_curve <= high + 1e-12)
+    grid = np.arange(5.0)
+    mean, low, high = curve_band([(grid, s) for s in scores], grid, seed=3, n_resamples=100)
+    expected = boot.mean(axis=1)  # the same draws, averaged
+    np.testing.assert_allclose(low, np.quantile(expected, 0.025, axis=0))
+    np.testing.assert_allclose(high, np.quantile(expected, 0.975, axis=0))
+    np.testing.assert_allclose(mean, scores.mean(axis=0))
