@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from agents.config import ALGOS
+from agents.config import SB3_ALGORITHMS
 from envs.cluster import uses_ray
 from worldvae.cli.common import add_backend_argument, add_cluster_arguments, parse_env_kwargs
 from worldvae.cli.options import bounded
@@ -31,7 +31,7 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         help="the VAE's dataset, for the pca arm and the probes (default: read from the VAE run)",
     )
     p.add_argument("--memory", default=None, help="M's run directory (for the latent+h arm)")
-    p.add_argument("--algo", default="ppo", choices=[a for a in ALGOS if a != "cmaes"])
+    p.add_argument("--algo", default="ppo", choices=SB3_ALGORITHMS)
     p.add_argument("--steps", type=bounded(int, 1, 10**11), default=50_000)
     p.add_argument(
         "--seeds", type=bounded(int, 1, 1000), default=3, help="number of seeds (>= 3 recommended)"
@@ -144,7 +144,7 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--algo",
         default=None,
-        choices=[a for a in ALGOS if a != "cmaes"],
+        choices=SB3_ALGORITHMS,
         help="override the preset's",
     )
     p.add_argument("--obs", default=None, help="comma list of arms (default: the preset's)")
