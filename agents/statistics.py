@@ -19,10 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 ArrayLike = Sequence[float] | np.ndarray
 Statistic = Callable[[np.ndarray], float]
+
+
+def _trim_mean(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """The 25%-trimmed mean along ``axis`` (scipy.stats is imported on first use: the command
+    line imports this module to build its parser)."""
+    from scipy import stats
+
+    return np.asarray(stats.trim_mean(x, 0.25, axis=axis), dtype=float)
 
 
 def _as_runs_by_tasks(scores: ArrayLike | Sequence[Sequence[float]], what: str) -> np.ndarray:
@@ -42,7 +49,7 @@ def iqm(values: ArrayLike | Sequence[Sequence[float]]) -> float:
     ``floor(0.25 * n)`` values are cut from each end, so below 4 values nothing is cut and the
     IQM is the plain mean (see :func:`iqm_is_mean`).
     """
-    return float(stats.trim_mean(np.asarray(values, dtype=float), 0.25, axis=None))
+    return float(_trim_mean(np.asarray(values, dtype=float), None))
 
 
 def iqm_is_mean(n_values: int) -> bool:
@@ -52,7 +59,7 @@ def iqm_is_mean(n_values: int) -> bool:
 
 def _iqm_rows(samples: np.ndarray) -> np.ndarray:
     """IQM of each row of ``samples`` ``(B, n)`` -> ``(B,)``."""
-    return np.asarray(stats.trim_mean(samples, 0.25, axis=1), dtype=float)
+    return _trim_mean(samples, 1)
 
 
 def stratified_bootstrap(
@@ -185,10 +192,10 @@ def sample_efficiency_curve(
     """
     x = _as_runs_by_tasks(scores, "sample_efficiency_curve")
     boot = resample_runs(x, n_resamples, seed)  # (B, R, P): each curve kept together
-    est = np.asarray(stats.trim_mean(boot, 0.25, axis=1), dtype=float)  # (B, P)
+    est = _trim_mean(boot, 1)  # (B, P)
     alpha = (1 - confidence) / 2
     return (
-        np.asarray(stats.trim_mean(x, 0.25, axis=0), dtype=float),
+        _trim_mean(x, 0),
         np.quantile(est, alpha, axis=0),
         np.quantile(est, 1 - alpha, axis=0),
     )
