@@ -35,6 +35,7 @@ from envs.policies import PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
+from worldvae.configs import check_ranges, option
 from worldvae.data.episodes import Episode
 from worldvae.data.manifest import (
     EPISODES_DIR,
@@ -60,6 +61,29 @@ class WorkerError(RuntimeError):
         lines = [line for line in worker_traceback.strip().splitlines() if line.strip()]
         super().__init__(f"{what}: {lines[-1] if lines else 'no message'}")
         self.details = worker_traceback
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """The settings of a collection, as :func:`collect` takes them (``worldvae collect``'s
+    flags are made from these fields). Exactly one of the two budgets is given."""
+
+    n_episodes: int | None = option(None, "number of episodes", 1, 10**8, flag="--episodes")
+    n_frames: int | None = option(None, "number of frames to reach", 1, 10**11, flag="--frames")
+    n_workers: int = option(1, "worker processes", 1, 256, flag="--workers")
+    policy: str = option("random", "random | brownian | sb3:ALGO:PATH")
+    seed: int = option(0, "master seed", 0, 2**32 - 1)
+    compress: bool = option(True, "zlib-compress the episode files", flag="--no-compress")
+    record_state: bool | None = option(
+        None,
+        "store the env's true state per frame (default: on for classic control, MiniGrid and "
+        "CarRacing, off for other envs)",
+    )
+
+    def __post_init__(self) -> None:
+        if (self.n_episodes is None) == (self.n_frames is None):
+            raise ValueError("give exactly one of n_episodes or n_frames")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -220,19 +244,21 @@ def collect(
     out_dir: str | Path,
     env_id: str,
     *,
-    n_episodes: int | None = None,
-    n_frames: int | None = None,
-    n_workers: int = 1,
-    policy: str | PolicySpec = "random",
-    seed: int = 0,
+    n_episodes: int | None = CollectConfig.n_episodes,
+    n_frames: int | None = CollectConfig.n_frames,
+    n_workers: int = CollectConfig.n_workers,
+    policy: str | PolicySpec = CollectConfig.policy,
+    seed: int = CollectConfig.seed,
     env_options: dict[str, Any] | None = None,
-    compress: bool = True,
+    compress: bool = CollectConfig.compress,
     overwrite: bool = False,
     progress: bool = True,
-    record_state: bool | None = None,
+    record_state: bool | None = CollectConfig.record_state,
     cluster: str = "local",
 ) -> CollectResult:
     """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
+
+    The settings after ``env_id`` are those of :class:`CollectConfig` (defaults, ranges).
 
     Args:
         out_dir: dataset directory; re-running into the same directory resumes.
@@ -258,13 +284,10 @@ def collect(
     on_ray = uses_ray(cluster)
     if on_ray:  # an unreachable or malformed cluster is refused before anything is written
         connect_ray(cluster)
-    if (n_episodes is None) == (n_frames is None):
-        raise ValueError("give exactly one of n_episodes or n_frames")
-    budget = n_episodes if n_episodes is not None else n_frames
-    if budget is None or budget < 1:
-        raise ValueError(f"the collection budget must be positive, got {budget}")
-    if n_workers < 1:
-        raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+    CollectConfig(  # the budget, the ranges
+        n_episodes=n_episodes, n_frames=n_frames, n_workers=n_workers, seed=seed
+    )
+    budget = n_episodes or n_frames or 0  # exactly one of them is given, and >= 1
     manifest, spec = collection_manifest(env_id, env_options, policy, seed, record_state)
     options, record_state = manifest.env_options, manifest.state_names is not None
     out = Path(out_dir)

@@ -11,6 +11,12 @@ from envs.backends import resolve_backend
 from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation, is_image_space
 from envs.registry import check_env_id, family_of
 
+# The command line's limits on the frame options. Frames are held whole in memory; beyond
+# MAX_FRAME_SIZE a side, a frame of one episode fills gigabytes.
+MIN_FRAME_SIZE, MAX_FRAME_SIZE = 8, 1024
+MAX_FRAME_SKIP = 1000
+MAX_EPISODE_STEPS = 10**9
+
 
 def _as_size(frame_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(frame_size, (int, np.integer)):

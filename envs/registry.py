@@ -10,6 +10,8 @@ import gymnasium as gym
 
 Family = Literal["atari", "minigrid", "box2d", "classic"]
 
+ENV_ID_HELP = "gymnasium id, e.g. CarRacing-v3, ALE/Pong-v5"  # what --env takes
+
 # Optional families: (module to import, how it registers, install hint).
 _OPTIONAL_FAMILIES: dict[str, tuple[str, str]] = {
     "ale_py": ("ALE/", "pip install 'worldvae[atari]'"),

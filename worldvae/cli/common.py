@@ -6,10 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from envs.factory import MAX_EPISODE_STEPS, MAX_FRAME_SIZE, MAX_FRAME_SKIP, MIN_FRAME_SIZE
+from envs.registry import ENV_ID_HELP
 from worldvae.cli.options import bounded
-
-# Frames are held whole in memory; beyond this side a frame of one episode fills gigabytes.
-MAX_FRAME_SIZE = 1024
 
 
 def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
@@ -51,7 +50,7 @@ def parse_env_kwargs(items: list[tuple[str, Any]] | list[str] | None) -> dict[st
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
     """The env id and its ``make_env`` options, shared by every command that makes a new env."""
-    p.add_argument("--env", required=True, help="gymnasium id, e.g. CarRacing-v3, ALE/Pong-v5")
+    p.add_argument("--env", required=True, help=ENV_ID_HELP)
     add_frame_arguments(p)
     add_backend_argument(p)
 
@@ -61,20 +60,23 @@ def add_frame_arguments(p: argparse.ArgumentParser) -> None:
     comes from the recorded env spec, or for a new one from the env's recommended options."""
     p.add_argument(
         "--frame-size",
-        type=bounded(int, 8, MAX_FRAME_SIZE),
+        type=bounded(int, MIN_FRAME_SIZE, MAX_FRAME_SIZE),
         default=None,
-        help=f"square frame side, 8..{MAX_FRAME_SIZE} (default 64)",
+        help=f"square frame side, {MIN_FRAME_SIZE}..{MAX_FRAME_SIZE} (default 64)",
     )
     p.add_argument("--crop", type=parse_crop, default=None, help="pixels off TOP,BOTTOM,LEFT,RIGHT")
     p.add_argument(
         "--grayscale", action="store_true", default=None, help="one channel instead of RGB"
     )
     p.add_argument(
-        "--frame-skip", type=bounded(int, 1, 1000), default=None, help="repeat each action N times"
+        "--frame-skip",
+        type=bounded(int, 1, MAX_FRAME_SKIP),
+        default=None,
+        help="repeat each action N times",
     )
     p.add_argument(
         "--max-episode-steps",
-        type=bounded(int, 1, 10**9),
+        type=bounded(int, 1, MAX_EPISODE_STEPS),
         default=None,
         help="override the time limit",
     )

@@ -6,9 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from envs.collector import CollectConfig
 from worldvae.cli.common import add_cluster_arguments, add_env_arguments, env_options_from_args
-from worldvae.cli.options import bounded
+from worldvae.cli.options import add_config_options, bounded, config_values
 from worldvae.rundir import RunDirLock
+
+BUDGET = ("n_episodes", "n_frames")  # exactly one is given
 
 
 def add_collect_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,26 +24,10 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     add_env_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="dataset directory")
     budget = p.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--episodes", type=bounded(int, 1, 10**8), help="number of episodes")
-    budget.add_argument("--frames", type=bounded(int, 1, 10**11), help="number of frames to reach")
-    p.add_argument(
-        "--workers", type=bounded(int, 1, 256), default=1, help="worker processes (default 1)"
-    )
-    p.add_argument(
-        "--policy", default="random", help="random | brownian | sb3:ALGO:PATH (default random)"
-    )
-    p.add_argument(
-        "--seed", type=bounded(int, 0, 2**32 - 1), default=0, help="master seed (default 0)"
-    )
-    p.add_argument("--no-compress", action="store_true", help="store episodes uncompressed")
+    settings = add_config_options(budget, CollectConfig, only=BUDGET)
+    settings += add_config_options(p, CollectConfig, skip=BUDGET)
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
-    p.add_argument(
-        "--record-state",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="store the env's true state per frame (default: on for classic control, MiniGrid "
-        "and CarRacing, off for other envs)",
-    )
+    p.set_defaults(collect_fields=settings)
     add_cluster_arguments(p)
     p.set_defaults(func=run_collect)
 
@@ -62,15 +49,9 @@ def _collect(args: argparse.Namespace, collect: Any) -> Any:
     return collect(
         args.out,
         args.env,
-        n_episodes=args.episodes,
-        n_frames=args.frames,
-        n_workers=args.workers,
-        policy=args.policy,
-        seed=args.seed,
+        **config_values(args, args.collect_fields),
         env_options=env_options_from_args(args),
-        compress=not args.no_compress,
         overwrite=args.overwrite,
-        record_state=args.record_state,
         cluster=args.cluster,
     )
 
