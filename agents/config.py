@@ -13,6 +13,7 @@ import yaml
 
 from agents.arms import ARMS
 from envs.factory import recommended_options, resolve_env_options
+from envs.registry import ENV_ID_HELP
 from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
 from worldvae.configs import check_ranges, option, reject_unknown_keys
 from worldvae.envspec import read_env_spec
@@ -172,35 +173,47 @@ def load_hyperparams(env_id: str, extra_file: str | Path | None = None) -> dict[
 class AgentConfig:
     """Everything that defines one agent run; stored as ``config.json`` in its bundle."""
 
-    env_id: str
-    obs: str = "pixel"
-    algo: str = "ppo"
-    model_dir: str | None = None
-    memory_dir: str | None = None  # M, for obs "latent+h"
-    dream: bool = False  # train inside M's dream (DreamEnv), evaluate in the real env
-    dream_temperature: float | None = None  # tau; None: M's own
-    total_timesteps: int = option(50_000, "env steps", 1, 10**11)
+    env_id: str = option(help=ENV_ID_HELP, flag="--env")
+    obs: str = option("pixel", "what the agent sees (see agents.arms)", choices=OBS_KINDS)
+    algo: str = option("ppo", "training algorithm", choices=ALGOS)
+    model_dir: str | None = option(
+        None, "model or VAE run directory (latent, encoder)", flag="--model"
+    )
+    memory_dir: str | None = option(  # M, for obs "latent+h"
+        None, "M's run directory (latent+h: [z, h] inputs)", flag="--memory"
+    )
+    dream: bool = option(  # DreamEnv
+        False, "train inside M's dream, evaluate in the real env (needs --obs latent+h)"
+    )
+    dream_temperature: float | None = option(
+        None, "dream tau (default: M's)", 0.0, 100.0, low_open=True, flag="--temperature"
+    )
+    total_timesteps: int = option(50_000, "env steps", 1, 10**11, flag="--steps")
     seed: int = option(0, "seed", 0, 2**32 - 1)
-    n_envs: int = option(4, "parallel envs", 1, 1024)
+    n_envs: int = option(4, "parallel envs (default: the hyperparameters' n_envs)", 1, 1024)
     env_options: dict[str, Any] = field(default_factory=dict)
     obs_options: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_freq: int = option(10_000, "env steps between evaluations", 1, 10**11)
     eval_episodes: int = option(5, "episodes per evaluation", 1, 100_000)
     eval_seed: int = option(10_000, "seed of the first evaluation episode", 0, 2**32 - 1)
-    device: str = "auto"
-    deterministic_eval: bool = True
-    checkpoint_freq: int = option(10_000, "env steps between checkpoints (0: none)", 0, 10**11)
+    device: str = option("auto", "torch device: auto, cpu, cuda or cuda:N")
+    deterministic_eval: bool = option(
+        True, "evaluate the policy's mode, not a sample of it", flag="--stochastic-eval"
+    )
+    checkpoint_freq: int = option(
+        10_000, "env steps between checkpoints a killed run resumes from (0: none)", 0, 10**11
+    )
     max_train_seconds: float | None = option(
         None, "training wall-clock budget in seconds, evaluation excluded", 0.0, 1e9, low_open=True
     )
 
     def __post_init__(self) -> None:
-        check_ranges(self)
         if self.obs not in OBS_KINDS:
             raise ValueError(f"obs must be one of {OBS_KINDS}, got {self.obs!r}")
         if self.algo not in ALGOS:
             raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGOS}")
+        check_ranges(self)
         if ARMS[self.obs].model is not None and not self.model_dir:
             raise ValueError(f"obs={self.obs!r} needs a pretrained model: pass --model DIR")
         if self.obs == "latent+h" and not self.memory_dir:

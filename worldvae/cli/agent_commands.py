@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agents.config import ALGOS
+from agents.config import AgentConfig
 from worldvae.cli.common import add_backend_argument, add_frame_arguments, given_env_options
-from worldvae.cli.options import bounded
+from worldvae.cli.options import add_config_options, bounded, config_values, field_help
+
+# The arms an agent trains on alone; random and pca need the encoders a comparison derives.
+STANDALONE_OBS = ("pixel", "latent", "encoder", "latent+h")
 
 
 def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,57 +21,23 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
         "file, then --hyperparams). The agent directory holds the SB3 zip, the resolved "
         "config, the model it was trained on, and periodic evaluations (eval.csv).",
     )
-    p.add_argument("--env", required=True)
-    p.add_argument("--obs", required=True, choices=["pixel", "latent", "encoder", "latent+h"])
+    p.add_argument(
+        "--obs", required=True, choices=STANDALONE_OBS, help=field_help(AgentConfig, "obs")
+    )
     frames = p.add_argument_group(
         "frames (with --model: taken from the model's env spec; given ones must agree with it)"
     )
     add_frame_arguments(frames)
-    p.add_argument("--model", default=None, help="model or VAE run directory (latent, encoder)")
-    p.add_argument("--memory", default=None, help="M's run directory (latent+h: [z, h] inputs)")
-    p.add_argument(
-        "--dream",
-        action="store_true",
-        help="train inside M's dream, evaluate in the real env (needs --obs latent+h)",
-    )
-    p.add_argument(
-        "--temperature",
-        type=bounded(float, 0.0, 100.0, low_open=True),
-        default=None,
-        help="dream tau (default: M's)",
-    )
-    p.add_argument("--algo", default="ppo", choices=list(ALGOS))
-    p.add_argument(
-        "--steps", type=bounded(int, 1, 10**11), default=50_000, help="env steps (default 50000)"
-    )
-    p.add_argument("--seed", type=bounded(int, 0, 2**32 - 1), default=0)
-    p.add_argument(
-        "--n-envs", type=bounded(int, 1, 1024), default=None, help="override the YAML's n_envs"
+    agent = p.add_argument_group("agent (every option field of AgentConfig)")
+    p.set_defaults(
+        agent_fields=add_config_options(
+            agent, AgentConfig, skip=("obs",), defaults={"n_envs": None}
+        )
     )
     p.add_argument("--hyperparams", type=Path, default=None, help="a YAML file of overrides")
     p.add_argument("--finetune", action="store_true", help="encoder mode: train the encoder too")
-    p.add_argument(
-        "--eval-freq",
-        type=bounded(int, 1, 10**11),
-        default=10_000,
-        help="env steps between evaluations",
-    )
-    p.add_argument("--eval-episodes", type=bounded(int, 1, 100_000), default=5)
-    p.add_argument(
-        "--max-train-seconds",
-        type=bounded(float, 0.0, 1e9, low_open=True),
-        default=None,
-        help="stop training after this many seconds of training (a wall-clock budget)",
-    )
-    p.add_argument(
-        "--checkpoint-freq",
-        type=bounded(int, 0, 10**11),
-        default=10_000,
-        help="env steps between checkpoints a killed run resumes from (0: none; default 10000)",
-    )
     p.add_argument("--subproc", action="store_true", help="run envs in subprocesses")
     add_backend_argument(p)
-    p.add_argument("--device", default="auto")
     p.add_argument(
         "--out", type=Path, default=None, help="agent directory (default runs/agents/RUN_NAME)"
     )
@@ -86,32 +55,22 @@ def run_train_agent(args: argparse.Namespace) -> int:
     from agents.preflight import check_env_and_model
     from agents.training import train_agent
 
-    fields = {
-        "eval_freq": args.eval_freq,
-        "eval_episodes": args.eval_episodes,
-        "checkpoint_freq": args.checkpoint_freq,
-        "max_train_seconds": args.max_train_seconds,
-        "device": args.device,
-        "memory_dir": args.memory,
-        "dream": args.dream,
-        "dream_temperature": args.temperature,
-        "env_options": given_env_options(args),
-    }
-    if args.n_envs is not None:
-        fields["n_envs"] = args.n_envs
-    if args.memory:
+    fields = config_values(args, args.agent_fields)
+    if fields["n_envs"] is None:  # the hyperparameters' n_envs
+        del fields["n_envs"]
+    fields["env_options"] = given_env_options(args)
+    env_id, memory = fields["env_id"], fields["memory_dir"]
+    if memory:
         from worldvae.memory import read_memory_config
 
         # The frames M saw were made with the collector's make_env options: use the same.
-        _, extra = read_memory_config(args.memory)
-        if extra.get("env_id") not in (None, args.env):
+        _, extra = read_memory_config(memory)
+        if extra.get("env_id") not in (None, env_id):
             raise ValueError(
-                f"the memory model {args.memory} was trained on {extra['env_id']}, not {args.env}"
+                f"the memory model {memory} was trained on {extra['env_id']}, not {env_id}"
             )
         fields["env_options"] = dict(extra.get("env_options") or {})
-    cfg = resolve_config(
-        args.env, args.obs, args.algo, args.model, args.steps, args.seed, args.hyperparams, **fields
-    )
+    cfg = resolve_config(obs=args.obs, hyperparams_file=args.hyperparams, **fields)
     if args.obs == "encoder" and args.finetune:
         cfg = type(cfg).from_dict(
             cfg.to_dict() | {"obs_options": cfg.obs_options | {"freeze": False}}
