@@ -36,7 +36,10 @@ from agents.statistics import (
     probability_of_improvement_ci,
 )
 from agents.training import train_agent
+from envs.registry import ENV_ID_HELP
+from envs.sb3_io import SB3_ALGORITHMS
 from worldvae.atomic import atomic_open, write_json
+from worldvae.configs import check_ranges, option, option_from
 from worldvae.data.manifest import Manifest
 from worldvae.envspec import EnvSpec, read_env_spec
 from worldvae.models.io import resolve_model_dir
@@ -44,6 +47,7 @@ from worldvae.models.io import resolve_model_dir
 logger = logging.getLogger(__name__)
 
 CODE_ARMS = ("latent", "random", "pca")  # arms whose agent sees an encoder's codes: probed
+MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
@@ -54,30 +58,64 @@ class CompareConfig:
     read from the VAE run's config. ``deterministic_eval=False`` evaluates the sampled policy.
     """
 
-    env_id: str
-    model_dir: str | None
-    algo: str = "ppo"
-    obs_kinds: tuple[str, ...] = ("pixel", "latent")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    total_timesteps: int = 50_000
-    eval_freq: int = 5_000
-    eval_episodes: int = 5
-    final_eval_episodes: int = 10
-    eval_seed: int = 10_000
-    vae_frames: int = 0
-    threshold: float | None = None
+    env_id: str = option(help=ENV_ID_HELP, flag="--env")
+    model_dir: str | None = option(
+        None, "VAE model or run directory (arms with a model)", flag="--model"
+    )
+    algo: str = option("ppo", "SB3 algorithm of every arm", choices=SB3_ALGORITHMS)
+    obs_kinds: tuple[str, ...] = option(
+        ("pixel", "latent"),
+        "comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state, "
+        "latent+h (needs --memory)",
+        flag="--obs",
+    )
+    seeds: tuple[int, ...] = option(
+        (0, 1, 2), "seeds of every arm (>= 3 recommended)", 0, 2**32 - 1, max_len=MAX_SEEDS
+    )
+    total_timesteps: int = option_from(
+        AgentConfig, "total_timesteps", help="env steps of each run", flag="--steps"
+    )
+    eval_freq: int = option_from(AgentConfig, "eval_freq", 5_000)
+    eval_episodes: int = option_from(AgentConfig, "eval_episodes")
+    final_eval_episodes: int = option(
+        10, "episodes of each run's final evaluation", 1, 100_000, flag="--final-episodes"
+    )
+    eval_seed: int = option_from(AgentConfig, "eval_seed")
+    vae_frames: int = option(0, "frames spent on the VAE's data", 0, 10**12)
+    threshold: float | None = option(
+        None, "return that counts as solved (default: halfway from random to the best final)"
+    )
     shifted_env_kwargs: dict[str, Any] | None = None
     env_options: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
-    n_envs: int | None = None
-    hyperparams_file: str | None = None
-    workers: int = 1
-    subprocess_envs: bool = False
-    data_dir: str | None = None
-    deterministic_eval: bool = True
-    probe: bool = True
-    memory_dir: str | None = None  # M, for the latent+h arm
-    max_train_seconds: float | None = None  # the same wall-clock budget for every run
+    n_envs: int | None = option_from(AgentConfig, "n_envs", None)
+    hyperparams_file: str | None = option(
+        None, "a YAML file of hyperparameter overrides", flag="--hyperparams"
+    )
+    workers: int = option(1, "runs trained in parallel processes", 1, 256)
+    subprocess_envs: bool = option(False, "run each run's envs in subprocesses", flag="--subproc")
+    data_dir: str | None = option(
+        None,
+        "the VAE's dataset, for the pca arm and the probes (default: read from the VAE run)",
+        flag="--data",
+    )
+    deterministic_eval: bool = option_from(
+        AgentConfig, "deterministic_eval", flag="--stochastic-eval"
+    )
+    probe: bool = option(
+        True, "fit linear probes from each code arm's encoder to the env's true state"
+    )
+    memory_dir: str | None = option_from(  # M, for the latent+h arm
+        AgentConfig, "memory_dir", help="M's run directory (for the latent+h arm)", flag="--memory"
+    )
+    max_train_seconds: float | None = option_from(  # the same wall-clock budget for every run
+        AgentConfig,
+        "max_train_seconds",
+        help="training wall-clock budget of each run in seconds, evaluation excluded",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def resolved_data_dir(self) -> str | None:
         if self.data_dir is not None:

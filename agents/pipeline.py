@@ -21,11 +21,23 @@ from agents.comparison import CompareConfig, ComparisonResult, run_comparison
 from agents.evaluation import evaluate_bundle
 from agents.report import write_report
 from envs import collect
+from envs.backends import BACKENDS
 from envs.cluster import cluster_cpus, connect_ray, uses_ray
-from envs.factory import env_options, resolve_env_options
+from envs.collector import CollectConfig
+from envs.factory import (
+    MAX_EPISODE_STEPS,
+    MAX_FRAME_SIZE,
+    MAX_FRAME_SKIP,
+    MIN_FRAME_SIZE,
+    env_options,
+    resolve_env_options,
+)
+from envs.registry import ENV_ID_HELP
 from worldvae.atomic import write_json
+from worldvae.configs import check_ranges, option, option_from
 from worldvae.data import EpisodeDataset
 from worldvae.diagnostics import inspect_model
+from worldvae.memory.trainer import MemoryTrainConfig
 from worldvae.models import load_model
 from worldvae.training import TrainConfig, is_finished, train_autoencoder
 from worldvae.versions import machine_description
@@ -37,44 +49,78 @@ logger = logging.getLogger(__name__)
 class Preset:
     """Budgets of every stage."""
 
-    env_id: str
-    frame_size: int = 64
-    collect_frames: int = 20_000
-    collect_policy: str = "random"
-    max_episode_steps: int | None = None
-    crop: tuple[int, int, int, int] | None = None
-    frame_skip: int = 1
+    env_id: str = option(help=ENV_ID_HELP, flag="--env")
+    frame_size: int = option(64, "square frame side", MIN_FRAME_SIZE, MAX_FRAME_SIZE)
+    collect_frames: int = option_from(
+        CollectConfig, "n_frames", 20_000, "frames collected for the VAE"
+    )
+    collect_policy: str = option_from(
+        CollectConfig, "policy", help="collection policy: random | brownian | sb3:ALGO:PATH"
+    )
+    max_episode_steps: int | None = option(
+        None, "episode time limit (default: the env's)", 1, MAX_EPISODE_STEPS
+    )
+    crop: tuple[int, int, int, int] | None = option(
+        None, "pixels off TOP,BOTTOM,LEFT,RIGHT", 0, 16 * MAX_FRAME_SIZE
+    )
+    frame_skip: int = option(1, "repeat each action N times", 1, MAX_FRAME_SKIP)
     vae_model: dict[str, Any] = field(
         default_factory=lambda: {"kind": "beta-vae", "latent_dim": 32}
     )
-    vae_epochs: int = 5
-    vae_batch_size: int = 128
-    agent_steps: int = 30_000
-    seeds: tuple[int, ...] = (0, 1, 2)
-    n_envs: int | None = None
-    eval_freq: int = 3_000
-    eval_episodes: int = 5
-    final_eval_episodes: int = 10
+    vae_epochs: int = option_from(TrainConfig, "epochs", 5, "the VAE's passes over its data")
+    vae_batch_size: int = option_from(TrainConfig, "batch_size", 128, "the VAE's frames per step")
+    agent_steps: int = option_from(CompareConfig, "total_timesteps", 30_000)
+    seeds: tuple[int, ...] = option_from(CompareConfig, "seeds")
+    n_envs: int | None = option_from(CompareConfig, "n_envs")
+    eval_freq: int = option_from(CompareConfig, "eval_freq", 3_000)
+    eval_episodes: int = option_from(CompareConfig, "eval_episodes")
+    final_eval_episodes: int = option_from(
+        CompareConfig, "final_eval_episodes", flag="--final-episodes"
+    )
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per algorithm
     shifted_env_kwargs: dict[str, Any] | None = None
-    workers: int = 2
-    subprocess_envs: bool = False
-    algo: str = "ppo"
-    obs_kinds: tuple[str, ...] = ("pixel", "latent", "random", "pca", "state")
-    deterministic_eval: bool = True
-    backend: str = "auto"
-    vae_precision: str = "auto"
-    vae_max_seconds: float | None = None  # the VAE's training time budget
-    max_train_seconds: float | None = None  # the same wall-clock budget for every agent
+    workers: int = option_from(CompareConfig, "workers", 2)
+    subprocess_envs: bool = option_from(CompareConfig, "subprocess_envs", flag="--subproc")
+    algo: str = option_from(CompareConfig, "algo")
+    obs_kinds: tuple[str, ...] = option_from(
+        CompareConfig,
+        "obs_kinds",
+        ("pixel", "latent", "random", "pca", "state"),
+        "comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state, "
+        "latent+h (M is trained after the VAE)",
+        flag="--obs",
+    )
+    deterministic_eval: bool = option_from(
+        CompareConfig, "deterministic_eval", flag="--stochastic-eval"
+    )
+    backend: str = option("auto", "library that steps the env", choices=BACKENDS)
+    vae_precision: str = option_from(TrainConfig, "precision", help="the VAE's training precision")
+    vae_max_seconds: float | None = option_from(  # the VAE's training time budget
+        TrainConfig, "max_seconds", help="the VAE's training time budget in seconds"
+    )
+    max_train_seconds: float | None = option_from(  # the same wall-clock budget for every agent
+        CompareConfig, "max_train_seconds"
+    )
     # M, for the latent+h arm: trained after the VAE on its latents (MemoryConfig defaults:
     # World Models' LSTM of 256 units and 5 Gaussians per dimension)
     memory_model: dict[str, Any] = field(default_factory=dict)
-    memory_epochs: int = 10
-    memory_batch_size: int = 32
-    memory_seq_len: int = 32
-    canonical_episodes: int = 0  # score the best latent agent on gymnasium's own env
-    canonical_max_seconds: float | None = None  # per backend; tracks scored so far are kept
-    eval_workers: int = 2
+    memory_epochs: int = option_from(
+        MemoryTrainConfig, "epochs", 10, "M's passes over the latent episodes"
+    )
+    memory_batch_size: int = option_from(
+        MemoryTrainConfig, "batch_size", 32, "M's sequence chunks per step"
+    )
+    memory_seq_len: int = option_from(MemoryTrainConfig, "seq_len", 32, "M's steps per chunk")
+    canonical_episodes: int = option(
+        0, "score the best latent agent on this many of gymnasium's own tracks", 0, 100_000
+    )
+    canonical_max_seconds: float | None = option(  # tracks scored so far are kept
+        None, "time budget of that scoring per backend, in seconds", 0.0, 1e9, low_open=True
+    )
+    eval_workers: int = option(2, "processes of that scoring", 1, 256)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 PRESETS: dict[str, Preset] = {
@@ -357,7 +403,7 @@ def train_memory_stage(preset: Preset, data: Path, vae: Path, out: Path, progres
     from envs.memory import action_spec_for
     from worldvae.data import Manifest
     from worldvae.data.latents import encode_dataset
-    from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+    from worldvae.memory.trainer import train_memory
     from worldvae.models.io import model_sha256, resolve_model_dir
 
     manifest = Manifest.load(data)
