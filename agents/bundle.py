@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.algo_kwargs import ACTIVATIONS
 from agents.arms import get_arm
 from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env
@@ -28,6 +29,7 @@ from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
 MEMORY_DIR, CONTROLLER_FILE = "memory", "controller.safetensors"
+BEST_AGENT_FILE = "best_agent.zip"  # the policy of the best periodic evaluation
 
 
 def copy_model(src: str | Path, bundle: Path) -> str:
@@ -91,7 +93,7 @@ def policy_kwargs(cfg: AgentConfig, bundle: Path) -> dict[str, Any]:
 
     kwargs = dict(cfg.algo_kwargs.get("policy_kwargs", {}))
     if "activation_fn" in kwargs:
-        kwargs["activation_fn"] = {"relu": nn.ReLU, "tanh": nn.Tanh}[kwargs["activation_fn"]]
+        kwargs["activation_fn"] = getattr(nn, ACTIVATIONS[kwargs["activation_fn"]])
     if cfg.obs == "encoder":
         from agents.extractor import PretrainedEncoderExtractor
 
@@ -119,11 +121,18 @@ class Bundle:
         return build_vec_env(self.config, n_envs, seed, self.model, memory=self.memory)
 
 
-def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
+AGENT_CHOICES = ("final", "best")
+
+
+def load_bundle(path: str | Path, device: str = "auto", which: str = "final") -> Bundle:
     """Load an agent directory, refusing one whose model files changed since training.
 
+    ``which`` picks the policy: ``"final"`` (at the end of training) or ``"best"`` (the one
+    of the best periodic evaluation, kept as ``best_agent.zip``).
+
     Raises:
-        FileNotFoundError: not an agent directory, or an unfinished one.
+        FileNotFoundError: not an agent directory, an unfinished one, or ``"best"`` asked of
+            one that kept no best policy.
         ValueError: the model's hash differs from the one recorded at training time.
     """
     path = Path(path)
@@ -140,6 +149,14 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
             f"{path} holds an unfinished training run; re-run `worldvae train-agent` to finish it"
         )
     cfg = AgentConfig.from_dict(info["agent"])
+    if which not in AGENT_CHOICES:
+        raise ValueError(f"which must be one of {AGENT_CHOICES}, got {which!r}")
+    agent_file = path / (BEST_AGENT_FILE if which == "best" else AGENT_FILE)
+    if which == "best" and (cfg.algo == "cmaes" or not agent_file.is_file()):
+        raise FileNotFoundError(
+            f"{path} kept no best policy ({BEST_AGENT_FILE}: agents trained before it was kept, "
+            "and CMA-ES controllers, have only their final one); use the final agent"
+        )
     model = None
     if get_arm(cfg.obs).model is not None:
         recorded = info.get("model_sha256")
@@ -170,7 +187,7 @@ def load_bundle(path: str | Path, device: str = "auto") -> Bundle:
         return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)
     agent = load_sb3(
         algo_class(cfg.algo),
-        path / AGENT_FILE,
+        agent_file,
         probe.observation_space,
         probe.action_space,
         policy_name(cfg),

@@ -6,7 +6,8 @@ then renamed; see :func:`worldvae.atomic.atomic_dir`)::
     params.pt          state dicts of the policy and its optimisers, the torch variables SB3
                        keeps beside them (SAC's entropy coefficient) and the torch RNG state;
                        loaded with ``weights_only=True``
-    state.json         step counters, the numpy / Python / action-space RNG states and the
+    state.json         step counters, the numpy / Python / action-space RNG states, the
+                       running return statistics of a reward-normalising env and the
                        callbacks' state
     replay_buffer.npz  off-policy algorithms: the filled part of the replay buffer
                        (read with ``allow_pickle=False``)
@@ -89,6 +90,14 @@ def save_checkpoint(agent: Any, bundle: Path, callback_state: dict[str, Any]) ->
         "rng_action_space": agent.action_space.np_random.bit_generator.state,
         "callback": callback_state,
     }
+    norm = _reward_normalizer(agent)
+    if norm is not None:
+        rms = norm.ret_rms
+        state["reward_norm"] = {
+            "mean": float(rms.mean),
+            "var": float(rms.var),
+            "count": float(rms.count),
+        }
     target = bundle / CHECKPOINT_DIR / "last"
     with atomic_dir(target) as tmp:
         torch_save(params, tmp / PARAMS)
@@ -158,4 +167,18 @@ def load_checkpoint(agent: Any, bundle: Path) -> dict[str, Any]:
     version, py_state, gauss = state["rng_python"]
     random.setstate((version, tuple(py_state), gauss))
     agent.action_space.np_random.bit_generator.state = state["rng_action_space"]
+    norm = _reward_normalizer(agent)
+    if norm is not None and "reward_norm" in state:
+        rms = norm.ret_rms
+        rms.mean = np.array(state["reward_norm"]["mean"], np.float64)
+        rms.var = np.array(state["reward_norm"]["var"], np.float64)
+        rms.count = state["reward_norm"]["count"]
     return dict(state["callback"])
+
+
+def _reward_normalizer(agent: Any) -> Any:
+    """The agent's ``VecNormalize`` env (rewards scaled while training), or None."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = agent.get_env()
+    return env if isinstance(env, VecNormalize) else None

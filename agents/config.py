@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from agents.algo_kwargs import ACTIVATIONS, EXTRA_ALGO_KEYS, SCHEDULED_KEYS, parse_schedule
 from agents.arms import ARMS
 from envs.factory import recommended_options, resolve_env_options
 from envs.registry import ENV_ID_HELP
@@ -28,6 +29,7 @@ POLICY_KWARGS = {
     "normalize_images",
     "share_features_extractor",
     "features_dim",
+    "log_std_init",  # continuous actions: the initial log standard deviation
     "lstm_hidden_size",  # recurrentppo's LSTM policies
     "n_lstm_layers",
     "shared_lstm",
@@ -62,13 +64,13 @@ def _algo_keys(algo: str) -> set[str]:
             "tensorboard_log",
             "_init_setup_model",
         }
-    ) | {"n_envs"}
+    ) | set(EXTRA_ALGO_KEYS)
 
 
 def _algo_defaults(algo: str) -> dict[str, Any]:
     """The constructor's numeric defaults (and ``n_envs``): what a YAML value must match."""
     params = inspect.signature(algo_class(algo).__init__).parameters
-    out: dict[str, Any] = {"n_envs": 1}
+    out: dict[str, Any] = {"n_envs": 1, "normalize_reward": False}
     for name, p in params.items():
         if isinstance(p.default, (int, float)):
             out[name] = p.default
@@ -141,10 +143,17 @@ def validate_hyperparams(data: dict[str, Any], source: str) -> None:
             )
         if section in ALGOS and section != "cmaes":  # cmaes keys: checked by agents.cma_es
             _check_types(values, _algo_defaults(section), f"{source}: {section}")
+            for key in SCHEDULED_KEYS:
+                parse_schedule(values.get(key), f"{source}: {section}.{key}")
         pk = values.get("policy_kwargs", {})
         if section in ALGOS and set(pk) - POLICY_KWARGS:
             raise ValueError(
                 f"{source}: unknown policy_kwargs {sorted(set(pk) - POLICY_KWARGS)}; known: {sorted(POLICY_KWARGS)}"
+            )
+        if section in ALGOS and pk.get("activation_fn", "relu") not in ACTIVATIONS:
+            raise ValueError(
+                f"{source}: {section}.policy_kwargs.activation_fn must be one of "
+                f"{sorted(ACTIVATIONS)}, got {pk['activation_fn']!r}"
             )
 
 

@@ -59,8 +59,12 @@ def evaluate_bundle(
     deterministic: bool | None = None,
     backend: str | None = None,
     workers: int = 1,
+    which: str = "final",
 ) -> EvalResult:
     """Returns of an agent bundle on ``n_episodes`` seeded episodes.
+
+    ``which`` is ``"final"`` (the policy at the end of training) or ``"best"`` (the policy of
+    its best periodic evaluation).
 
     ``deterministic`` defaults to the bundle's ``deterministic_eval`` (the policy's mode
     action; False samples actions, reproducibly seeded).
@@ -75,9 +79,9 @@ def evaluate_bundle(
     """
     if workers > 1 and n_episodes > 1 and video is None:
         return _evaluate_in_processes(
-            path, n_episodes, seed, device, deterministic, backend, workers
+            path, n_episodes, seed, device, deterministic, backend, workers, which
         )
-    bundle = load_bundle(path, device=device)
+    bundle = load_bundle(path, device=device, which=which)
     cfg = bundle.config
     if backend is not None:
         trained = cfg.env_options.get("backend", "gymnasium")
@@ -123,12 +127,19 @@ def _evaluate_slice(
     device: str,
     deterministic: bool | None,
     backend: str | None,
+    which: str,
 ) -> np.ndarray:
     import torch
 
     torch.set_num_threads(1)  # the processes share the cores
     return evaluate_bundle(
-        path, n_episodes, seed, device=device, deterministic=deterministic, backend=backend
+        path,
+        n_episodes,
+        seed,
+        device=device,
+        deterministic=deterministic,
+        backend=backend,
+        which=which,
     ).returns
 
 
@@ -140,11 +151,12 @@ def _evaluate_in_processes(
     deterministic: bool | None,
     backend: str | None,
     workers: int,
+    which: str,
 ) -> EvalResult:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    start = load_bundle(path, device="cpu").config.eval_seed if seed is None else seed
+    start = load_bundle(path, device="cpu", which=which).config.eval_seed if seed is None else seed
     bounds = np.linspace(0, n_episodes, min(workers, n_episodes) + 1).astype(int)
     with ProcessPoolExecutor(len(bounds) - 1, mp_context=get_context("spawn")) as pool:
         futures = [
@@ -156,6 +168,7 @@ def _evaluate_in_processes(
                 device,
                 deterministic,
                 backend,
+                which,
             )
             for a, b in itertools.pairwise(bounds)
         ]

@@ -15,9 +15,11 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from agents.algo_kwargs import constructor_kwargs
 from agents.arms import get_arm
 from agents.bundle import (
     AGENT_FILE,
+    BEST_AGENT_FILE,
     CONFIG_FILE,
     CONTROLLER_FILE,
     EVAL_CSV,
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 AGENT_ENTRIES = (
     CONFIG_FILE,
     AGENT_FILE,
+    BEST_AGENT_FILE,
     MODEL_DIR,
     MEMORY_DIR,
     CONTROLLER_FILE,
@@ -59,11 +62,25 @@ AGENT_ENTRIES = (
 )
 
 
+def save_agent(agent: Any, path: Path) -> None:
+    """Write ``agent``'s SB3 zip to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        agent.save(str(tmp))
+        if not tmp.exists():  # SB3 appends .zip when the name lacks it
+            Path(f"{tmp}.zip").replace(tmp)
+
+
+def best_row(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The evaluation with the highest mean return (the earliest of equals)."""
+    return max(rows, key=lambda r: r["mean_return"]) if rows else None
+
+
 class EvalAndProgress(BaseCallback):
     """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar.
 
     Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
-    evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``.
+    evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``. When
+    ``best_path`` is given, the policy of the best evaluation so far is kept there.
     """
 
     def __init__(
@@ -73,9 +90,11 @@ class EvalAndProgress(BaseCallback):
         csv_path: Path,
         progress: bool,
         on_steps: Callable[[int], None] | None = None,
+        best_path: Path | None = None,
     ):
         super().__init__()
         self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
+        self.best_path = best_path
         self.on_steps = on_steps
         self.rows: list[dict[str, float]] = []
         self.progress = progress
@@ -134,8 +153,13 @@ class EvalAndProgress(BaseCallback):
             "mean_return": float(returns.mean()),
             "std_return": float(returns.std()),
         }
+        best = best_row(self.rows)
         self.rows.append(row)
         self._write_csv()
+        if self.best_path is not None and (
+            best is None or row["mean_return"] > best["mean_return"]
+        ):
+            save_agent(self.model, self.best_path)
         self.logger.record("eval/mean_return", row["mean_return"])
         self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
         self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
@@ -359,7 +383,11 @@ def _train(
     if isinstance(env, VecLatentObservation):
         info["encode_precision"] = env.precision
         logger.info("encoding latents in %s", env.precision)
-    kwargs = {k: v for k, v in cfg.algo_kwargs.items() if k != "policy_kwargs"}
+    kwargs = constructor_kwargs(cfg.algo_kwargs)
+    if cfg.algo_kwargs.get("normalize_reward"):
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(env, norm_obs=False, gamma=float(kwargs.get("gamma", 0.99)))
     agent = algo_class(cfg.algo)(
         policy_name(cfg),
         env,
@@ -370,7 +398,9 @@ def _train(
         verbose=0,
         **kwargs,
     )
-    evaluator = EvalAndProgress(eval_env, cfg, out / EVAL_CSV, progress, on_steps)
+    evaluator = EvalAndProgress(
+        eval_env, cfg, out / EVAL_CSV, progress, on_steps, best_path=out / BEST_AGENT_FILE
+    )
     checkpointer = CheckpointAndReset(cfg, out, evaluator)
     if resumed is not None:
         checkpointer.restore(load_checkpoint(agent, out))
@@ -384,10 +414,7 @@ def _train(
         reset_num_timesteps=resumed is None,
     )
     train_seconds = evaluator.rows[-1]["seconds"]
-    with atomic_path(out / AGENT_FILE) as tmp:
-        agent.save(str(tmp))
-        if not tmp.exists():  # SB3 appends .zip when the name lacks it
-            Path(f"{tmp}.zip").replace(tmp)
+    save_agent(agent, out / AGENT_FILE)
     env.close()
     eval_env.close()
     final = evaluator.rows[-1]["mean_return"]
@@ -398,6 +425,9 @@ def _train(
         "steps_per_second": round(agent.num_timesteps / max(train_seconds, 1e-9), 2),
         "steps": int(agent.num_timesteps),
         "wall_seconds": round(time.perf_counter() - t, 3),
+        "best": {k: best[k] for k in ("steps", "mean_return", "std_return")}
+        if (best := best_row(evaluator.rows))
+        else None,
     }
     write_json(out / CONFIG_FILE, info)
     remove_owned(out, [CHECKPOINT_DIR])  # replay buffers are large; the agent is complete

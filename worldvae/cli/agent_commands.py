@@ -101,6 +101,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "own CarRacing-v3 tracks, to compare with published scores)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes sharing the episodes")
+    p.add_argument(
+        "--which",
+        default="final",
+        choices=["final", "best"],
+        help="the policy at the end of training, or the one of its best periodic evaluation "
+        "(default final)",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -115,6 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.device,
         backend=args.backend,
         workers=args.workers,
+        which=args.which,
     )
     where = f" on {args.backend}" if args.backend else ""
     print(f"{args.agent}: return {r.mean:.2f} +- {r.std:.2f} over {len(r.returns)} episodes{where}")
