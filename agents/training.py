@@ -78,6 +78,10 @@ def best_row(rows: list[dict[str, float]]) -> dict[str, float] | None:
 class EvalAndProgress(BaseCallback):
     """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar.
 
+    Evaluations happen between a rollout and the next (at the first rollout start at least
+    ``eval_freq`` steps after the last one) and when training ends, so each evaluates the
+    policy as updated on all the steps its row counts.
+
     Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
     evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``. When
     ``best_path`` is given, the policy of the best evaluation so far is kept there.
@@ -165,12 +169,15 @@ class EvalAndProgress(BaseCallback):
         self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
         self.next_eval = self.num_timesteps + self.cfg.eval_freq
 
+    def _on_rollout_start(self) -> None:
+        # Here, after the previous update: a row's policy is the one trained on its steps.
+        if self.num_timesteps >= self.next_eval:
+            self._evaluate()
+
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
         if self.on_steps is not None:
             self.on_steps(self.training_env.num_envs)
-        if self.num_timesteps >= self.next_eval:
-            self._evaluate()
         budget = self.cfg.max_train_seconds
         training = time.perf_counter() - self.start - self.eval_seconds
         return budget is None or training < budget  # False stops learn() at once
