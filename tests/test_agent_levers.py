@@ -19,9 +19,9 @@ from agents.config import validate_hyperparams
 FAST = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 
 
-def _cfg(steps=256, overrides=None, **kw):
+def _cfg(steps=256, overrides=None, seed=2, **kw):
     return resolve_config(
-        "CartPole-v1", "state", "ppo", None, steps, seed=2,
+        "CartPole-v1", "state", "ppo", None, steps, seed=seed,
         overrides=FAST | (overrides or {}), n_envs=2, eval_freq=64, eval_episodes=2, **kw,
     )  # fmt: skip
 
@@ -170,3 +170,20 @@ def test_best_policy_missing_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="kept no best policy"):
         load_bundle(tmp_path / "a", device="cpu", which="best")
     load_bundle(tmp_path / "a", device="cpu")  # the final one still loads
+
+
+def test_canonical_scoring_picks_the_highest_evaluation_over_runs(tmp_path):
+    from agents.pipeline import best_policy
+
+    for seed in (0, 1):
+        train_agent(_cfg(256, seed=seed), tmp_path / f"run{seed}", progress=False)
+    infos = {s: json.loads((tmp_path / f"run{s}" / "config.json").read_text()) for s in (0, 1)}
+    top = max((0, 1), key=lambda s: infos[s]["best"]["mean_return"])
+    assert best_policy(tmp_path, ["run0", "run1"]) == (
+        f"run{top}",
+        "best",
+        infos[top]["best"]["steps"],
+    )
+    (tmp_path / f"run{top}" / "best_agent.zip").unlink()  # an agent that kept none
+    run, which, step = best_policy(tmp_path, [f"run{top}"])
+    assert (run, which, step) == (f"run{top}", "final", infos[top]["steps"])
