@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python scripts/bench_vae.py
 	$(BIN)/python scripts/bench_latent.py
 	$(BIN)/python scripts/bench_envs.py
+	$(BIN)/python scripts/bench_preprocessing.py
 
 pipeline: install
 	$(BIN)/worldvae pipeline

@@ -9,16 +9,15 @@ from typing import Any
 from envs.collector import CollectResult, collect, play_episode
 from envs.factory import env_options, make_env, make_env_from_options
 from envs.policies import BrownianPolicy, PolicySpec, RandomPolicy, SB3Policy
-from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation
+from envs.preprocessing import FramePreprocess, FrameTransform, preprocess_frames
 from envs.registry import check_env_id
 
 __all__ = [
-    "ActionRepeat",
     "BrownianPolicy",
     "CollectResult",
     "FramePreprocess",
+    "FrameTransform",
     "LatentObservation",
-    "PixelObservation",
     "PolicySpec",
     "RandomPolicy",
     "SB3Policy",
@@ -29,6 +28,7 @@ __all__ = [
     "make_env",
     "make_env_from_options",
     "play_episode",
+    "preprocess_frames",
 ]
 
 

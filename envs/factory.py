@@ -6,9 +6,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.wrappers import AddRenderObservation, RepeatAction
 
 from envs.backends import resolve_backend
-from envs.preprocessing import ActionRepeat, FramePreprocess, PixelObservation, is_image_space
+from envs.preprocessing import is_image_space, preprocess_frames
 from envs.registry import check_env_id, family_of
 
 # The command line's limits on the frame options. Frames are held whole in memory; beyond
@@ -56,6 +57,11 @@ def make_env(
             several times faster) or ``"auto"`` (envpool where installed and able; see
             :func:`envs.backends.resolve_backend`). The same preprocessing follows either.
 
+    The wrappers are gymnasium's where it has them (``AddRenderObservation`` for envs that
+    only render frames, ``RepeatAction`` for ``frame_skip``, ``ResizeObservation``) and
+    :class:`~envs.preprocessing.FramePreprocess` for crop and grayscale, in that order; see
+    :func:`~envs.preprocessing.preprocess_frames`.
+
     Raises:
         ValueError: unknown id (with suggestions), an env that neither gives nor renders
             frames, or a backend that cannot make it.
@@ -102,10 +108,10 @@ def make_env(
                 f"not an image, and cannot render frames (render_modes={render_modes}); "
                 "pick an env that renders 'rgb_array'"
             )
-        env = PixelObservation(gym.make(env_id, render_mode="rgb_array", **kwargs))
+        env = AddRenderObservation(gym.make(env_id, render_mode="rgb_array", **kwargs))
     if frame_skip > 1:
-        env = ActionRepeat(env, frame_skip)
-    return FramePreprocess(env, size=size, crop=crop, grayscale=grayscale)
+        env = RepeatAction(env, frame_skip)
+    return preprocess_frames(env, size, crop=crop, grayscale=grayscale)
 
 
 def env_options(

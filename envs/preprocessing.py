@@ -1,13 +1,18 @@
-"""Frame preprocessing wrappers: pixels from render(), crop, grayscale, resize, action repeat."""
+"""Frame preprocessing: crop, drop alpha, grayscale and resize uint8 frames.
+
+Per env, :func:`preprocess_frames` chains :class:`FramePreprocess` (crop, alpha, grayscale:
+gymnasium has no crop, and its ``GrayscaleObservation`` weighs the channels differently) and
+gymnasium's ``ResizeObservation``. :class:`FrameTransform` does all four steps on a batch for
+backends that step many envs at once, with the same result.
+"""
 
 from __future__ import annotations
-
-from typing import Any, SupportsFloat
 
 import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.wrappers import ResizeObservation
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -19,49 +24,19 @@ def is_image_space(space: gym.Space) -> bool:
     )
 
 
-class PixelObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Replace the observation with the frame from ``env.render()`` (``render_mode="rgb_array"``).
-
-    Makes state-vector envs such as ``CartPole-v1`` learnable from pixels.
-    """
-
-    def __init__(self, env: gym.Env):
-        gym.utils.RecordConstructorArgs.__init__(self)
-        if env.render_mode != "rgb_array":
-            raise ValueError(
-                f"PixelObservation requires render_mode='rgb_array', got {env.render_mode!r}; "
-                f"{env.spec.id if env.spec else env} cannot give frames otherwise"
-            )
-        gym.ObservationWrapper.__init__(self, env)
-        self._shape: tuple[int, ...] | None = None
-        frame_shape = self._probe_shape()
-        self.observation_space = spaces.Box(0, 255, frame_shape, np.uint8)
-
-    def _probe_shape(self) -> tuple[int, ...]:
-        self.env.reset(seed=0)
-        frame = self.env.render()
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-            raise ValueError(
-                f"PixelObservation requires render() to return an (H, W, 3) array, got {type(frame)}"
-            )
-        return frame.shape
-
-    def observation(self, observation: Any) -> np.ndarray:
-        return np.asarray(self.env.render(), dtype=np.uint8)
-
-
 class FrameTransform:
     """Crop, drop alpha, grayscale and resize uint8 frames; one frame or a batch.
 
     ``transform(frame)`` maps ``(H, W, C)`` (or ``(H, W)``) to ``(height, width, C_out)``;
     ``transform.batch(frames)`` maps ``(N, H, W, C)`` to ``(N, height, width, C_out)`` frame by
-    frame through the same code, so a batched backend gives exactly the frames of the
-    per-env wrapper. Resizing uses ``cv2.INTER_AREA``, which averages source pixels and does
-    not alias.
+    frame. The steps and their order are those of :func:`preprocess_frames` (grayscale with
+    ``cv2.COLOR_RGB2GRAY``, then a ``cv2.INTER_AREA`` resize, as gymnasium's
+    ``ResizeObservation`` does), so a batched backend gives exactly the frames of the per-env
+    wrappers. ``INTER_AREA`` averages source pixels and does not alias.
 
     Args:
         in_shape: shape of the incoming frames, ``(H, W, C)`` or ``(H, W)``.
-        size: output ``(height, width)``.
+        size: output ``(height, width)``; None keeps the size left by the crop.
         crop: pixels removed from ``(top, bottom, left, right)`` before resizing.
         grayscale: output one channel (kept as ``C_out = 1``).
 
@@ -72,7 +47,7 @@ class FrameTransform:
     def __init__(
         self,
         in_shape: tuple[int, ...],
-        size: tuple[int, int] = (64, 64),
+        size: tuple[int, int] | None = None,
         crop: tuple[int, int, int, int] | None = None,
         grayscale: bool = False,
     ):
@@ -82,7 +57,8 @@ class FrameTransform:
             raise ValueError(f"FramePreprocess crop {crop} does not fit frames of {h}x{w}")
         self.rows = slice(top, h - bottom)
         self.cols = slice(left, w - right)
-        self.size = (int(size[0]), int(size[1]))
+        cropped = (h - top - bottom, w - left - right)
+        self.size = cropped if size is None else (int(size[0]), int(size[1]))
         self.grayscale = grayscale
         in_channels = 1 if len(in_shape) == 2 else in_shape[2]
         self.out_shape = (*self.size, 1 if grayscale else min(in_channels, 3))
@@ -110,14 +86,13 @@ class FrameTransform:
 
 
 class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Crop, grayscale and resize uint8 frames to ``(height, width, C)`` in one pass.
+    """Crop, drop alpha and grayscale uint8 frames to ``(H', W', C)``; no resizing.
 
     Args:
         env: env with a uint8 image observation space.
-        size: output ``(height, width)``.
-        crop: pixels removed from ``(top, bottom, left, right)`` before resizing, e.g.
-            ``(0, 12, 0, 0)`` drops CarRacing's dashboard strip.
-        grayscale: output one channel (kept as ``C = 1``).
+        crop: pixels removed from ``(top, bottom, left, right)``, e.g. ``(0, 12, 0, 0)`` drops
+            CarRacing's dashboard strip.
+        grayscale: output one channel (kept as ``C = 1``), by ``cv2.COLOR_RGB2GRAY``.
 
     The work is done by :class:`FrameTransform`, which batched backends share.
     """
@@ -125,39 +100,35 @@ class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     def __init__(
         self,
         env: gym.Env,
-        size: tuple[int, int] = (64, 64),
         crop: tuple[int, int, int, int] | None = None,
         grayscale: bool = False,
     ):
-        gym.utils.RecordConstructorArgs.__init__(self, size=size, crop=crop, grayscale=grayscale)
+        gym.utils.RecordConstructorArgs.__init__(self, crop=crop, grayscale=grayscale)
         gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not is_image_space(space) or space.shape is None:
             raise ValueError(
                 f"FramePreprocess requires a uint8 (H, W, C) Box observation space, got {space}"
             )
-        self.transform = FrameTransform(space.shape, size=size, crop=crop, grayscale=grayscale)
+        self.transform = FrameTransform(space.shape, crop=crop, grayscale=grayscale)
         self.observation_space = spaces.Box(0, 255, self.transform.out_shape, np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return self.transform(observation)
 
 
-class ActionRepeat(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Repeat each action ``n`` times, summing rewards; stops early when the episode ends."""
+def preprocess_frames(
+    env: gym.Env,
+    size: tuple[int, int],
+    crop: tuple[int, int, int, int] | None = None,
+    grayscale: bool = False,
+) -> gym.Env:
+    """``env``'s uint8 frames cropped, grayscaled and resized to ``(height, width, C)``.
 
-    def __init__(self, env: gym.Env, n: int):
-        if n < 1:
-            raise ValueError(f"ActionRepeat requires n >= 1, got {n}")
-        gym.utils.RecordConstructorArgs.__init__(self, n=n)
-        gym.Wrapper.__init__(self, env)
-        self.n = n
-
-    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
-        total = 0.0
-        for _ in range(self.n):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            total += float(reward)
-            if terminated or truncated:
-                break
-        return obs, total, terminated, truncated, info
+    :class:`FramePreprocess` (crop, alpha, grayscale), then gymnasium's ``ResizeObservation``
+    (``cv2.INTER_AREA``): the chain ``make_env`` ends with, and the same frames as
+    ``FrameTransform(shape, size, crop, grayscale)``.
+    """
+    height, width = size
+    env = FramePreprocess(env, crop=crop, grayscale=grayscale)
+    return ResizeObservation(env, (int(height), int(width)))

@@ -1,5 +1,6 @@
 """The envpool backend against the gymnasium reference: VecEnv contract, seeds, preprocessing."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -9,7 +10,6 @@ from envs import make_env
 from envs.backends import BackendMismatchWarning, resolve_backend, warn_on_backend_mismatch
 from envs.factory import env_options, make_env_from_options
 from envs.latent import VecLatentObservation
-from envs.preprocessing import FramePreprocess
 from envs.vector import make_vec_env_from_options
 from worldvae.models import Autoencoder, AutoencoderConfig
 
@@ -97,6 +97,18 @@ def test_seed_gives_the_same_episode_per_env(kind):
     venv.close()
 
 
+def _observe(env: gym.Env, frame: np.ndarray) -> np.ndarray:
+    """``frame`` through ``env``'s observation wrappers, innermost first."""
+    wrappers = []
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.ObservationWrapper):
+            wrappers.append(env)
+        env = env.env
+    for wrapper in reversed(wrappers):
+        frame = wrapper.observation(frame)
+    return frame
+
+
 def test_preprocessing_is_the_same_on_both_backends():
     pytest.importorskip("envpool")
     venv = _venv("envpool", n_envs=3, seed=3)
@@ -104,10 +116,11 @@ def test_preprocessing_is_the_same_on_both_backends():
     for _ in range(4):
         obs, *_ = venv.step(np.tile([[0.3, 0.5, 0.0]], (3, 1)).astype(np.float32))
     raw = venv.get_images()
-    # the gymnasium path's wrapper on the very frames envpool made
-    wrapper = FramePreprocess(make_env(CAR, frame_size=96, backend="gymnasium"), (32, 32), CROP)
+    # the gymnasium path's wrappers on the very frames envpool made
+    env = make_env(CAR, frame_size=32, crop=CROP, backend="gymnasium")
     for i in range(3):
-        np.testing.assert_array_equal(wrapper.observation(raw[i]), obs[i])
+        np.testing.assert_array_equal(_observe(env, raw[i]), obs[i])
+    env.close()
     np.testing.assert_array_equal(venv.transform.batch(np.stack(raw)), obs)
     venv.close()
 

@@ -1,8 +1,9 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
 from envs import make_env
-from envs.preprocessing import FramePreprocess
+from envs.preprocessing import FramePreprocess, FrameTransform
 
 FAMILIES = [
     ("CarRacing-v3", {"crop": (0, 12, 0, 0)}),
@@ -47,6 +48,37 @@ def test_grayscale_rectangular_and_frame_skip():
     assert reward == 3.0  # three CartPole steps, +1 each
 
 
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("CarRacing-v3", {"crop": (0, 12, 0, 0)}),
+        ("CarRacing-v3", {"crop": (0, 12, 0, 0), "grayscale": True}),
+        ("CartPole-v1", {}),
+        ("CartPole-v1", {"grayscale": True}),
+    ],
+)
+def test_wrapper_chain_gives_the_frames_of_the_one_pass_transform(env_id, kwargs):
+    # make_env's chain (gymnasium's AddRenderObservation and ResizeObservation around
+    # FramePreprocess) against FrameTransform doing every step at once, as batched backends do
+    renders = env_id == "CartPole-v1"
+    env = make_env(env_id, frame_size=(24, 32), backend="gymnasium", **kwargs)
+    raw_env = gym.make(env_id, render_mode="rgb_array" if renders else None)
+    env.action_space.seed(3)
+    obs, _ = env.reset(seed=3)
+    raw, _ = raw_env.reset(seed=3)
+    frame = raw_env.render() if renders else raw
+    transform = FrameTransform(frame.shape, (24, 32), **kwargs)
+    for _ in range(4):
+        np.testing.assert_array_equal(obs, transform(frame))
+        action = env.action_space.sample()
+        obs, *_ = env.step(action)
+        raw, *_ = raw_env.step(action)
+        frame = raw_env.render() if renders else raw
+    np.testing.assert_array_equal(obs, transform(frame))
+    env.close()
+    raw_env.close()
+
+
 def test_crop_removes_rows_before_resize():
     full = make_env("CarRacing-v3", frame_size=96)
     cropped = make_env("CarRacing-v3", frame_size=(84, 96), crop=(0, 12, 0, 0))
@@ -66,8 +98,6 @@ def test_env_without_frames_is_refused(no_render_env_id):
 
 
 def test_preprocess_rejects_non_image_space():
-    import gymnasium as gym
-
     with pytest.raises(ValueError, match=r"FramePreprocess requires a uint8 \(H, W, C\) Box"):
         FramePreprocess(gym.make("CartPole-v1"))
 
