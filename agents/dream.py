@@ -8,7 +8,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.config import AgentConfig
 from envs import make_env_from_options
-from envs.dream import DreamEnv, DreamVecEnv, start_latents_from
+from envs.dream import DreamVecEnv, start_latents_from
 from worldvae.memory import MDNRNN
 
 
@@ -50,18 +50,4 @@ def build_dream_vec_env(
     return venv
 
 
-def dream_steps_per_second(env: DreamEnv, n_steps: int = 1000, seed: int = 0) -> float:
-    """Dream env steps per second under random actions (for benchmarks)."""
-    import time
-
-    env.reset(seed=seed)
-    env.action_space.seed(seed)
-    t = time.perf_counter()
-    for _ in range(n_steps):
-        _, _, term, trunc, _ = env.step(env.action_space.sample())
-        if term or trunc:
-            env.reset()
-    return n_steps / (time.perf_counter() - t)
-
-
-__all__ = ["build_dream_vec_env", "dream_action_space", "dream_max_steps", "dream_steps_per_second"]
+__all__ = ["build_dream_vec_env", "dream_action_space", "dream_max_steps"]

@@ -8,7 +8,7 @@ the same observations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, SupportsFloat
 
@@ -42,6 +42,26 @@ def check_frame_space(wrapper: str, space: gym.Space, model: Encoder) -> None:
             f"make the env with make_env(..., frame_size=({h}, {w})"
             f"{', grayscale=True' if c == 1 else ''}) or use a model trained on these frames"
         )
+
+
+def encode_step(
+    encode: Callable[[np.ndarray], np.ndarray],
+    frames: np.ndarray,
+    dones: np.ndarray,
+    infos: Sequence[dict[str, Any]],
+) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Encode a VecEnv step's frames and the terminal frames of finished episodes in one call.
+
+    Returns the latents of ``frames`` ``(N, D)``, the envs whose episode ended with a
+    ``terminal_observation`` in their info, and the latents of those terminal frames.
+    """
+    n = len(frames)
+    done_idx = [i for i in range(n) if dones[i] and "terminal_observation" in infos[i]]
+    batch = [frames] + (
+        [np.stack([infos[i]["terminal_observation"] for i in done_idx])] if done_idx else []
+    )
+    z_all = encode(np.concatenate(batch))
+    return z_all[:n], done_idx, z_all[n:]
 
 
 class LatentHistory:
@@ -232,15 +252,7 @@ class VecLatentObservation(VecEnvWrapper):
         frames, rewards, dones, infos = self.venv.step_wait()
         assert isinstance(frames, np.ndarray) and self._actions is not None
         self.last_frames = frames
-        done_idx = [
-            i for i in range(self.num_envs) if dones[i] and "terminal_observation" in infos[i]
-        ]
-        # One batched encode: this step's frames and the terminal frames of finished episodes.
-        batch = [frames] + (
-            [np.stack([infos[i]["terminal_observation"] for i in done_idx])] if done_idx else []
-        )
-        z_all = self._encode(np.concatenate(batch))
-        z, z_terminal = z_all[: self.num_envs], z_all[self.num_envs :]
+        z, done_idx, z_terminal = encode_step(self._encode, frames, dones, infos)
         for j, i in enumerate(done_idx):
             self.history.push(i, z_terminal[j], self._actions[i])
             infos[i]["terminal_observation"] = self.history.observation(i)

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from envs.latent import check_frame_space, resolve_model
+from envs.latent import check_frame_space, encode_step, resolve_model
 from worldvae.data.latents import ActionSpec
 from worldvae.encoders import Encoder
 from worldvae.memory import MDNRNN, load_memory
@@ -66,6 +66,22 @@ def check_memory_fits(
             f"encodes to {spec.dim}; train M on episodes of this env"
         )
     return spec
+
+
+def resolve_models(
+    wrapper: str,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    model: Encoder | str | Path,
+    memory: MDNRNN | str | Path,
+    device: str = "auto",
+) -> tuple[Encoder, MDNRNN, ActionSpec]:
+    """V and M loaded (or as given), checked against the env's frames and actions, and M's
+    action spec."""
+    encoder = resolve_model(model, device)
+    rnn = resolve_memory(memory, device)
+    check_frame_space(wrapper, observation_space, encoder)
+    return encoder, rnn, check_memory_fits(wrapper, rnn, encoder, action_space)
 
 
 def memory_space(memory: MDNRNN) -> spaces.Box:
@@ -134,11 +150,13 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             device=device,
         )
         gym.Wrapper.__init__(self, env)
-        self.model = resolve_model(model, device)
-        self.memory = resolve_memory(memory, device)
-        check_frame_space("LatentMemoryObservation", env.observation_space, self.model)
-        spec = check_memory_fits(
-            "LatentMemoryObservation", self.memory, self.model, env.action_space
+        self.model, self.memory, spec = resolve_models(
+            "LatentMemoryObservation",
+            env.observation_space,
+            env.action_space,
+            model,
+            memory,
+            device,
         )
         self.sample = sample
         self.tracker = MemoryTracker(self.memory, 1, spec)
@@ -180,11 +198,13 @@ class VecLatentMemoryObservation(VecEnvWrapper):
         sample: bool = False,
         device: str = "auto",
     ):
-        self.model = resolve_model(model, device)
-        self.memory = resolve_memory(memory, device)
-        check_frame_space("VecLatentMemoryObservation", venv.observation_space, self.model)
-        spec = check_memory_fits(
-            "VecLatentMemoryObservation", self.memory, self.model, venv.action_space
+        self.model, self.memory, spec = resolve_models(
+            "VecLatentMemoryObservation",
+            venv.observation_space,
+            venv.action_space,
+            model,
+            memory,
+            device,
         )
         self.sample = sample
         self.tracker = MemoryTracker(self.memory, venv.num_envs, spec)
@@ -218,16 +238,10 @@ class VecLatentMemoryObservation(VecEnvWrapper):
         self.last_frames = frames
         # M reads (z_t, a_t) of every env, whether or not its episode just ended.
         self.tracker.step(self.z, self._actions)
-        done_idx = [
-            i for i in range(self.num_envs) if dones[i] and "terminal_observation" in infos[i]
-        ]
-        batch = [frames] + (
-            [np.stack([infos[i]["terminal_observation"] for i in done_idx])] if done_idx else []
-        )
-        z_all = self._encode(np.concatenate(batch))
+        z, done_idx, z_terminal = encode_step(self._encode, frames, dones, infos)
         for j, i in enumerate(done_idx):
-            infos[i]["terminal_observation"] = self.tracker.observation(z_all[self.num_envs + j], i)
-        self.z = z_all[: self.num_envs].copy()
+            infos[i]["terminal_observation"] = self.tracker.observation(z_terminal[j], i)
+        self.z = z.copy()
         for i in range(self.num_envs):
             if dones[i]:
                 self.tracker.reset(i)

@@ -20,10 +20,8 @@ flags and what torch reports.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -37,22 +35,7 @@ from envs.memory import LatentMemoryObservation
 from worldvae.data.latents import LatentDataset
 from worldvae.memory import load_memory
 from worldvae.models import load_model
-
-
-def cpu_description() -> str:
-    """The CPU model and its flags of interest, from /proc/cpuinfo."""
-    model, flags = platform.processor() or "unknown", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                have = set(line.split(":", 1)[1].split())
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
-                flags = " ".join(f for f in wanted if f in have)
-    except OSError:
-        pass
-    return f"{model}; flags: {flags or 'n/a'}"
+from worldvae.precision import machine_summary
 
 
 def time_block(env: gym.Env, n_steps: int, seed: int) -> float:
@@ -119,11 +102,10 @@ def main(argv: list[str] | None = None) -> None:
             rates[name].append(time_block(env, args.steps, seed=r))
         for name, venv in vecs.items():
             rates[name].append(time_vec_block(venv, max(1, args.steps // n), seed=r))
-    print(f"cpu: {cpu_description()}")
+    print(machine_summary())
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"cuda {torch.cuda.is_available()}; M hidden {memory.config.hidden_size}, "
-        f"K {memory.config.n_gaussians}, D {memory.config.latent_dim}"
+        f"M hidden {memory.config.hidden_size}, K {memory.config.n_gaussians}, "
+        f"D {memory.config.latent_dim}"
     )
     dream = statistics.median(rates["dream"])
     print(f"{'env':<18} {'median steps/s':>15} {'min':>8} {'max':>8} {'dream / this':>13}")

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,25 +170,41 @@ def train_block(world: int, threads: int, args: argparse.Namespace) -> float:
     return rate
 
 
-def bench_train(args: argparse.Namespace) -> None:
+def thread_arms(
+    args: argparse.Namespace, ranks_arm: str, block: Callable[[int, int, str], float], title: str
+) -> None:
+    """Alternate one process with every core's threads, one with one thread and ``--ranks``
+    processes of one thread (``ranks_arm``) for ``--rounds`` rounds; print the medians.
+
+    ``block(processes, threads, tag)`` times one block and returns its img/s.
+    """
     cores = os.cpu_count() or 1
     arms = {
         f"1 process, {cores} threads": (1, cores),
         "1 process, 1 thread": (1, 1),
-        f"{args.ranks} gloo ranks, 1 thread each": (args.ranks, 1),
+        ranks_arm: (args.ranks, 1),
     }
     rates: dict[str, list[float]] = {a: [] for a in arms}
     for r in range(args.rounds):
-        for name, (world, threads) in arms.items():
-            rates[name].append(train_block(world, threads, args))
+        for i, (name, (world, threads)) in enumerate(arms.items()):
+            rates[name].append(block(world, threads, f"{r}_{i}"))
             print(f"  round {r} {name:28s}: {rates[name][-1]:6.1f} img/s", flush=True)
     med = {a: statistics.median(v) for a, v in rates.items()}
     base = next(iter(med.values()))
-    print(f"\nVAE train step (World Models VAE, 64x64, global batch {args.batch_size}, fp32), "
-          f"{args.rounds} rounds of {args.steps} steps, medians")  # fmt: skip
+    print(f"\n{title}")
     print("                                img/s  x first arm")
     for name in arms:
         print(f"  {name:28s} {med[name]:6.1f}  {med[name] / base:11.2f}")
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    thread_arms(
+        args,
+        f"{args.ranks} gloo ranks, 1 thread each",
+        lambda world, threads, _: train_block(world, threads, args),
+        f"VAE train step (World Models VAE, 64x64, global batch {args.batch_size}, fp32), "
+        f"{args.rounds} rounds of {args.steps} steps, medians",
+    )
 
 
 # ---- the train-vae command -------------------------------------------------------------------
@@ -240,26 +257,15 @@ def trainer_block(
 
 
 def bench_trainer(args: argparse.Namespace, tmp: Path) -> None:
-    cores = os.cpu_count() or 1
     data = write_frames_dataset(tmp / "frames")
-    arms = {
-        f"1 process, {cores} threads": (1, cores),
-        "1 process, 1 thread": (1, 1),
-        f"torchrun {args.ranks} ranks, 1 thread": (args.ranks, 1),
-    }
-    rates: dict[str, list[float]] = {a: [] for a in arms}
-    for r in range(args.rounds):
-        for i, (name, (ranks, threads)) in enumerate(arms.items()):
-            rates[name].append(trainer_block(ranks, threads, data, tmp / f"run_{r}_{i}", args))
-            print(f"  round {r} {name:28s}: {rates[name][-1]:6.1f} img/s", flush=True)
-    med = {a: statistics.median(v) for a, v in rates.items()}
-    base = next(iter(med.values()))
-    print(f"\ntrain-vae command (World Models VAE, 64x64, global batch {args.batch_size}, fp32, "
-          f"--data-shards {args.ranks}), {args.rounds} rounds of {args.trainer_steps} steps, "
-          "medians")  # fmt: skip
-    print("                                img/s  x first arm")
-    for name in arms:
-        print(f"  {name:28s} {med[name]:6.1f}  {med[name] / base:11.2f}")
+    thread_arms(
+        args,
+        f"torchrun {args.ranks} ranks, 1 thread",
+        lambda ranks, threads, tag: trainer_block(ranks, threads, data, tmp / f"run_{tag}", args),
+        f"train-vae command (World Models VAE, 64x64, global batch {args.batch_size}, fp32, "
+        f"--data-shards {args.ranks}), {args.rounds} rounds of {args.trainer_steps} steps, "
+        "medians",
+    )
 
 
 def main() -> None:

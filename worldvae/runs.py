@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from worldvae.atomic import atomic_open, write_json
-from worldvae.models.io import WEIGHTS_NAME, save_model
+from worldvae.atomic import atomic_open, torch_save, write_json
+from worldvae.models.io import load_weights, save_model
 from worldvae.rundir import check_ours, entries, remove_owned
+
+logger = logging.getLogger(__name__)
 
 STATE_PT, STATE_JSON = "trainer_state.pt", "trainer_state.json"
 
@@ -88,7 +91,7 @@ def save_checkpoint(
     """Write the model and everything a resume needs into ``directory``, atomically."""
 
     def write_state(d: Path) -> None:
-        torch.save(
+        torch_save(
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -107,8 +110,12 @@ def save_checkpoint(
 def load_checkpoint(
     model: nn.Module, directory: Path, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; return the trainer state dict."""
-    model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device="cpu"))
+    """Restore what :func:`save_checkpoint` wrote; return the trainer state dict.
+
+    Raises:
+        CheckpointError: the weights are unreadable or do not fit ``model``.
+    """
+    load_weights(model, directory)
     blob = torch.load(directory / STATE_PT, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
@@ -116,6 +123,7 @@ def load_checkpoint(
     if blob["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(blob["rng_cuda"])
     state: dict[str, Any] = json.loads((directory / STATE_JSON).read_text())
+    logger.info("resuming from %s at epoch %d, step %d", directory, state["epoch"], state["step"])
     return state
 
 
@@ -128,6 +136,36 @@ def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
+
+
+def new_trainer_state(best_key: str) -> dict[str, Any]:
+    """A trainer's state before its first step; ``best_key`` holds the best validation score."""
+    return {
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "step": 0,
+        best_key: math.inf,
+        "epochs_without_improvement": 0,
+        "history": [],
+    }
+
+
+def stopped_mid_epoch(state: dict[str, Any], max_steps: int | None, n_batches: int) -> bool:
+    """True when ``max_steps`` ended the run inside an epoch (it resumes there)."""
+    return (
+        max_steps is not None and state["step"] >= max_steps and state["batch_in_epoch"] < n_batches
+    )
+
+
+def mark_finished(
+    state: dict[str, Any], epochs: int, max_steps: int | None, stopped_early: bool
+) -> bool:
+    """At the end of ``fit``: set ``state["finished"]`` and return True, unless ``max_steps``
+    cut the run short of its epochs (then a later call with more steps continues it)."""
+    cut = max_steps is not None and state["epoch"] < epochs and not stopped_early
+    if not cut:
+        state["finished"] = True
+    return not cut
 
 
 def close_epoch(state: dict[str, Any], epoch: int, score: float, best_key: str) -> bool:

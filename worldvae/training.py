@@ -22,11 +22,9 @@ resume on any number of ranks that divides ``data_shards``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import atomic_open, recover_dir, torch_save, write_json
+from worldvae.atomic import recover_dir, write_json
 from worldvae.configs import check_ranges, option
 from worldvae.data import EpisodeDataset
 from worldvae.data.loader import make_frame_loader, make_sharded_frame_loader
@@ -52,10 +50,21 @@ from worldvae.distributed import (
 from worldvae.images import save_png
 from worldvae.models.autoencoder import Autoencoder
 from worldvae.models.config import AutoencoderConfig
-from worldvae.models.io import load_model, save_model
+from worldvae.models.io import save_model
 from worldvae.precision import autocast, resolve_precision
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
-from worldvae.runs import STATE_JSON, STATE_PT, NonFiniteLossError, close_epoch, is_finished
+from worldvae.runs import (
+    STATE_JSON,
+    NonFiniteLossError,
+    close_epoch,
+    is_finished,
+    load_checkpoint,
+    mark_finished,
+    new_trainer_state,
+    save_checkpoint,
+    stopped_mid_epoch,
+    write_metrics_csv,
+)
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -218,16 +227,9 @@ class VAETrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
         )
-        self.state: dict[str, Any] = {
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "step": 0,
-            "best_val_loss": math.inf,
-            "epochs_without_improvement": 0,
-            "history": [],
-        }
+        self.state = new_trainer_state("best_val_loss")
         if resume and (self.last_dir / STATE_JSON).is_file():
-            self._load_last()
+            self.state = load_checkpoint(self.model, self.last_dir, self.optimizer, self.scheduler)
         self.loss_fn = wrap_for_ranks(self.model, self.dist, self.device, compile=config.compile)
         self.sharded = config.data_shards > 1
         self.shard_ids = shards_of_rank(config.data_shards, self.dist.world_size, self.dist.rank)
@@ -349,27 +351,15 @@ class VAETrainer:
         return run_cfg
 
     def _save_last(self) -> None:
-        if not self.dist.is_main:
-            return
-
-        def write_state(d: Path) -> None:
-            torch_save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                },
-                d / STATE_PT,
+        if self.dist.is_main:
+            save_checkpoint(
+                self.model,
+                self.last_dir,
+                self.optimizer,
+                self.scheduler,
+                self.state,
+                {"data": self.data_info},
             )
-            write_json(d / STATE_JSON, self.state)
-
-        save_model(
-            self.model,
-            self.last_dir,
-            extra={"step": self.state["step"], "data": self.data_info},
-            write_more=write_state,
-        )
 
     def _save_best(self, **extra: Any) -> None:
         if self.dist.is_main:
@@ -378,23 +368,6 @@ class VAETrainer:
                 self.best_dir,
                 extra={**extra, "step": self.state["step"], "data": self.data_info},
             )
-
-    def _load_last(self) -> None:
-        saved = load_model(self.last_dir, device=self.device)
-        self.model.load_state_dict(saved.state_dict())
-        blob = torch.load(self.last_dir / STATE_PT, map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        self.scheduler.load_state_dict(blob["scheduler"])
-        torch.set_rng_state(blob["rng_cpu"])
-        if blob["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(blob["rng_cuda"])
-        self.state = json.loads((self.last_dir / STATE_JSON).read_text())
-        logger.info(
-            "resuming %s at epoch %d, step %d",
-            self.run_dir,
-            self.state["epoch"],
-            self.state["step"],
-        )
 
     # ---- steps -------------------------------------------------------------------------------
     def _train_step(self, micro: list[torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
@@ -544,12 +517,8 @@ class VAETrainer:
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         self.state["history"].append(row)
-        if not self.dist.is_main:
-            return
-        with atomic_open(self.run_dir / "metrics.csv") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            w.writeheader()
-            w.writerows(self.state["history"])
+        if self.dist.is_main:
+            write_metrics_csv(self.run_dir / "metrics.csv", self.state["history"])
 
     def _end_epoch(self, epoch: int, totals: _EpochTotals, writer: Any) -> bool:
         """Validate, log, draw, checkpoint; True when training should stop (early stop or
@@ -603,11 +572,7 @@ class VAETrainer:
             while self.state["epoch"] < cfg.epochs:
                 epoch = self.state["epoch"]
                 totals = self._train_epoch(epoch, writer, progress)
-                if (
-                    cfg.max_steps is not None
-                    and self.state["step"] >= cfg.max_steps
-                    and self.state["batch_in_epoch"] < len(self.train_stream)
-                ):
+                if stopped_mid_epoch(self.state, cfg.max_steps, len(self.train_stream)):
                     self._save_last()
                     break
                 if self._end_epoch(epoch, totals, writer):
@@ -618,9 +583,7 @@ class VAETrainer:
                 writer.close()
         if not self.best_dir.exists():  # e.g. max_steps hit before an epoch ended
             self._save_best()
-        cut = cfg.max_steps is not None and self.state["epoch"] < cfg.epochs and not stopped_early
-        if not cut:
-            self.state["finished"] = True
+        if mark_finished(self.state, cfg.epochs, cfg.max_steps, stopped_early):
             self._save_last()
         self.dist.barrier()  # rank 0's files are complete when any rank returns
         return TrainResult(

@@ -44,18 +44,23 @@ def bounded(
     return parse
 
 
-def int_list(
-    low: float | None = None, high: float | None = None, length: int | None = None
+def number_list(
+    kind: type = int,
+    low: float | None = None,
+    high: float | None = None,
+    length: int | None = None,
 ) -> Callable[[str], tuple]:
-    """``"32,64,128"`` -> ``(32, 64, 128)``, each element range-checked (``length`` of them)."""
-    one = bounded(int, low, high)
+    """``"32,64,128"`` -> ``(32, 64, 128)``: a comma list of ``kind``, each range-checked
+    (``length`` of them when given)."""
+    one = bounded(kind, low, high)
+    what = "integers" if kind is int else "numbers"
 
-    def parse(text: str) -> tuple[int, ...]:
+    def parse(text: str) -> tuple[Any, ...]:
         parts = [p for p in text.split(",") if p.strip()]
         if not parts:
-            raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a comma list of {what}, got {text!r}")
         if length is not None and len(parts) != length:
-            raise argparse.ArgumentTypeError(f"expected {length} integers, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {length} {what}, got {text!r}")
         return tuple(one(p.strip()) for p in parts)
 
     parse.__name__ = "list"
@@ -180,7 +185,9 @@ def add_config_options(
         elif kind is tuple:
             element = args[0] if args else str
             fixed = len(args) if args and args[-1] is not Ellipsis else None
-            parse = str_list if element is str else int_list(meta["low"], meta["high"], fixed)
+            parse = (
+                str_list if element is str else number_list(int, meta["low"], meta["high"], fixed)
+            )
             spec.update(type=parse, help=text + shown)
         elif meta["choices"] is not None:
             spec.update(choices=meta["choices"], help=text + shown)

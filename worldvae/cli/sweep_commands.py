@@ -7,23 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+from worldvae.cli.options import number_list
 
 
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +25,10 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, help="use this dataset (recorded states)")
     p.add_argument("--shifted", type=Path, default=None, help="dataset of shifted frames (AUROC)")
     p.add_argument("--kinds", default=None, help="comma list, e.g. ae,dae,vae,beta-vae")
-    p.add_argument("--beta", type=_floats, default=None, help="betas for beta-vae, e.g. 1,4,16")
-    p.add_argument("--seeds", type=_ints, default=None, help="training seeds, e.g. 0,1")
+    p.add_argument(
+        "--beta", type=number_list(float), default=None, help="betas for beta-vae, e.g. 1,4,16"
+    )
+    p.add_argument("--seeds", type=number_list(int), default=None, help="training seeds, e.g. 0,1")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="cap on training steps per run")

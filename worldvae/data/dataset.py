@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -37,6 +38,58 @@ def _split_key(index: int) -> float:
     return zlib.crc32(f"episode-{index}".encode()) / 2**32
 
 
+def validation_indices(indices: Collection[int], val_fraction: float) -> frozenset[int]:
+    """The episode indices held out for validation: those whose key falls below
+    ``val_fraction``, at least one where the fraction is positive, none of fewer than two."""
+    if val_fraction == 0 or len(indices) < 2:
+        return frozenset()
+    keys = {i: _split_key(i) for i in indices}
+    val = {i for i, k in keys.items() if k < val_fraction}
+    if not val:  # tiny datasets: still hold one episode out, the one with the smallest key
+        val = {min(keys, key=keys.__getitem__)}
+    return frozenset(val)
+
+
+class _Indexed(Protocol):
+    @property
+    def index(self) -> int: ...
+
+
+_E = TypeVar("_E", bound=_Indexed)
+
+
+def split_episodes(episodes: tuple[_E, ...], val: frozenset[int], which: Split) -> tuple[_E, ...]:
+    """Episodes of one split: ``"train"``, ``"val"`` (indices in ``val``) or ``"all"``."""
+    if which == "all":
+        return episodes
+    if which not in ("train", "val"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {which!r}")
+    want_val = which == "val"
+    return tuple(e for e in episodes if (e.index in val) == want_val)
+
+
+def read_episode_rewards(
+    root: Path, skip_corrupt: bool
+) -> tuple[list[tuple[Path, np.ndarray]], list[Path]]:
+    """Each readable episode file of the dataset at ``root`` with its rewards, and the
+    unreadable ones (logged and left out with ``skip_corrupt``).
+
+    Raises:
+        CorruptEpisodeError: an unreadable file and ``skip_corrupt`` is False.
+    """
+    readable: list[tuple[Path, np.ndarray]] = []
+    corrupt: list[Path] = []
+    for path in sorted((root / EPISODES_DIR).glob("ep_*.npz")):
+        try:
+            readable.append((path, read_episode(path, keys=("rewards",))["rewards"]))
+        except CorruptEpisodeError as e:
+            if not skip_corrupt:
+                raise
+            logger.warning("skipping %s", e)
+            corrupt.append(path)
+    return readable, corrupt
+
+
 class EpisodeDataset:
     """Read-only view of a dataset directory written by the collector.
 
@@ -60,34 +113,18 @@ class EpisodeDataset:
         self.manifest = Manifest.load(self.root)
         self.val_fraction = val_fraction
         self.skip_corrupt = skip_corrupt
-        self.corrupt: list[Path] = []
-        infos: list[EpisodeInfo] = []
-        for path in sorted((self.root / EPISODES_DIR).glob("ep_*.npz")):
-            try:
-                rewards = read_episode(path, keys=("rewards",))["rewards"]
-            except CorruptEpisodeError as e:
-                if not skip_corrupt:
-                    raise
-                logger.warning("skipping %s", e)
-                self.corrupt.append(path)
-                continue
-            infos.append(EpisodeInfo(path, episode_index(path), len(rewards), float(rewards.sum())))
+        readable, self.corrupt = read_episode_rewards(self.root, skip_corrupt)
+        infos = [
+            EpisodeInfo(path, episode_index(path), len(rewards), float(rewards.sum()))
+            for path, rewards in readable
+        ]
         if not infos:
             raise ValueError(
                 f"dataset {self.root} holds no readable episode; collect some with "
                 f"`worldvae collect --env {self.manifest.env_id} --out {self.root}`"
             )
         self.episodes: tuple[EpisodeInfo, ...] = tuple(infos)
-        self._val = self._choose_validation()
-
-    def _choose_validation(self) -> frozenset[int]:
-        if self.val_fraction == 0 or len(self.episodes) < 2:
-            return frozenset()
-        keys = {e.index: _split_key(e.index) for e in self.episodes}
-        val = {i for i, k in keys.items() if k < self.val_fraction}
-        if not val:  # tiny datasets: still hold one episode out, the one with the smallest key
-            val = {min(keys, key=keys.__getitem__)}
-        return frozenset(val)
+        self._val = validation_indices([e.index for e in infos], val_fraction)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -101,12 +138,7 @@ class EpisodeDataset:
 
     def split(self, which: Split) -> tuple[EpisodeInfo, ...]:
         """Episodes of one split: ``"train"``, ``"val"`` or ``"all"``."""
-        if which == "all":
-            return self.episodes
-        if which not in ("train", "val"):
-            raise ValueError(f"split must be 'train', 'val' or 'all', got {which!r}")
-        want_val = which == "val"
-        return tuple(e for e in self.episodes if (e.index in self._val) == want_val)
+        return split_episodes(self.episodes, self._val, which)
 
     def n_frames(self, which: Split = "all") -> int:
         return sum(e.n_frames for e in self.split(which))

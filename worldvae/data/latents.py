@@ -17,21 +17,26 @@ for discrete actions), ``rewards`` float32 ``(T,)``, ``terminated`` and ``trunca
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import atomic_path, remove_stale_temporaries, write_json
-from worldvae.data.dataset import EpisodeDataset, Split, _split_key
+from worldvae.atomic import atomic_path, remove_stale_temporaries
+from worldvae.data.dataset import (
+    EpisodeDataset,
+    Split,
+    read_episode_rewards,
+    split_episodes,
+    validation_indices,
+)
 from worldvae.data.episodes import CorruptEpisodeError, read_episode
-from worldvae.data.manifest import EPISODES_DIR, episode_index
+from worldvae.data.manifest import EPISODES_DIR, JsonManifest, episode_index
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.versions import library_versions
 
@@ -98,7 +103,7 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
-class LatentManifest:
+class LatentManifest(JsonManifest):
     """Describes a latent dataset; stored as ``latent_manifest.json`` at its root.
 
     Attributes:
@@ -120,6 +125,11 @@ class LatentManifest:
     action: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
 
+    FILE: ClassVar[str] = LATENT_MANIFEST
+    WHAT: ClassVar[str] = "latent dataset"
+    HOW: ClassVar[str] = "make one with `worldvae encode-data --data DATASET --model VAE --out DIR`"
+    LABEL: ClassVar[str] = "latent manifest"
+
     @property
     def action_spec(self) -> ActionSpec:
         return ActionSpec.from_dict(self.action)
@@ -128,27 +138,9 @@ class LatentManifest:
     def env_id(self) -> str:
         return str(self.source_manifest["env_id"])
 
-    def identity(self) -> dict[str, Any]:
-        """The fields that must agree for a re-run to resume into the same directory."""
-        d = asdict(self)
-        d.pop("versions")
-        return json.loads(json.dumps(d))
-
-    def save(self, root: str | Path) -> None:
-        write_json(Path(root) / LATENT_MANIFEST, self.identity() | {"versions": self.versions})
-
     @classmethod
-    def load(cls, root: str | Path) -> LatentManifest:
-        path = Path(root) / LATENT_MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{root} is not a latent dataset: no {LATENT_MANIFEST}; make one with "
-                "`worldvae encode-data --data DATASET --model VAE --out DIR`"
-            )
-        try:
-            return cls(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path} is not a valid latent manifest ({e})") from e
+    def from_json(cls, d: dict[str, Any]) -> LatentManifest:
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -310,26 +302,14 @@ class LatentDataset:
         self.manifest = LatentManifest.load(self.root)
         self.val_fraction = val_fraction
         self.skip_corrupt = skip_corrupt
-        infos = []
-        for path in sorted((self.root / EPISODES_DIR).glob("ep_*.npz")):
-            try:
-                n = len(read_episode(path, keys=("rewards",))["rewards"])
-            except CorruptEpisodeError as e:
-                if not skip_corrupt:
-                    raise
-                logger.warning("skipping %s", e)
-                continue
-            infos.append(LatentEpisodeInfo(path, episode_index(path), n))
+        readable, _ = read_episode_rewards(self.root, skip_corrupt)
+        infos = [LatentEpisodeInfo(path, episode_index(path), len(r)) for path, r in readable]
         if not infos:
             raise ValueError(
                 f"latent dataset {self.root} holds no episode; run `worldvae encode-data` into it"
             )
         self.episodes: tuple[LatentEpisodeInfo, ...] = tuple(infos)
-        keys = {e.index: _split_key(e.index) for e in infos}
-        val = {i for i, k in keys.items() if k < val_fraction} if len(infos) > 1 else set()
-        if val_fraction > 0 and not val and len(infos) > 1:
-            val = {min(keys, key=keys.__getitem__)}
-        self._val = frozenset(val)
+        self._val = validation_indices([e.index for e in infos], val_fraction)
 
     @property
     def latent_dim(self) -> int:
@@ -341,11 +321,7 @@ class LatentDataset:
 
     def split(self, which: Split) -> tuple[LatentEpisodeInfo, ...]:
         """Episodes of ``"train"``, ``"val"`` or ``"all"``."""
-        if which == "all":
-            return self.episodes
-        if which not in ("train", "val"):
-            raise ValueError(f"split must be 'train', 'val' or 'all', got {which!r}")
-        return tuple(e for e in self.episodes if (e.index in self._val) == (which == "val"))
+        return split_episodes(self.episodes, self._val, which)
 
     def load(self, info: LatentEpisodeInfo) -> dict[str, np.ndarray]:
         return read_episode(info.path, keys=LATENT_KEYS)

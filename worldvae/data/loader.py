@@ -130,6 +130,17 @@ class _TorchFrameStream(IterableDataset):
             yield torch.from_numpy(batch)
 
 
+def _nonempty_split(dataset: EpisodeDataset, split: Split) -> tuple[EpisodeInfo, ...]:
+    """The episodes of ``split``; raises ValueError when there are none."""
+    episodes = dataset.split(split)
+    if not episodes:
+        raise ValueError(
+            f"the {split!r} split of {dataset.root} is empty ({len(dataset.episodes)} episodes "
+            "in all); collect more episodes or change val_fraction"
+        )
+    return episodes
+
+
 def make_frame_loader(
     dataset: EpisodeDataset,
     split: Split = "train",
@@ -147,12 +158,7 @@ def make_frame_loader(
     ``num_workers > 0`` each worker reads a disjoint share of the episodes and holds its own
     buffer, so memory is about ``num_workers * buffer_frames`` frames.
     """
-    episodes = dataset.split(split)
-    if not episodes:
-        raise ValueError(
-            f"the {split!r} split of {dataset.root} is empty ({len(dataset.episodes)} episodes "
-            "in all); collect more episodes or change val_fraction"
-        )
+    episodes = _nonempty_split(dataset, split)
     stream = FrameStream(
         episodes,
         batch_size=batch_size,
@@ -314,12 +320,7 @@ def make_sharded_frame_loader(
             f"a sharded loader reads with at most one worker process, got num_workers="
             f"{num_workers}; use --num-workers 1 (each rank reads its own shards)"
         )
-    episodes = dataset.split(split)
-    if not episodes:
-        raise ValueError(
-            f"the {split!r} split of {dataset.root} is empty ({len(dataset.episodes)} episodes "
-            "in all); collect more episodes or change val_fraction"
-        )
+    episodes = _nonempty_split(dataset, split)
     stream = ShardedFrameStream(
         episodes,
         n_shards,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -16,8 +16,50 @@ EPISODES_DIR = "episodes"
 FORMAT_VERSION = 1
 
 
+_M = TypeVar("_M", bound="JsonManifest")
+
+
+class JsonManifest:
+    """Saving and loading for a frozen dataclass stored as one JSON file at a dataset's root.
+
+    A subclass names its file (``FILE``), what a folder without it is not (``WHAT``), how to
+    make one (``HOW``) and what a malformed file is not (``LABEL``); ``from_json`` builds it from
+    the parsed file. Its ``versions`` field is stored but is no part of its identity.
+    """
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+    FILE: ClassVar[str]
+    WHAT: ClassVar[str]
+    HOW: ClassVar[str]
+    LABEL: ClassVar[str]
+    versions: dict[str, str]
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must agree for a re-run to resume into the same directory."""
+        d = asdict(self)
+        d.pop("versions")
+        return dict(json.loads(json.dumps(d)))
+
+    def save(self, root: str | Path) -> None:
+        write_json(Path(root) / self.FILE, self.identity() | {"versions": self.versions})
+
+    @classmethod
+    def from_json(cls: type[_M], d: dict[str, Any]) -> _M:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls: type[_M], root: str | Path) -> _M:
+        path = Path(root) / cls.FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{root} is not a {cls.WHAT}: no {cls.FILE}; {cls.HOW}")
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ValueError(f"{path} is not a valid {cls.LABEL} ({e})") from e
+
+
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(JsonManifest):
     """Describes a dataset directory; stored as ``manifest.json`` at its root.
 
     Attributes:
@@ -40,30 +82,15 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     state_names: list[str] | None = None
 
-    def identity(self) -> dict[str, Any]:
-        """The fields that must agree for a re-run to resume into the same directory."""
-        d = asdict(self)
-        d.pop("versions")
-        d["frame_shape"] = list(self.frame_shape)
-        return json.loads(json.dumps(d))
-
-    def save(self, root: str | Path) -> None:
-        write_json(Path(root) / MANIFEST_NAME, self.identity() | {"versions": self.versions})
+    FILE: ClassVar[str] = MANIFEST_NAME
+    WHAT: ClassVar[str] = "worldvae dataset"
+    HOW: ClassVar[str] = "create one with `worldvae collect --env ENV --out DIR`"
+    LABEL: ClassVar[str] = "dataset manifest"
 
     @classmethod
-    def load(cls, root: str | Path) -> Manifest:
-        path = Path(root) / MANIFEST_NAME
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{root} is not a worldvae dataset: no {MANIFEST_NAME}; create one with "
-                "`worldvae collect --env ENV --out DIR`"
-            )
-        try:
-            d = json.loads(path.read_text())
-            d["frame_shape"] = tuple(d["frame_shape"])
-            return cls(**d)
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"{path} is not a valid dataset manifest ({e})") from e
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        d["frame_shape"] = tuple(d["frame_shape"])
+        return cls(**d)
 
 
 def episode_seed(master_seed: int, index: int) -> int:

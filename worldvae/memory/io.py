@@ -6,13 +6,10 @@ import json
 import os
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
 from worldvae.devices import resolve_device
 from worldvae.memory.config import MemoryConfig
 from worldvae.memory.model import MDNRNN
-from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, resolve_model_dir
+from worldvae.models.io import CONFIG_NAME, CheckpointError, load_weights, resolve_model_dir
 
 
 def read_memory_config(path: str | os.PathLike[str]) -> tuple[MemoryConfig, dict[str, Any]]:
@@ -45,14 +42,6 @@ def load_memory(
     """
     path = resolve_model_dir(path)
     config, info = read_memory_config(path)
-    weights = path / WEIGHTS_NAME
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is not a readable safetensors file ({e})") from e
     model = MDNRNN(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not match {path / CONFIG_NAME}: {e}") from e
+    load_weights(model, path)
     return model.to(resolve_device(device)).eval(), info

@@ -43,8 +43,11 @@ from worldvae.runs import (
     NonFiniteLossError,
     close_epoch,
     load_checkpoint,
+    mark_finished,
+    new_trainer_state,
     prepare_run_dir,
     save_checkpoint,
+    stopped_mid_epoch,
     write_metrics_csv,
 )
 from worldvae.versions import library_versions
@@ -158,22 +161,9 @@ class MemoryTrainer:
         self.model = MDNRNN(model_cfg).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
-        self.state: dict[str, Any] = {
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "step": 0,
-            "best_val_nll": math.inf,
-            "epochs_without_improvement": 0,
-            "history": [],
-        }
+        self.state = new_trainer_state("best_val_nll")
         if resume and (self.last_dir / STATE_JSON).is_file():
             self.state = load_checkpoint(self.model, self.last_dir, self.optimizer, self.scheduler)
-            logger.info(
-                "resuming %s at epoch %d, step %d",
-                self.run_dir,
-                self.state["epoch"],
-                self.state["step"],
-            )
         self.stream = SequenceStream(
             self.dataset,
             self.dataset.split("train"),
@@ -301,11 +291,7 @@ class MemoryTrainer:
                         self._save_last()
                 bar.close()
                 seconds += time.perf_counter() - t0
-                if (
-                    cfg.max_steps is not None
-                    and self.state["step"] >= cfg.max_steps
-                    and self.state["batch_in_epoch"] < len(self.stream)
-                ):
+                if stopped_mid_epoch(self.state, cfg.max_steps, len(self.stream)):
                     self._save_last()
                     break
                 with torch.random.fork_rng(devices=[]):
@@ -350,9 +336,7 @@ class MemoryTrainer:
             writer.close()
         if not self.best_dir.exists():
             save_model(self.model, self.best_dir, extra={**self.extra, "step": self.state["step"]})
-        cut = cfg.max_steps is not None and self.state["epoch"] < cfg.epochs and not stopped_early
-        if not cut:
-            self.state["finished"] = True
+        if mark_finished(self.state, cfg.epochs, cfg.max_steps, stopped_early):
             self._save_last()
         return MemoryTrainResult(
             run_dir=self.run_dir,

@@ -104,9 +104,21 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto"
     """
     path = resolve_model_dir(path)
     config, _ = read_model_config(path)
-    weights = path / WEIGHTS_NAME
+    model = Autoencoder(config)
+    load_weights(model, path)
+    return model.to(resolve_device(device)).eval()
+
+
+def load_weights(model: nn.Module, directory: str | os.PathLike[str]) -> None:
+    """Load ``directory``'s ``model.safetensors`` into ``model`` (never unpickles).
+
+    Raises:
+        CheckpointError: the file is missing or unreadable, or its weights do not fit ``model``.
+    """
+    directory = Path(directory)
+    weights = directory / WEIGHTS_NAME
     if not weights.is_file():
-        raise CheckpointError(f"model directory {path} lacks {WEIGHTS_NAME}")
+        raise CheckpointError(f"model directory {directory} lacks {WEIGHTS_NAME}")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -114,9 +126,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto"
             f"{weights} is not a readable safetensors file ({e}); it is corrupt or not a "
             "worldvae checkpoint, re-train or restore it"
         ) from e
-    model = Autoencoder(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not match {path / CONFIG_NAME}: {e}") from e
-    return model.to(resolve_device(device)).eval()
+        raise CheckpointError(f"{weights} does not match {directory / CONFIG_NAME}: {e}") from e
