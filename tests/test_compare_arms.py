@@ -80,6 +80,26 @@ def test_threshold_columns_ignore_the_step_zero_evaluation():
     assert rows[1]["steps_to_threshold"] is None  # lucky at step 0 only: never reached
 
 
+def test_an_unreached_threshold_counts_the_steps_trained_not_the_step_cap():
+    from agents.comparison import summarize
+
+    def row(obs, steps, secs, trained):
+        return {
+            "obs": obs, "final_return_mean": 1.0, "auc": 0.0, "steps_per_second": 100.0,
+            "train_seconds": 300.0, "budget_steps": 2_000_000, "steps_trained": trained,
+            "steps_to_threshold": steps, "seconds_to_threshold": secs,
+            "steps_to_threshold_with_pretraining": steps,
+        }  # fmt: skip
+
+    rows = [row("pixel", None, None, 36_000 + i) for i in range(4)]
+    rows.append(row("pixel", 24_000, 200.0, 37_000))
+    s = summarize(rows, ("pixel",))["pixel"]
+    assert s["seeds_reaching_threshold"] == 1 and s["steps_to_threshold"] == 24_000
+    # wall-clock stopped the runs near 36k steps: the 2M cap is no bound on when they'd reach it
+    assert 24_000 <= s["steps_to_threshold_iqm_ci"][0] <= s["steps_to_threshold_iqm_ci"][1] < 37_000
+    assert s["seconds_to_threshold_iqm_ci"][1] == 300.0
+
+
 def test_impossible_arms_fail_before_training(vae_and_data, tmp_path, capsys):
     cfg = CompareConfig(
         env_id="ALE/Pong-v5", model_dir=str(vae_and_data / "vae"), obs_kinds=("pixel", "state")
@@ -108,7 +128,7 @@ def test_impossible_arms_fail_before_training(vae_and_data, tmp_path, capsys):
     assert not (tmp_path / "c" / "runs").exists()
 
 
-def test_time_to_threshold_separates_only_when_most_seeds_reach_it():
+def test_time_to_threshold_separates_only_when_the_faster_arm_is_fully_timed():
     from agents.comparison import ComparisonResult
     from agents.report import separations
 
@@ -121,10 +141,20 @@ def test_time_to_threshold_separates_only_when_most_seeds_reach_it():
             "seconds_to_threshold_iqm_ci": secs_ci,
         }
 
-    def result(latent_reached):
-        summary = {"pixel": arm(5, [300.0, 340.0]), "latent": arm(latent_reached, [160.0, 190.0])}
+    def result(latent_reached, pixel_reached=5, pixel_ci=(300.0, 340.0)):
+        summary = {
+            "pixel": arm(pixel_reached, list(pixel_ci)),
+            "latent": arm(latent_reached, [160.0, 190.0]),
+        }
         return ComparisonResult(None, [], summary, 0.0, 0.5, {}, None)  # type: ignore[arg-type]
 
     assert separations(result(5))["seconds to threshold"] == "latent"
-    # latent reached it once: its "seconds" are mostly its (shorter) training time
+    # latent reached it once: its other "times" are lower bounds, so its interval may be later
     assert separations(result(1))["seconds to threshold"] == ""
+    # pixel mostly never reached it: its interval is a lower bound, which only widens the gap
+    assert separations(result(5, pixel_reached=2))["seconds to threshold"] == "latent"
+    # ...but an interval that starts before the faster arm's ends separates nothing
+    assert separations(result(5, 2, (180.0, 340.0)))["seconds to threshold"] == ""
+    # pixel fully timed and ahead: latent's unreached seeds only push latent later
+    assert separations(result(4, 5, (100.0, 150.0)))["seconds to threshold"] == "pixel"
+    assert separations(result(5))["steps to threshold"] == ""
