@@ -56,7 +56,14 @@ def build_vec_env(
             else DummyVecEnv(fns)
         )
         venv.seed(seed)
-    venv = VecMonitor(venv)
+    return wrap_observations(cfg, VecMonitor(venv), model, memory)
+
+
+def wrap_observations(cfg: AgentConfig, venv: VecEnv, model: Encoder | None, memory: Any) -> VecEnv:
+    """``venv``'s frames turned into ``cfg.obs``'s observations (frame stacks, codes, ``[z, h]``):
+    the part of :func:`build_vec_env` after the envs are made, shared with the collector's
+    agent policy (:mod:`agents.collection`)."""
+    arm = get_arm(cfg.obs)
     if arm.needs_memory:
         from envs.memory import VecLatentMemoryObservation
 

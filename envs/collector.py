@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from envs.cluster import connect_ray, uses_ray
 from envs.factory import env_options as default_env_options
 from envs.factory import make_env_from_options, resolve_env_options
-from envs.policies import PolicySpec
+from envs.policies import PolicyFactory, PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
@@ -71,7 +71,11 @@ class CollectConfig:
     n_episodes: int | None = option(None, "number of episodes", 1, 10**8, flag="--episodes")
     n_frames: int | None = option(None, "number of frames to reach", 1, 10**11, flag="--frames")
     n_workers: int = option(1, "worker processes", 1, 256, flag="--workers")
-    policy: str = option("random", "random | brownian | sb3:ALGO:PATH")
+    policy: str = option(
+        "random",
+        "random | brownian | sb3:ALGO:PATH | agent:RUN (a trained agent, in its own env) | "
+        "best-agent:RUN (its best evaluated policy)",
+    )
     seed: int = option(0, "master seed", 0, 2**32 - 1)
     compress: bool = option(True, "zlib-compress the episode files", flag="--no-compress")
     record_state: bool | None = option(
@@ -149,7 +153,7 @@ def play_episode(
 def _worker(
     env_id: str,
     options: dict[str, Any],
-    policy: PolicySpec,
+    policy: PolicyFactory,
     master_seed: int,
     dataset_dir: str,
     compress: bool,
@@ -186,10 +190,10 @@ def _worker(
 def collection_manifest(
     env_id: str,
     env_options: dict[str, Any] | None,
-    policy: str | PolicySpec,
+    policy: str | PolicyFactory,
     seed: int,
     record_state: bool | None,
-) -> tuple[Manifest, PolicySpec]:
+) -> tuple[Manifest, PolicyFactory]:
     """Check a collection's settings and describe it: the manifest and the parsed policy.
 
     The env options are resolved (recommended options filled in), the policy is built once on
@@ -247,7 +251,7 @@ def collect(
     n_episodes: int | None = CollectConfig.n_episodes,
     n_frames: int | None = CollectConfig.n_frames,
     n_workers: int = CollectConfig.n_workers,
-    policy: str | PolicySpec = CollectConfig.policy,
+    policy: str | PolicyFactory = CollectConfig.policy,
     seed: int = CollectConfig.seed,
     env_options: dict[str, Any] | None = None,
     compress: bool = CollectConfig.compress,
@@ -266,7 +270,8 @@ def collect(
         n_episodes: number of episodes (exclusive with ``n_frames``).
         n_frames: number of stored frames to reach (each episode of T steps stores T + 1).
         n_workers: worker processes.
-        policy: ``"random"``, ``"brownian"``, ``"sb3:ALGO:PATH"`` or a :class:`PolicySpec`.
+        policy: ``"random"``, ``"brownian"``, ``"sb3:ALGO:PATH"``, a :class:`PolicySpec`, or
+            another policy factory (``agents.collection.AgentPolicySpec``: a trained agent).
         seed: master seed; episode seeds derive from it.
         env_options: ``make_env`` keyword arguments, as made by :func:`envs.factory.env_options`.
         compress: zlib-compress episode files (game frames shrink several-fold).

@@ -23,6 +23,18 @@ class ActionPolicy(Protocol):
     def act(self, observation: np.ndarray) -> Any: ...
 
 
+class PolicyFactory(Protocol):
+    """What the collector takes as a policy: picklable, built once per worker, recorded in the
+    manifest. :class:`PolicySpec` is one; ``agents.collection.AgentPolicySpec`` (a trained
+    agent) is another."""
+
+    def build(
+        self, action_space: gym.Space, observation_space: gym.Space | None = None
+    ) -> ActionPolicy: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 class RandomPolicy:
     """Uniform random actions from the action space."""
 
@@ -116,10 +128,9 @@ class SB3Policy:
         self.frames.clear()
 
     def act(self, observation: np.ndarray) -> Any:
-        if not self.frames:
-            self.frames.extend([observation] * self.frame_stack)
-        else:
-            self.frames.append(observation)
+        if not self.frames:  # zero frames before the first, as SB3's VecFrameStack starts
+            self.frames.extend([np.zeros_like(observation)] * (self.frame_stack - 1))
+        self.frames.append(observation)
         obs = np.concatenate(list(self.frames), axis=-1)
         action, _ = self.model.predict(obs, deterministic=self.deterministic)
         return action

@@ -15,7 +15,7 @@ from typing import Any
 
 from envs.cluster import cluster_cpus, connect_ray, run_tasks
 from envs.factory import make_env_from_options
-from envs.policies import PolicySpec
+from envs.policies import PolicyFactory
 from worldvae.data.manifest import episode_seed
 from worldvae.data.writer import write_dataset_episode
 
@@ -27,7 +27,7 @@ TASK_RETRIES = 3  # re-runs of an episode whose worker process or node died
 def play_and_write(
     env_id: str,
     options: dict[str, Any],
-    policy: PolicySpec,
+    policy: PolicyFactory,
     master_seed: int,
     index: int,
     dataset_dir: str,
@@ -56,7 +56,7 @@ def play_on_ray(
     cluster: str,
     env_id: str,
     options: dict[str, Any],
-    policy: PolicySpec,
+    policy: PolicyFactory,
     master_seed: int,
     dataset_dir: Path,
     todo: Iterator[int],

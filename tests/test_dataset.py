@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_synthetic_dataset
-from worldvae.data import CorruptEpisodeError, EpisodeDataset, FrameStream, make_frame_loader
+from worldvae.data import (
+    CorruptEpisodeError,
+    EpisodeDataset,
+    FrameStream,
+    make_frame_loader,
+    read_episode,
+)
 from worldvae.data.manifest import Manifest
 
 
@@ -92,3 +98,71 @@ def test_torch_loader_with_workers_covers_the_split(synthetic_dataset):
     assert all(b.dtype.is_floating_point is False and b.shape[1:] == (16, 16, 3) for b in batches)
     assert sum(len(b) for b in batches) == ds.n_frames("train")
     assert len(stream) == -(-ds.n_frames("train") // 16)
+
+
+def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
+    from envs.collector import collect
+    from worldvae.cli.main import main
+    from worldvae.data.writer import merge_datasets
+
+    opts = {"frame_size": [16, 16], "max_episode_steps": 20}
+    collect(tmp_path / "a", "CartPole-v1", n_episodes=3, env_options=opts, progress=False)
+    collect(
+        tmp_path / "b", "CartPole-v1", n_episodes=2, policy="brownian", seed=7,
+        env_options=opts, progress=False,
+    )  # fmt: skip
+    merged = merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    ds = EpisodeDataset(tmp_path / "ab", val_fraction=0.0)
+    a = EpisodeDataset(tmp_path / "a", val_fraction=0.0)
+    b = EpisodeDataset(tmp_path / "b", val_fraction=0.0)
+    assert [e.index for e in ds.episodes] == [0, 1, 2, 3, 4]
+    assert ds.n_frames() == a.n_frames() + b.n_frames()
+    last = read_episode(ds.episodes[-1].path)
+    assert np.array_equal(last["frames"], read_episode(b.episodes[-1].path)["frames"])
+    assert int(last["seed"]) == int(read_episode(b.episodes[-1].path)["seed"])
+    sources = merged.policy["params"]["sources"]
+    assert [(s["policy"]["name"], s["seed"], s["episodes"]) for s in sources] == [
+        ("random", 0, 3),
+        ("brownian", 7, 2),
+    ]
+    assert ds.manifest.env_options == a.manifest.env_options
+
+    collect(
+        tmp_path / "c", "CartPole-v1", n_episodes=1, env_options=opts | {"frame_size": [20, 20]},
+        progress=False,
+    )  # fmt: skip
+    status = main(
+        ["data", "merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")]
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and "frame_size" in err and "[16, 16]" in err and "[20, 20]" in err
+    assert not (tmp_path / "ac").exists() and not list(tmp_path.glob(".ac.*"))
+    assert (
+        main(
+            [
+                "data",
+                "merge",
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "ab"),
+            ]
+        )
+        == 1
+    )
+    assert "exists" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "data",
+                "merge",
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "ab"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert EpisodeDataset(tmp_path / "ab").n_frames() == ds.n_frames()

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from envs.collector import CollectConfig
-from worldvae.cli.common import add_cluster_arguments, add_env_arguments, env_options_from_args
+from worldvae.cli.common import (
+    add_cluster_arguments,
+    add_env_arguments,
+    env_options_from_args,
+    given_env_options,
+)
 from worldvae.cli.options import add_config_options, bounded, config_values
 from worldvae.rundir import RunDirLock
 
@@ -46,14 +51,36 @@ def run_collect(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace, collect: Any) -> Any:
+    settings = config_values(args, args.collect_fields)
+    env_options = env_options_from_args(args)
+    agent = _agent_policy(args, settings.get("policy", ""))
+    if agent is not None:  # the agent's env, the agent's frames
+        settings["policy"] = agent
+        env_options = agent.env_spec().resolve(
+            given_env_options(args), f"the agent's config ({agent.path})"
+        )
     return collect(
         args.out,
         args.env,
-        **config_values(args, args.collect_fields),
-        env_options=env_options_from_args(args),
+        **settings,
+        env_options=env_options,
         overwrite=args.overwrite,
         cluster=args.cluster,
     )
+
+
+def _agent_policy(args: argparse.Namespace, policy: str) -> Any:
+    """``agent:RUN`` / ``best-agent:RUN``: the trained agent as the collection policy (its env
+    id must be ``--env``); None for the other policies."""
+    from agents.collection import AgentPolicySpec
+
+    agent = AgentPolicySpec.parse(policy)
+    if agent is not None and agent.env_spec().env_id != args.env:
+        raise ValueError(
+            f"the agent in {agent.path} was trained on {agent.env_spec().env_id}, not "
+            f"{args.env}; pass --env {agent.env_spec().env_id}"
+        )
+    return agent
 
 
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +96,14 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     verify = data_sub.add_parser("verify", help="read every episode and check its checksums")
     verify.add_argument("dir", type=Path)
     verify.set_defaults(func=run_verify)
+    merge = data_sub.add_parser(
+        "merge",
+        help="join datasets of the same frames (e.g. rounds from different policies) into one",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, help="two or more dataset directories")
+    merge.add_argument("--out", required=True, type=Path, help="the merged dataset directory")
+    merge.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    merge.set_defaults(func=run_merge)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -117,3 +152,14 @@ def run_verify(args: argparse.Namespace) -> int:
     if bad:
         print("delete the corrupt files and re-run the collect command to re-collect them")
     return 1 if bad else 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from worldvae.data.writer import merge_datasets
+
+    merged = merge_datasets(args.sources, args.out, overwrite=args.overwrite)
+    counts = ", ".join(
+        f"{s['episodes']} from {s['path']}" for s in merged.policy["params"]["sources"]
+    )
+    print(f"merged {counts} into {args.out}")
+    return 0

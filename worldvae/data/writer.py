@@ -11,6 +11,7 @@ processes and Ray tasks write through the same function, which is why their data
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,89 @@ def write_dataset_episode(
     its number of frames (``T + 1``)."""
     _write_file(episode_path(root, index), episode, compress=compress)
     return episode.length + 1
+
+
+MERGE_KEYS = ("env_id", "env_options", "frame_shape", "state_names", "format_version")
+
+
+def merge_datasets(
+    sources: list[str | Path] | tuple[str | Path, ...], out: str | Path, overwrite: bool = False
+) -> Manifest:
+    """Join datasets of the same frames into one at ``out``: World Models' rounds of data
+    (a first round from a random policy, a second from the first agent) train one V.
+
+    The episodes of each source, in order, become episodes ``0..N-1`` of ``out`` (hard links
+    where the filesystem allows, copies otherwise; each file keeps the seed it was reset
+    with). The manifest's policy is ``{"name": "merged", "params": {"sources": [...]}}``,
+    each source's directory, policy, seed and episode count. ``out`` is built beside its final
+    place and renamed there, so a killed merge leaves nothing under ``out``.
+
+    Raises:
+        ValueError: fewer than two sources, sources of different env id, env options, frame
+            shape, state names or format (the key and both values named), ``out`` among the
+            sources, or ``out`` existing without ``overwrite``.
+        CorruptEpisodeError: a source episode fails its checksums.
+    """
+    roots = [Path(s) for s in sources]
+    target = Path(out)
+    if len(roots) < 2:
+        raise ValueError("merging needs at least two datasets")
+    if any(r.resolve() == target.resolve() for r in roots):
+        raise ValueError(f"{target} is one of the datasets to merge; choose another --out")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
+    manifests = [Manifest.load(r) for r in roots]
+    first = manifests[0].identity()
+    for root, m in zip(roots[1:], manifests[1:], strict=True):
+        other = m.identity()
+        for key in MERGE_KEYS:
+            if other.get(key) != first.get(key):
+                raise ValueError(
+                    f"{roots[0]} and {root} hold different frames ({key}: {first.get(key)!r} "
+                    f"against {other.get(key)!r}); merge datasets collected with the same env "
+                    "options"
+                )
+    tmp = target.parent / f".{target.name}.merging-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / EPISODES_DIR).mkdir(parents=True)
+    try:
+        merged = _link_episodes(roots, manifests, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return merged
+
+
+def _link_episodes(roots: list[Path], manifests: list[Manifest], tmp: Path) -> Manifest:
+    """The sources' episodes renumbered into ``tmp`` and its manifest."""
+    sources_info, index = [], 0
+    for root, m in zip(roots, manifests, strict=True):
+        files = sorted((root / EPISODES_DIR).glob("ep_*.npz"))
+        for path in files:
+            verify_episode(path)
+            dest = episode_path(tmp, index)
+            try:
+                os.link(path, dest)
+            except OSError:
+                shutil.copy2(path, dest)
+            index += 1
+        sources_info.append(
+            {"path": str(root), "policy": m.policy, "seed": m.seed, "episodes": len(files)}
+        )
+    if index == 0:
+        raise ValueError(f"the datasets {', '.join(map(str, roots))} hold no episode")
+    base = manifests[0]
+    merged = Manifest(
+        env_id=base.env_id,
+        env_options=base.env_options,
+        frame_shape=base.frame_shape,
+        policy={"name": "merged", "params": {"sources": sources_info}},
+        seed=base.seed,
+        versions=base.versions,
+        state_names=base.state_names,
+    )
+    merged.save(tmp)
+    return merged
