@@ -10,6 +10,7 @@ each episode exactly as in training. The env is made from the agent's recorded e
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from agents.arms import get_arm
-from agents.bundle import CONFIG_FILE, load_bundle
+from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, CONFIG_FILE, load_bundle
 from agents.config import AgentConfig
 from agents.environments import is_recurrent, wrap_observations
 from worldvae.envspec import EnvSpec
@@ -119,6 +120,7 @@ class AgentActor:
         import torch
 
         torch.manual_seed(seed)  # sampled actions: an episode depends only on its seed
+        self.agent.set_random_seed(seed)  # and DQN's epsilon draws (numpy, the action space)
         self.started, self.state, self.steps = False, None, 0
 
     def act(self, observation: np.ndarray) -> Any:
@@ -177,7 +179,7 @@ class AgentPolicySpec:
             return None
         if not path:
             raise ValueError(f"policy {text!r} must look like {prefix}:path/to/agent_dir")
-        spec = cls(path, PREFIXES[prefix])
+        spec = cls(str(Path(path).resolve()), PREFIXES[prefix])
         spec.check()
         return spec
 
@@ -214,12 +216,23 @@ class AgentPolicySpec:
     ) -> AgentActor:
         if observation_space is None:
             raise ValueError("an agent policy needs the env's observation space")
+        self.check()
         return AgentActor(
             self.path, self.which, observation_space, action_space, self.deterministic
         )
 
+    def policy_sha256(self) -> str:
+        """The sha256 of the policy file: a re-trained agent is another policy."""
+        name = BEST_AGENT_FILE if self.which == "best" else AGENT_FILE
+        return hashlib.sha256((Path(self.path) / name).read_bytes()).hexdigest()
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": "agent",
-            "params": {"path": self.path, "which": self.which, "deterministic": self.deterministic},
+            "params": {
+                "path": self.path,
+                "which": self.which,
+                "deterministic": self.deterministic,
+                "sha256": self.policy_sha256(),
+            },
         }

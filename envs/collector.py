@@ -18,6 +18,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -161,11 +162,14 @@ def _worker(
     results: mp.Queue,
     record_state: bool = False,
     parent_pid: int | None = None,
+    torch_threads: int = 1,
 ) -> None:
     exit_with_parent(parent_pid or os.getppid())  # never outlive the collector
     try:
         env = make_env_from_options(env_id, options)
         actor = policy.build(env.action_space, env.observation_space)
+        if "torch" in sys.modules:  # a policy with a network: the workers share the cores
+            sys.modules["torch"].set_num_threads(torch_threads)
         state_fn = state_reader(env_id) if record_state else None
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
@@ -360,6 +364,7 @@ def collect(
                             results,
                             bool(record_state),
                             os.getpid(),
+                            max(1, (os.cpu_count() or 1) // n_workers),
                         ),
                         daemon=True,
                     )

@@ -173,4 +173,9 @@ class PolicySpec:
             if len(parts) != 3 or not parts[2]:
                 raise ValueError(f"policy {text!r} must look like sb3:ppo:path/to/model.zip")
             return cls("sb3", {"algo": parts[1], "path": parts[2]})
+        if text.startswith(("agent:", "best-agent:")):
+            raise ValueError(
+                f"policy {text!r}: from Python, pass agents.collection.AgentPolicySpec.parse(text) "
+                "as the policy (the command line does this)"
+            )
         raise ValueError(f"unknown policy {text!r}; choose random, brownian or sb3:ALGO:PATH")

@@ -166,3 +166,16 @@ def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
         == 0
     )
     assert EpisodeDataset(tmp_path / "ab").n_frames() == ds.n_frames()
+
+    with pytest.raises(ValueError, match="given twice"):
+        merge_datasets([tmp_path / "a", tmp_path / "a"], tmp_path / "aa")
+    with pytest.raises(ValueError, match="lies inside the dataset"):
+        merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "a" / "sub")
+    with pytest.raises(ValueError, match="lies inside the dataset"):
+        merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path, overwrite=True)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="replaces only a dataset"):
+        merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -56,9 +56,10 @@ def _collect(args: argparse.Namespace, collect: Any) -> Any:
     agent = _agent_policy(args, settings.get("policy", ""))
     if agent is not None:  # the agent's env, the agent's frames
         settings["policy"] = agent
-        env_options = agent.env_spec().resolve(
-            given_env_options(args), f"the agent's config ({agent.path})"
-        )
+        given = given_env_options(args)
+        if given.get("backend") == "auto":  # not a choice: the agent's backend stands
+            given.pop("backend")
+        env_options = agent.env_spec().resolve(given, f"the agent's config ({agent.path})")
     return collect(
         args.out,
         args.env,

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-from worldvae.atomic import remove_stale_temporaries
+from worldvae.atomic import atomic_dir, recover_dir, remove_stale_temporaries
 from worldvae.data.episodes import CorruptEpisodeError, Episode, read_episode, verify_episode
 from worldvae.data.episodes import write_episode as _write_file
 from worldvae.data.manifest import (
@@ -92,7 +93,7 @@ MERGE_KEYS = ("env_id", "env_options", "frame_shape", "state_names", "format_ver
 
 
 def merge_datasets(
-    sources: list[str | Path] | tuple[str | Path, ...], out: str | Path, overwrite: bool = False
+    sources: Sequence[str | Path], out: str | Path, overwrite: bool = False
 ) -> Manifest:
     """Join datasets of the same frames into one at ``out``: World Models' rounds of data
     (a first round from a random policy, a second from the first agent) train one V.
@@ -100,23 +101,38 @@ def merge_datasets(
     The episodes of each source, in order, become episodes ``0..N-1`` of ``out`` (hard links
     where the filesystem allows, copies otherwise; each file keeps the seed it was reset
     with). The manifest's policy is ``{"name": "merged", "params": {"sources": [...]}}``,
-    each source's directory, policy, seed and episode count. ``out`` is built beside its final
-    place and renamed there, so a killed merge leaves nothing under ``out``.
+    each source's directory, policy, seed and episode count. ``out`` is built in a temporary
+    folder beside it and renamed into place (:func:`worldvae.atomic.atomic_dir`), so a killed
+    merge leaves the previous ``out``, or none.
 
     Raises:
-        ValueError: fewer than two sources, sources of different env id, env options, frame
-            shape, state names or format (the key and both values named), ``out`` among the
-            sources, or ``out`` existing without ``overwrite``.
+        ValueError: fewer than two distinct sources; sources of different env id, env options,
+            frame shape, state names or format (the key and both values named); ``out``
+            inside a source or holding one; ``out`` existing without ``overwrite``, or
+            holding something other than a dataset.
         CorruptEpisodeError: a source episode fails its checksums.
     """
-    roots = [Path(s) for s in sources]
+    roots = [Path(s).resolve() for s in sources]
     target = Path(out)
+    recover_dir(target)
+    if len(set(roots)) != len(roots):
+        raise ValueError("a dataset is given twice; list each dataset once")
     if len(roots) < 2:
         raise ValueError("merging needs at least two datasets")
-    if any(r.resolve() == target.resolve() for r in roots):
-        raise ValueError(f"{target} is one of the datasets to merge; choose another --out")
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
+    resolved = target.resolve()
+    for root in roots:
+        if resolved == root or resolved in root.parents or root in resolved.parents:
+            raise ValueError(
+                f"--out {target} is, holds or lies inside the dataset {root}; choose a folder "
+                "apart from the datasets"
+            )
+    if target.exists():
+        if not overwrite:
+            raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
+        if entries(target) and not (target / MANIFEST_NAME).is_file():
+            raise ValueError(
+                f"{target} is not a worldvae dataset; --overwrite replaces only a dataset"
+            )
     manifests = [Manifest.load(r) for r in roots]
     first = manifests[0].identity()
     for root, m in zip(roots[1:], manifests[1:], strict=True):
@@ -128,22 +144,13 @@ def merge_datasets(
                     f"against {other.get(key)!r}); merge datasets collected with the same env "
                     "options"
                 )
-    tmp = target.parent / f".{target.name}.merging-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / EPISODES_DIR).mkdir(parents=True)
-    try:
-        merged = _link_episodes(roots, manifests, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return merged
+    with atomic_dir(target) as tmp:
+        return _link_episodes(roots, manifests, tmp)
 
 
 def _link_episodes(roots: list[Path], manifests: list[Manifest], tmp: Path) -> Manifest:
-    """The sources' episodes renumbered into ``tmp`` and its manifest."""
+    """The sources' episodes renumbered into ``tmp``, and its manifest."""
+    (tmp / EPISODES_DIR).mkdir()
     sources_info, index = [], 0
     for root, m in zip(roots, manifests, strict=True):
         files = sorted((root / EPISODES_DIR).glob("ep_*.npz"))
@@ -168,6 +175,7 @@ def _link_episodes(roots: list[Path], manifests: list[Manifest], tmp: Path) -> M
         policy={"name": "merged", "params": {"sources": sources_info}},
         seed=base.seed,
         versions=base.versions,
+        format_version=base.format_version,
         state_names=base.state_names,
     )
     merged.save(tmp)
