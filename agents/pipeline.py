@@ -368,15 +368,23 @@ def run_pipeline(
     images = {k: Path(pictures[k]) for k in ("reconstructions", "traversals")}
     command = command or f"worldvae pipeline --preset {preset_name} --env {preset.env_id}"
 
+    timings_path = out / "report" / "timings.json"
+    previous = json.loads(timings_path.read_text()) if timings_path.exists() else []
+
+    def this_run() -> dict[str, float]:
+        sub = {f"compare / {k}": v for k, v in result.timings.items()}
+        return {k: round(v, 1) for k, v in (timings | sub).items()}
+
     def report_now(sections: list[str]) -> Path:
         return write_report(
-            result,
+            replace(result, timings={}),
             out / "report",
             command,
             images,
-            stage_times={k: round(v, 1) for k, v in timings.items()},
+            stage_times=summed_times([*previous, this_run()]),
             machine=machine_description(),
             extra_sections=sections,
+            invocations=len(previous) + 1,
         )
 
     report = report_now([])
@@ -385,11 +393,7 @@ def run_pipeline(
         section = canonical_score(result, preset.canonical_episodes, out / "canonical.json", preset)
         stage_done("canonical_eval", t)
         report = report_now([section])
-    timings_path = out / "report" / "timings.json"
-    previous = json.loads(timings_path.read_text()) if timings_path.exists() else []
-    timings_path.write_text(
-        json.dumps([*previous, {k: round(v, 1) for k, v in timings.items()}], indent=2)
-    )
+    write_json(timings_path, [*previous, this_run()])
     print(f"[4/4] report: {report}", flush=True)
     return report
 
@@ -439,6 +443,16 @@ FIELD_MARKS = (
     "World Models 906 +- 21 (V+M+C), V only 632 +- 251, V + hidden layer 788 +- 141; "
     "rl-zoo PPO CnnPolicy 154 +- 75 after 4M steps, PPO-LSTM 863 +- 97"
 )
+
+
+def summed_times(invocations: list[dict[str, float]]) -> dict[str, float]:
+    """Seconds per stage summed over the invocations of a resumed pipeline (a stage a later
+    invocation found done adds only its check), in first-seen order."""
+    total: dict[str, float] = {}
+    for times in invocations:
+        for stage, secs in times.items():
+            total[stage] = round(total.get(stage, 0.0) + float(secs), 1)
+    return total
 
 
 def best_policy(runs_dir: Path, runs: list[str]) -> tuple[str, str, int]:

@@ -207,10 +207,12 @@ def write_report(
     stage_times: dict[str, float] | None = None,
     machine: str | None = None,
     extra_sections: list[str] | None = None,
+    invocations: int = 1,
 ) -> Path:
     """Write the report directory; returns the path of ``report.md``.
 
-    ``extra_sections`` (Markdown) go after the VAE's pictures, before the command.
+    ``extra_sections`` (Markdown) go after the VAE's pictures, before the command;
+    ``invocations`` > 1 says the stage times are sums over a resumed command's runs.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,6 +295,8 @@ def write_report(
         lines += ["", "## The VAE", ""] + [f"![{n}](vae_{n}.png)" for n in vae_images]
     if stage_times or result.timings:
         lines += ["", "## Stage times", ""]
+        if invocations > 1:
+            lines += [f"Summed over the {invocations} invocations of the command (it resumes).", ""]
         for stage, secs in (stage_times or {}).items():
             lines.append(f"- {stage}: {secs:,.0f} s")
         for stage, secs in result.timings.items():

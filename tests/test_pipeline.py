@@ -37,6 +37,12 @@ def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
     assert sorted(p.name for p in (out / "data" / "episodes").iterdir()) == episodes
     timings = json.loads((out / "report" / "timings.json").read_text())
     assert len(timings) == 2 and timings[1]["train_vae"] < 1.0
+    assert "compare / train" in timings[0] and timings[1]["compare / train"] < 1.0
+    # the report's stage times add the invocations: the first run's training is not lost
+    text = report.read_text()
+    assert "Summed over the 2 invocations" in text
+    total = round(timings[0]["train_vae"] + timings[1]["train_vae"], 1)
+    assert f"- train_vae: {total:,.0f} s" in text
 
 
 def test_a_latent_h_arm_gets_its_memory_model_trained_by_the_pipeline(tmp_path):
