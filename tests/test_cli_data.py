@@ -43,3 +43,26 @@ def test_bad_env_exits_non_zero_with_one_clear_line(tmp_path):
         "worldvae: error: unknown environment id 'CarRacin-v3'; did you mean 'CarRacing-v3'?"
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_a_closed_pipe_stops_the_command_quietly(tmp_path):
+    """``worldvae data info DIR | head -1``: no error line when the reader leaves early."""
+    from tests.conftest import repo_pythonpath, write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "ds", n_episodes=3)
+    code = (
+        "import os, sys\n"
+        "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"  # stdout: a pipe nobody reads
+        "sys.stdout = open(1, 'w', buffering=1)\n"
+        "from worldvae.cli.main import main\n"
+        f"sys.exit(main(['data', 'info', {str(tmp_path / 'ds')!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PYTHONPATH": repo_pythonpath(), "SDL_VIDEODRIVER": "dummy"},
+        timeout=300,
+    )
+    assert done.returncode == 141, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr

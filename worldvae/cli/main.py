@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from typing import NoReturn
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         close_progress_bars()
         print("\nworldvae: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`| head`): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's flush of stdout fails no more
+        return 141
     except Exception as e:  # every failure: one line, the traceback only when asked
         close_progress_bars()
         message, status = describe(e)
