@@ -137,34 +137,10 @@ def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 1 and "frame_size" in err and "[16, 16]" in err and "[20, 20]" in err
     assert not (tmp_path / "ac").exists() and not list(tmp_path.glob(".ac.*"))
-    assert (
-        main(
-            [
-                "data",
-                "merge",
-                str(tmp_path / "a"),
-                str(tmp_path / "b"),
-                "--out",
-                str(tmp_path / "ab"),
-            ]
-        )
-        == 1
-    )
+    merge_ab = ["data", "merge", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([*merge_ab, "--out", str(tmp_path / "ab")]) == 1
     assert "exists" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "data",
-                "merge",
-                str(tmp_path / "a"),
-                str(tmp_path / "b"),
-                "--out",
-                str(tmp_path / "ab"),
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert main([*merge_ab, "--out", str(tmp_path / "ab"), "--overwrite"]) == 0
     assert EpisodeDataset(tmp_path / "ab").n_frames() == ds.n_frames()
 
     with pytest.raises(ValueError, match="given twice"):
