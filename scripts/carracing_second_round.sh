@@ -19,15 +19,8 @@ TRACKS=${TRACKS:-100}
 PY=${PYTHON:-python}
 W="$PY -m worldvae"
 
-best_run() {  # the run and policy of the highest periodic evaluation among a compare's runs
-  $PY - "$1" <<'PY'
-import sys
-from pathlib import Path
-from agents.pipeline import best_policy
-runs = Path(sys.argv[1])
-run, which, _ = best_policy(runs, sorted(p.name for p in runs.iterdir() if "__latent__" in p.name))
-print(f"{which}-agent:{runs / run}" if which == "best" else f"agent:{runs / run}")
-PY
+best_run() {  # the policy of the highest periodic evaluation among a comparison's latent runs
+  $PY "$(dirname "$0")/best_policy.py" "$1" --obs latent
 }
 
 DRIVER=$(best_run "$RUN/compare/runs")

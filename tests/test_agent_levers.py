@@ -4,6 +4,7 @@ initial spread and activation, and the kept policy of the best evaluation."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from agents import evaluate_bundle, load_bundle, load_hyperparams, resolve_confi
 from agents.algo_kwargs import constructor_kwargs
 from agents.config import validate_hyperparams
 
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "best_policy.py"
 FAST = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 
 
@@ -187,3 +189,31 @@ def test_canonical_scoring_picks_the_highest_evaluation_over_runs(tmp_path):
     (tmp_path / f"run{top}" / "best_agent.zip").unlink()  # an agent that kept none
     run, which, step = best_policy(tmp_path, [f"run{top}"])
     assert (run, which, step) == (f"run{top}", "final", infos[top]["steps"])
+
+
+def test_best_policy_script_names_the_arms_best_run(tmp_path):
+    """scripts/best_policy.py: the --policy value of the top run of one arm, or a clear error."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        train_agent(_cfg(256, seed=seed), runs / f"run{seed}", progress=False)
+    (runs / "unfinished").mkdir()  # a run without results is not a candidate
+    (runs / "unfinished" / "config.json").write_text(json.dumps({"agent": {"obs": "state"}}))
+    infos = {s: json.loads((runs / f"run{s}" / "config.json").read_text()) for s in (0, 1)}
+    top = max((0, 1), key=lambda s: infos[s]["best"]["mean_return"])
+
+    def script(*args):
+        return subprocess.run(
+            [sys.executable, str(SCRIPT), *map(str, args)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+
+    out = script(runs, "--obs", "state")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"best-agent:{runs / f'run{top}'}"
+    (runs / f"run{top}" / "best_agent.zip").unlink()
+    other = script(runs, "--obs", "state").stdout.strip()
+    assert other in (f"agent:{runs / f'run{top}'}", f"best-agent:{runs / f'run{1 - top}'}")
+    missing = script(runs, "--obs", "latent")
+    assert missing.returncode == 2 and "no finished 'latent' runs" in missing.stderr
+    nowhere = script(tmp_path / "nope")
+    assert nowhere.returncode == 2 and "is not a directory" in nowhere.stderr
