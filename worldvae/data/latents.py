@@ -138,10 +138,6 @@ class LatentManifest(JsonManifest):
     def env_id(self) -> str:
         return str(self.source_manifest["env_id"])
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> LatentManifest:
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class EncodeResult:

@@ -24,7 +24,8 @@ class JsonManifest:
 
     A subclass names its file (``FILE``), what a folder without it is not (``WHAT``), how to
     make one (``HOW``) and what a malformed file is not (``LABEL``); ``from_json`` builds it from
-    the parsed file. Its ``versions`` field is stored but is no part of its identity.
+    the parsed file (its fields as keywords, unless a subclass converts some). Its ``versions``
+    field is stored but is no part of its identity.
     """
 
     __dataclass_fields__: ClassVar[dict[str, Any]]
@@ -45,7 +46,8 @@ class JsonManifest:
 
     @classmethod
     def from_json(cls: type[_M], d: dict[str, Any]) -> _M:
-        raise NotImplementedError
+        """The manifest from its parsed file (a subclass converts fields JSON cannot hold)."""
+        return cls(**d)
 
     @classmethod
     def load(cls: type[_M], root: str | Path) -> _M:
