@@ -1,9 +1,9 @@
 """The stable-baselines3 side: training, evaluation and comparison of pixel and latent agents."""
 
+from agents.agent_config import AgentConfig, load_hyperparams, resolve_config
+from agents.agent_training import AgentResult, train_agent
 from agents.bundle import Bundle, load_bundle
-from agents.config import AgentConfig, load_hyperparams, resolve_config
 from agents.evaluation import EvalResult, evaluate_bundle
-from agents.training import AgentResult, train_agent
 
 __all__ = [
     "AgentConfig",

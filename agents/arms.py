@@ -66,7 +66,7 @@ class Arm:
         name: the ``--obs`` name.
         policy: the SB3 policy class name.
         model: which encoder the arm needs (None: none). ``vae`` is the pretrained model;
-            ``random`` and ``pca`` are controls derived from it (see :mod:`agents.controls`).
+            ``random`` and ``pca`` are controls derived from it (see :mod:`agents.control_arms`).
         obs_keys: the options its hyperparameter section may set.
         wrap_env: applied to each single env before vectorising (None: nothing).
         wrap_vec: applied to the monitored VecEnv, with the obs options and the loaded model.

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.agent_config import AgentConfig, algo_class
 from agents.algo_kwargs import ACTIVATIONS
 from agents.arms import get_arm
-from agents.config import AgentConfig, algo_class
 from agents.environments import build_vec_env
 from envs.sb3_io import load_sb3
 from worldvae.encoders import Encoder, load_encoder
-from worldvae.models.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
+from worldvae.vae.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
 MEMORY_DIR, CONTROLLER_FILE = "memory", "controller.safetensors"
@@ -52,7 +52,7 @@ def copy_memory(src: str | Path, bundle: Path, vae_sha256: str) -> str:
         ValueError: M was trained on latents of another VAE than the bundle's.
     """
     from worldvae.memory import read_memory_config
-    from worldvae.models.io import resolve_model_dir
+    from worldvae.vae.io import resolve_model_dir
 
     src = resolve_model_dir(src)
     _, extra = read_memory_config(src)
@@ -180,7 +180,7 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
         memory = load_memory(path / MEMORY_DIR, device=device)[0]
     probe = build_vec_env(cfg, 1, 0, model, memory=memory)
     if cfg.algo == "cmaes":
-        from agents.cma_es import load_controller
+        from agents.controller.cmaes import load_controller
 
         probe.close()
         agent = load_controller(path, probe.observation_space, probe.action_space)

@@ -21,9 +21,9 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from agents.agent_config import AgentConfig
 from agents.arms import get_arm
 from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, CONFIG_FILE, load_bundle
-from agents.config import AgentConfig
 from agents.environments import is_recurrent, wrap_observations
 from worldvae.envspec import EnvSpec
 

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from agents.agent_config import AgentConfig, resolve_config
+from agents.agent_training import train_agent
 from agents.arms import check_arms, get_arm
-from agents.config import AgentConfig, resolve_config
-from agents.controls import arm_model_dir, vae_data_dir
+from agents.control_arms import arm_model_dir, vae_data_dir
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
 from agents.statistics import (
@@ -35,14 +36,13 @@ from agents.statistics import (
     probability_of_improvement,
     probability_of_improvement_ci,
 )
-from agents.training import train_agent
 from envs.registry import ENV_ID_HELP
 from envs.sb3_io import SB3_ALGORITHMS
 from worldvae.atomic import atomic_open, write_json
-from worldvae.configs import check_ranges, option, option_from
+from worldvae.config_fields import check_ranges, option, option_from
 from worldvae.data.manifest import Manifest
 from worldvae.envspec import EnvSpec, read_env_spec
-from worldvae.models.io import resolve_model_dir
+from worldvae.vae.io import resolve_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class CompareConfig:
         return spec.resolve(self.env_options, where)
 
     def agent_config(self, obs: str, seed: int, model_dir: str | None = None) -> AgentConfig:
-        """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.controls`)."""
+        """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.control_arms`)."""
         fields: dict[str, Any] = {
             "eval_freq": self.eval_freq,
             "eval_episodes": self.eval_episodes,

@@ -1,4 +1,5 @@
-"""Vectorised envs for pixel, latent and encoder agents, and deterministic evaluation."""
+"""Vectorised envs for pixel, latent and encoder agents, training envs inside M's dream, and
+deterministic evaluation."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
+from agents.agent_config import AgentConfig
 from agents.arms import get_arm
-from agents.config import AgentConfig
 from envs import make_env_from_options
+from envs.dream_env import DreamVecEnv, start_latents_from
 from envs.vector import make_vec_env_from_options
 from worldvae.encoders import Encoder
+from worldvae.memory import MDNRNN
 
 
 def _env_fn(
@@ -39,7 +42,7 @@ def build_vec_env(
     transposes them); latent, random and pca codes from
     :class:`~envs.latent.VecLatentObservation` (one batched encode per step); encoder frames
     (the policy's features extractor encodes them); state vectors from the env itself;
-    latent+h ``[z, h]`` from :class:`~envs.memory.VecLatentMemoryObservation` (``memory``: M).
+    latent+h ``[z, h]`` from :class:`~envs.latent_memory.VecLatentMemoryObservation` (``memory``: M).
     The backend is ``cfg.env_options["backend"]`` (gymnasium when absent); arms that wrap
     each env (state) run on gymnasium.
     """
@@ -65,7 +68,7 @@ def wrap_observations(cfg: AgentConfig, venv: VecEnv, model: Encoder | None, mem
     agent policy (:mod:`agents.collection`)."""
     arm = get_arm(cfg.obs)
     if arm.needs_memory:
-        from envs.memory import VecLatentMemoryObservation
+        from envs.latent_memory import VecLatentMemoryObservation
 
         if model is None or memory is None:
             raise ValueError(f"a {cfg.obs} env needs the VAE and the memory model M")
@@ -121,3 +124,47 @@ def evaluate_policy_seeded(
             if on_step is not None:
                 on_step(venv, np.asarray(obs))
     return returns
+
+
+# Training envs inside M's dream, built from an agent configuration.
+
+
+def dream_action_space(cfg: AgentConfig) -> Any:
+    """The real env's action space (M was trained on its actions)."""
+    env = make_env_from_options(cfg.env_id, cfg.env_options)
+    space = env.action_space
+    env.close()
+    return space
+
+
+def dream_max_steps(cfg: AgentConfig) -> int:
+    """The real env's time limit (``max_episode_steps`` option, else the registered one)."""
+    if cfg.env_options.get("max_episode_steps"):
+        return int(cfg.env_options["max_episode_steps"])
+    import gymnasium as gym
+
+    spec = gym.spec(cfg.env_id)
+    return int(spec.max_episode_steps or 1000)
+
+
+def build_dream_vec_env(
+    cfg: AgentConfig, n_envs: int, seed: int, memory: MDNRNN, latent_data: str
+) -> VecEnv:
+    """``n_envs`` dreams stepped together (:class:`~envs.dream_env.DreamVecEnv`: one batched M step
+    per VecEnv step) from the latent dataset's first frames, at ``cfg.dream_temperature``,
+    monitored and seeded like the real env."""
+    venv = VecMonitor(
+        DreamVecEnv(
+            memory,
+            start_latents_from(latent_data),
+            dream_action_space(cfg),
+            n_envs,
+            cfg.dream_temperature,
+            max_episode_steps=dream_max_steps(cfg),
+        )
+    )
+    venv.seed(seed)
+    return venv
+
+
+__all__ = ["build_dream_vec_env", "dream_action_space", "dream_max_steps"]

@@ -10,8 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agents.agent_config import AgentConfig
 from agents.bundle import load_bundle
-from agents.config import AgentConfig
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from envs.backends import resolve_backend, warn_on_backend_mismatch
 from envs.latent import VecLatentObservation

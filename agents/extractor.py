@@ -6,7 +6,7 @@ import gymnasium as gym
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from worldvae.models import load_model
+from worldvae.vae import load_model
 
 
 class PretrainedEncoderExtractor(BaseFeaturesExtractor):

@@ -35,12 +35,12 @@ from envs.factory import (
 )
 from envs.registry import ENV_ID_HELP
 from worldvae.atomic import write_json
-from worldvae.configs import check_ranges, option, option_from
+from worldvae.config_fields import check_ranges, option, option_from
 from worldvae.data import EpisodeDataset
 from worldvae.diagnostics import inspect_model
 from worldvae.memory.trainer import MemoryTrainConfig
-from worldvae.models import load_model
-from worldvae.training import TrainConfig, is_finished, train_autoencoder
+from worldvae.vae import load_model
+from worldvae.vae.trainer import TrainConfig, is_finished, train_autoencoder
 from worldvae.versions import machine_description
 
 logger = logging.getLogger(__name__)
@@ -405,11 +405,11 @@ def train_memory_stage(preset: Preset, data: Path, vae: Path, out: Path, progres
     Returns M's run directory.
     """
     from envs import make_env_from_options
-    from envs.memory import action_spec_for
+    from envs.latent_memory import action_spec_for
     from worldvae.data import Manifest
     from worldvae.data.latents import encode_dataset
     from worldvae.memory.trainer import train_memory
-    from worldvae.models.io import model_sha256, resolve_model_dir
+    from worldvae.vae.io import model_sha256, resolve_model_dir
 
     manifest = Manifest.load(data)
     env = make_env_from_options(manifest.env_id, manifest.env_options)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from envs import make_env_from_options
-from worldvae.models import load_model
+from worldvae.vae import load_model
 
 
 def model_env_id(model_dir: str | Path) -> str | None:

@@ -33,7 +33,7 @@ class RunLike(Protocol):
 
 def train_bundle(run: Any, subprocess_envs: bool = False) -> bool:
     """Train one comparison run into its bundle unless it is complete; True when skipped."""
-    from agents.training import train_agent
+    from agents.agent_training import train_agent
 
     r = train_agent(
         run.config, run.path, skip_complete=True, progress=False, subprocess_envs=subprocess_envs

@@ -36,7 +36,7 @@ from envs.policies import PolicyFactory, PolicySpec
 from envs.registry import check_env_id
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
-from worldvae.configs import check_ranges, option
+from worldvae.config_fields import check_ranges, option
 from worldvae.data.episodes import Episode
 from worldvae.data.manifest import (
     EPISODES_DIR,

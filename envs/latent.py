@@ -135,7 +135,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Args:
         env: an env from :func:`envs.make_env` (uint8 ``(H, W, C)`` frames).
-        model: a loaded :class:`~worldvae.models.Autoencoder`, or a model / run directory.
+        model: a loaded :class:`~worldvae.vae.Autoencoder`, or a model / run directory.
         frame_stack: number of latest latents concatenated (``k``).
         action_history: number of previous actions appended (``n``).
         sample: draw latents from the posterior instead of taking its mean.

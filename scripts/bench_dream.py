@@ -2,12 +2,12 @@
 
 In alternating blocks of ``--steps`` steps (random actions, one env each), it times:
 
-* dream: :class:`envs.dream.DreamEnv` (one M step and one mixture sample per step);
-* real+V+M: the real env with :class:`envs.memory.LatentMemoryObservation` (render, resize,
+* dream: :class:`envs.dream_env.DreamEnv` (one M step and one mixture sample per step);
+* real+V+M: the real env with :class:`envs.latent_memory.LatentMemoryObservation` (render, resize,
   encode with V, step M): what an agent trained on ``[z, h]`` pays per step in the real env;
 * real: the rendered, resized frame env alone;
 * dream xN (``--vec-envs N``): N ``DreamEnv`` copies in a DummyVecEnv (N M steps per VecEnv
-  step), and dream xN batched: :class:`envs.dream.DreamVecEnv` (one M step for all N), in
+  step), and dream xN batched: :class:`envs.dream_env.DreamVecEnv` (one M step for all N), in
   env-steps/s.
 
 Medians of ``--rounds`` rounds and the ratios to the dream are printed, with the CPU model and
@@ -30,12 +30,12 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs import make_env
-from envs.dream import DreamEnv, DreamVecEnv
-from envs.memory import LatentMemoryObservation
+from envs.dream_env import DreamEnv, DreamVecEnv
+from envs.latent_memory import LatentMemoryObservation
 from worldvae.data.latents import LatentDataset
 from worldvae.memory import load_memory
-from worldvae.models import load_model
 from worldvae.precision import machine_summary
+from worldvae.vae import load_model
 
 
 def time_block(env: gym.Env, n_steps: int, seed: int) -> float:

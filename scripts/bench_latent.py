@@ -40,8 +40,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from envs import LatentObservation, VecLatentObservation, make_env
 from envs.envpool_env import EnvpoolVecEnv
-from worldvae.models import Autoencoder, AutoencoderConfig, load_model
 from worldvae.precision import machine_summary
+from worldvae.vae import Autoencoder, AutoencoderConfig, load_model
 
 ENV_ID = "CarRacing-v3"
 OPTIONS: dict[str, Any] = {"frame_size": 64, "crop": (0, 12, 0, 0), "frame_skip": 2}
@@ -123,7 +123,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.model is None:
         args.model = Path("runs/bench/untrained-v")
-        from worldvae.models import save_model
+        from worldvae.vae import save_model
 
         save_model(Autoencoder(AutoencoderConfig(kind="vae", frame_shape=(64, 64, 3))), args.model)
     model = load_model(args.model, device=args.device)

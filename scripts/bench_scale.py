@@ -120,7 +120,7 @@ def train_steps(
 ) -> None:
     """One rank: ``args.steps`` timed VAE steps on its share of the global batch."""
     from scripts.bench_vae import make_frames
-    from worldvae.models import Autoencoder, AutoencoderConfig
+    from worldvae.vae import Autoencoder, AutoencoderConfig
 
     torch.set_num_threads(threads)
     ddp = world > 1

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from worldvae.devices import resolve_device
-from worldvae.models import Autoencoder, AutoencoderConfig, losses
 from worldvae.precision import autocast as precision_autocast
 from worldvae.precision import machine_summary, resolve_precision
+from worldvae.vae import Autoencoder, AutoencoderConfig, losses
 
 
 def make_frames(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs import VecLatentObservation
-from worldvae.models import Autoencoder, AutoencoderConfig
+from worldvae.vae import Autoencoder, AutoencoderConfig
 
 
 class NoiseFrames(gym.Env):

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from agents import load_bundle, resolve_config, train_agent
+from agents.cli.main import main
 from agents.collection import AgentPolicySpec
 from envs.collector import collect
-from worldvae.cli.main import main
 from worldvae.data import EpisodeDataset
 from worldvae.data.episodes import read_episode
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 OPTIONS = {"frame_size": [40, 40], "max_episode_steps": 30}  # CnnPolicy needs >= 36 pixels
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}

@@ -14,8 +14,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 
 from agents import evaluate_bundle, load_bundle, load_hyperparams, resolve_config, train_agent
+from agents.agent_config import validate_hyperparams
 from agents.algo_kwargs import constructor_kwargs
-from agents.config import validate_hyperparams
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "best_policy.py"
 FAST = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}

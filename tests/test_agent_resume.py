@@ -9,9 +9,9 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import load_bundle, resolve_config, train_agent
-from agents.checkpoint import CHECKPOINT_DIR, checkpoint_step
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from agents.agent_checkpoint import CHECKPOINT_DIR, checkpoint_step
 from worldvae.rundir import ForeignDirError
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 ALGOS = {
     "ppo": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from agents import evaluate_bundle, load_bundle, load_hyperparams, resolve_config, train_agent
-from agents.config import validate_hyperparams
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from agents.agent_config import validate_hyperparams
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 FAST = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
 

@@ -7,13 +7,13 @@ import torch
 
 from agents import load_bundle, resolve_config, train_agent
 from agents.arms import ARMS, arm_problems, check_arms
-from agents.controls import arm_model_dir, pca_encoder_dir, random_encoder_dir
+from agents.control_arms import arm_model_dir, pca_encoder_dir, random_encoder_dir
 from agents.environments import build_vec_env
 from envs import collect
 from worldvae.data import EpisodeDataset
 from worldvae.encoders import load_encoder
-from worldvae.models import Autoencoder, AutoencoderConfig, load_model, save_model
 from worldvae.pca import PCAEncoder, fit_pca
+from worldvae.vae import Autoencoder, AutoencoderConfig, load_model, save_model
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 VAE = AutoencoderConfig(kind="vae", frame_shape=(24, 24, 3), latent_dim=4, channels=(8, 16))

@@ -9,7 +9,7 @@ from agents import evaluate_bundle, resolve_config, train_agent
 from agents.pipeline import PRESETS
 from envs.backends import BackendMismatchWarning
 from tests.conftest import write_synthetic_dataset
-from worldvae.training import TrainConfig, is_finished, train_autoencoder
+from worldvae.vae.trainer import TrainConfig, is_finished, train_autoencoder
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 

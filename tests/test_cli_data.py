@@ -3,7 +3,7 @@ import sys
 
 import cv2
 
-from worldvae.cli.main import main
+from agents.cli.main import main
 
 
 def test_collect_then_info_writes_mosaic(tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_a_closed_pipe_stops_the_command_quietly(tmp_path):
         "import os, sys\n"
         "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"  # stdout: a pipe nobody reads
         "sys.stdout = open(1, 'w', buffering=1)\n"
-        "from worldvae.cli.main import main\n"
+        "from agents.cli.main import main\n"
         f"sys.exit(main(['data', 'info', {str(tmp_path / 'ds')!r}]))\n"
     )
     done = subprocess.run(

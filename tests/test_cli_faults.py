@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
+from agents.cli.main import main
 from tests.conftest import write_synthetic_dataset
-from worldvae.cli.main import main
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
 from worldvae.rundir import LOCK_NAME, RunDirLock
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 
 def _run(capsys, argv):
@@ -71,7 +71,7 @@ def test_nonsense_numbers_are_refused_at_parse_time(command, extra, tmp_path, ca
 
 
 def test_every_model_and_training_field_is_an_option():
-    from worldvae.cli.main import build_parser
+    from agents.cli.main import build_parser
 
     sub = build_parser()._subparsers._group_actions[0].choices["train-vae"]
     flags = {s for a in sub._actions for s in a.option_strings}

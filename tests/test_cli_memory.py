@@ -1,5 +1,5 @@
+from agents.cli.main import main
 from tests.latent_fixtures import write_synthetic_latents
-from worldvae.cli.main import main
 
 
 def test_encode_data_names_a_missing_dataset(tmp_path, capsys):

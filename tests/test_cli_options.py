@@ -9,13 +9,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from agents.agent_config import AgentConfig
+from agents.cli.main import build_parser, main
+from agents.cli.options import add_config_options, config_values
 from agents.comparison import CompareConfig
-from agents.config import AgentConfig
 from agents.pipeline import PRESETS, Preset
 from envs.collector import CollectConfig
-from worldvae.cli.main import build_parser, main
-from worldvae.cli.options import add_config_options, config_values
-from worldvae.configs import option
+from worldvae.config_fields import option
 
 # Fields set through their own flags (frame options, --backend, --shifted, --hyperparams,
 # --finetune, --set): dictionaries, not one value.
@@ -123,7 +123,7 @@ def test_fields_unreachable_before_reach_the_compare_config():
 
 
 def test_fields_unreachable_before_reach_the_agent_config(tmp_path, monkeypatch, capsys):
-    import agents.training
+    import agents.agent_training
 
     trained = []
 
@@ -131,7 +131,7 @@ def test_fields_unreachable_before_reach_the_agent_config(tmp_path, monkeypatch,
         trained.append(cfg)
         return argparse.Namespace(final_mean_return=0.0, steps_per_second=1.0, path=out)
 
-    monkeypatch.setattr(agents.training, "train_agent", fake_train)
+    monkeypatch.setattr(agents.agent_training, "train_agent", fake_train)
     argv = ["train-agent", "--env", "CartPole-v1", "--obs", "pixel", "--eval-seed", "123",
             "--stochastic-eval", "--steps", "64", "--n-envs", "1", "--frame-size", "16",
             "--out", str(tmp_path / "a")]  # fmt: skip
@@ -187,7 +187,7 @@ def test_the_config_dataclasses_check_their_ranges():
     with pytest.raises(ValueError, match="exactly one of n_episodes or n_frames"):
         CollectConfig()
     # the same quantity keeps one range: the pipeline's VAE epochs are TrainConfig's epochs
-    from worldvae.training import TrainConfig
+    from worldvae.vae.trainer import TrainConfig
 
     vae = {f.name: f.metadata for f in dataclasses.fields(Preset)}["vae_epochs"]
     epochs = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}["epochs"]

@@ -25,7 +25,7 @@ def test_ray_runs_refuse_bad_resources_before_connecting(tmp_path):
 
 @pytest.mark.parametrize("command", ["compare", "pipeline"])
 def test_cli_refuses_a_bad_cluster_before_anything_runs(command, tmp_path, capsys):
-    from worldvae.cli.main import main
+    from agents.cli.main import main
 
     args = [command, "--out", str(tmp_path / "out"), "--cluster", "ray ", "--seeds", "1"]
     if command == "compare":

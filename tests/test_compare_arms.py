@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from agents.cli.main import main
 from agents.comparison import CompareConfig, add_threshold_columns, run_comparison
 from agents.report import write_report
 from envs import collect
-from worldvae.cli.main import main
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 
 @pytest.fixture(scope="module")

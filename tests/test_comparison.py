@@ -4,7 +4,7 @@ import torch
 
 from agents.comparison import CompareConfig, run_comparison
 from agents.report import write_report
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 
 def test_comparison_with_zero_shot_shifted_evaluation(tmp_path):

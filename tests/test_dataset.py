@@ -101,8 +101,8 @@ def test_torch_loader_with_workers_covers_the_split(synthetic_dataset):
 
 
 def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
+    from agents.cli.main import main
     from envs.collector import collect
-    from worldvae.cli.main import main
     from worldvae.data.writer import merge_datasets
 
     opts = {"frame_size": [16, 16], "max_episode_steps": 20}

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import repo_pythonpath, write_synthetic_dataset
 from worldvae.rundir import entries
-from worldvae.training import TrainConfig, train_autoencoder
+from worldvae.vae.trainer import TrainConfig, train_autoencoder
 
 MODEL = ["--kind", "vae", "--latent-dim", "4", "--channels", "8,16"]
 TRAIN = ["--batch-size", "8", "--warmup-steps", "1", "--log-every", "2", "--seed", "3"]

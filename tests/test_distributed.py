@@ -14,7 +14,7 @@ import torch.multiprocessing as tmp_mp
 from safetensors.torch import load_file, save_file
 
 from worldvae.distributed import DistContext, sharded_backward, wrap_for_ranks
-from worldvae.models import Autoencoder, AutoencoderConfig
+from worldvae.vae import Autoencoder, AutoencoderConfig
 
 STEPS, BATCH, SHARDS, SEED = 3, 8, 2, 7
 

@@ -11,7 +11,7 @@ from envs.backends import BackendMismatchWarning, resolve_backend, warn_on_backe
 from envs.factory import env_options, make_env_from_options
 from envs.latent import VecLatentObservation
 from envs.vector import make_vec_env_from_options
-from worldvae.models import Autoencoder, AutoencoderConfig
+from worldvae.vae import Autoencoder, AutoencoderConfig
 
 CAR = "CarRacing-v3"
 T = 5  # time limit of the short episodes below

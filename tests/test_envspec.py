@@ -4,10 +4,10 @@ import pytest
 
 from agents import resolve_config
 from agents.comparison import CompareConfig
-from agents.controls import random_encoder_dir
+from agents.control_arms import random_encoder_dir
 from envs import collect
 from worldvae.envspec import EnvSpec, read_env_spec
-from worldvae.training import TrainConfig, train_autoencoder
+from worldvae.vae.trainer import TrainConfig, train_autoencoder
 
 CROP = [4, 2, 0, 0]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.extractor import PretrainedEncoderExtractor
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 
 def _model(kind: str, **kw) -> Autoencoder:

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.conftest import repo_pythonpath, write_synthetic_dataset
-from worldvae.models import Autoencoder, AutoencoderConfig, load_model
-from worldvae.training import TrainConfig, train_autoencoder
+from worldvae.vae import Autoencoder, AutoencoderConfig, load_model
+from worldvae.vae.trainer import TrainConfig, train_autoencoder
 
 pytestmark = [
     pytest.mark.gpu,

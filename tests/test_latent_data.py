@@ -12,8 +12,8 @@ from worldvae.data.latents import (
     encode_dataset,
     episode_chunks,
 )
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
-from worldvae.models.io import model_sha256
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae.io import model_sha256
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs import LatentObservation, VecLatentObservation, make_env
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 SIZE = 40
 

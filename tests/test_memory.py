@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import load_file
 
 from tests.latent_fixtures import synthetic_step, write_synthetic_latents
+from worldvae.checkpoints import NonFiniteLossError
 from worldvae.data.latents import LatentDataset, SequenceStream
 from worldvae.memory import MDNRNN, MemoryConfig, load_memory, mdn_nll, sample_next
 from worldvae.memory.diagnostics import dream_rollout
 from worldvae.memory.trainer import MemoryTrainConfig, MemoryTrainer, train_memory
-from worldvae.runs import NonFiniteLossError
 
 TINY = {"hidden_size": 32, "n_gaussians": 2}
 

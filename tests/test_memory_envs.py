@@ -7,10 +7,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from envs import make_env
-from envs.dream import DreamEnv
-from envs.memory import LatentMemoryObservation, VecLatentMemoryObservation, action_spec_for
+from envs.dream_env import DreamEnv
+from envs.latent_memory import LatentMemoryObservation, VecLatentMemoryObservation, action_spec_for
 from worldvae.memory import MDNRNN, MemoryConfig
-from worldvae.models import Autoencoder, AutoencoderConfig
+from worldvae.vae import Autoencoder, AutoencoderConfig
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_dream_env_rejects_bad_start_latents(memory):
 
 
 def test_dream_vec_env_steps_m_once_for_all_envs_like_the_single_dream(memory):
-    from envs.dream import DreamVecEnv
+    from envs.dream_env import DreamVecEnv
 
     starts = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)  # one start
     venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=3, max_episode_steps=50,
@@ -144,7 +144,7 @@ def test_dream_vec_env_steps_m_once_for_all_envs_like_the_single_dream(memory):
 
 
 def test_dream_vec_env_is_seeded_and_never_mixes_two_episodes(memory):
-    from envs.dream import DreamVecEnv
+    from envs.dream_env import DreamVecEnv
 
     starts = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
 

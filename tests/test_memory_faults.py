@@ -6,15 +6,15 @@ import os
 import pytest
 import torch
 
+from agents.cli.main import main
 from tests.conftest import write_synthetic_dataset
 from tests.latent_fixtures import write_synthetic_latents
-from worldvae.cli.main import main
 from worldvae.data.latents import ActionSpec, encode_dataset
 from worldvae.memory.config import MemoryConfig
 from worldvae.memory.trainer import RUN_ENTRIES, MemoryTrainConfig, train_memory
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
-from worldvae.models.io import model_sha256
 from worldvae.rundir import LOCK_NAME, ForeignDirError, RunDirBusyError, RunDirLock
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae.io import model_sha256
 
 TINY = MemoryTrainConfig(
     model={"hidden_size": 8, "n_gaussians": 2},

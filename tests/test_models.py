@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldvae.models import (
+from worldvae.vae import (
     KINDS,
     Autoencoder,
     AutoencoderConfig,
@@ -14,7 +14,7 @@ from worldvae.models import (
     losses,
     save_model,
 )
-from worldvae.models.networks import conv_sizes
+from worldvae.vae.networks import conv_sizes
 
 
 def test_gaussian_kl_matches_closed_form():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from worldvae.diagnostics import kl_per_dimension, reconstruction_grid
-from worldvae.models import Autoencoder, AutoencoderConfig
+from worldvae.vae import Autoencoder, AutoencoderConfig
 
 
 def test_inspect_kl_per_dimension_is_the_training_loss_kl():
@@ -31,8 +31,8 @@ def test_the_trainer_draws_its_reconstructions_with_inspects_grid(tmp_path):
     import cv2
 
     from tests.conftest import write_synthetic_dataset
-    from worldvae.models import load_model
-    from worldvae.training import TrainConfig, train_autoencoder
+    from worldvae.vae import load_model
+    from worldvae.vae.trainer import TrainConfig, train_autoencoder
 
     data = write_synthetic_dataset(tmp_path / "ds", n_episodes=6, length=10)
     cfg = TrainConfig(model={"kind": "vae", "latent_dim": 4, "channels": [8, 16]}, epochs=1,
@@ -52,7 +52,7 @@ def test_the_trainer_draws_its_reconstructions_with_inspects_grid(tmp_path):
 
 
 def test_the_collection_policy_and_the_agents_share_one_algorithm_table():
-    from agents.config import ALGOS, algo_class
+    from agents.agent_config import ALGOS, algo_class
     from envs.policies import SB3Policy
     from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
 

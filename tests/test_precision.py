@@ -9,10 +9,10 @@ import torch
 
 from envs.backends import BackendMismatchWarning
 from tests.conftest import write_synthetic_dataset
-from worldvae.models import Autoencoder, AutoencoderConfig
-from worldvae.models.io import read_model_config
 from worldvae.precision import autocast, cpu_flags, cpu_model, resolve_precision
-from worldvae.training import TrainConfig, train_autoencoder
+from worldvae.vae import Autoencoder, AutoencoderConfig
+from worldvae.vae.io import read_model_config
+from worldvae.vae.trainer import TrainConfig, train_autoencoder
 
 
 def test_auto_follows_the_cpu_capability():
@@ -76,7 +76,7 @@ def test_trainer_records_the_resolved_precision_and_the_frames_backend(tmp_path)
 
 def test_agent_on_another_backend_than_its_vae_warns(tmp_path):
     from agents import resolve_config, train_agent
-    from worldvae.models import save_model
+    from worldvae.vae import save_model
 
     torch.manual_seed(0)
     model = Autoencoder(

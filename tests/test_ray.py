@@ -131,7 +131,7 @@ def test_connect_ray_uses_the_running_ray_and_refuses_local():
 
 def _compare_cfg(tmp_path: Path) -> Any:
     from agents.comparison import CompareConfig
-    from worldvae.models import Autoencoder, AutoencoderConfig, save_model
+    from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
     if not (tmp_path / "vae").exists():
         torch.manual_seed(0)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.sweep_report import rank_correlations, write_sweep_report
-from worldvae.cli.main import main
+from agents.cli.main import main
+from agents.representation_report import rank_correlations, write_sweep_report
 from worldvae.data import Episode, Manifest, episode_filename, write_episode
 from worldvae.data.manifest import EPISODES_DIR
+from worldvae.family_sweep import SCORES_FILE, SweepConfig, run_sweep, sweep_grid
 from worldvae.representation import RepresentationConfig, factor_units
-from worldvae.sweep import SCORES_FILE, SweepConfig, run_sweep, sweep_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("square_x", "square_y", "brightness")
@@ -180,7 +180,7 @@ def test_sweep_resumes_after_a_kill(square_data, tmp_path):
     script = (
         "import sys; from pathlib import Path; "
         "sys.path.insert(0, sys.argv[1]); sys.path.insert(0, str(Path(sys.argv[1]) / 'tests')); "
-        "from test_sweep import tiny_sweep; from worldvae.sweep import run_sweep; "
+        "from test_sweep import tiny_sweep; from worldvae.family_sweep import run_sweep; "
         "run_sweep(tiny_sweep(Path(sys.argv[2])), sys.argv[3])"
     )
     env = os.environ | {"PYTHONPATH": str(ROOT)}

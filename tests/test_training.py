@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import write_synthetic_dataset
-from worldvae.models import load_model
-from worldvae.training import NonFiniteLossError, TrainConfig, VAETrainer, train_autoencoder
+from worldvae.vae import load_model
+from worldvae.vae.trainer import NonFiniteLossError, TrainConfig, VAETrainer, train_autoencoder
 
 SMALL = {"kind": "vae", "latent_dim": 4, "channels": [8, 16]}
 

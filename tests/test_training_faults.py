@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import write_synthetic_dataset
 from worldvae.rundir import RunDirBusyError, RunDirLock
-from worldvae.training import TrainConfig, VAETrainer, train_autoencoder
+from worldvae.vae.trainer import TrainConfig, VAETrainer, train_autoencoder
 
 MODEL = {"kind": "vae", "latent_dim": 4, "channels": [8, 16]}
 

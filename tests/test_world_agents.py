@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
-from agents.cma_es import LinearController
+from agents.controller.cmaes import LinearController
 from envs import collect
-from envs.memory import action_spec_for
+from envs.latent_memory import action_spec_for
 from worldvae.data.latents import encode_dataset
 from worldvae.memory.trainer import MemoryTrainConfig, train_memory
-from worldvae.models import Autoencoder, AutoencoderConfig, save_model
-from worldvae.models.io import model_sha256
+from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
+from worldvae.vae.io import model_sha256
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 ENV = {"frame_size": 16}
@@ -150,7 +150,7 @@ def test_cmaes_population_on_ray_actors_equals_local_processes(world, tmp_path):
 
 
 def test_cmaes_settings_are_checked():
-    from agents.cma_es import CMAESConfig
+    from agents.controller.cmaes import CMAESConfig
 
     with pytest.raises(ValueError, match="workers must be >= 1"):
         CMAESConfig(workers=0)

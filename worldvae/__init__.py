@@ -12,7 +12,7 @@ __all__ = ["load_model"]
 
 def __getattr__(name: str) -> Any:
     if name == "load_model":
-        from worldvae.models.io import load_model
+        from worldvae.vae.io import load_model
 
         return load_model
     raise AttributeError(f"module 'worldvae' has no attribute {name!r}")

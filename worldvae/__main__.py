@@ -1,5 +1,7 @@
+"""``python -m worldvae``: the command line, which lives on the top floor (``agents.cli``)."""
+
 import sys
 
-from worldvae.cli.main import main
+from agents.cli.main import main
 
 sys.exit(main())

@@ -10,8 +10,8 @@ import torch
 from worldvae.data import EpisodeDataset
 from worldvae.data.loader import FrameStream
 from worldvae.images import image_grid, save_png
-from worldvae.models import losses
-from worldvae.models.autoencoder import Autoencoder
+from worldvae.vae import losses
+from worldvae.vae.autoencoder import Autoencoder
 
 
 def collect_frames(dataset: EpisodeDataset, split: str = "val", limit: int = 4096) -> np.ndarray:
@@ -43,7 +43,7 @@ def encode_batched(
 
 def kl_per_dimension(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
     """Average KL to the prior per latent dimension: (N, D) x2 -> (D,) nats (the training
-    loss's own :func:`worldvae.models.losses.gaussian_kl_per_dim`)."""
+    loss's own :func:`worldvae.vae.losses.gaussian_kl_per_dim`)."""
     kl = losses.gaussian_kl_per_dim(
         torch.from_numpy(mu).double(), torch.from_numpy(logvar).double()
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from worldvae.models import Autoencoder, load_model
 from worldvae.pca import PCAEncoder, is_pca_dir
+from worldvae.vae import Autoencoder, load_model
 
 Encoder = Autoencoder | PCAEncoder
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from worldvae.models.io import CONFIG_NAME, resolve_model_dir
+from worldvae.vae.io import CONFIG_NAME, resolve_model_dir
 
 # Options an agent may set apart from the recorded spec: they do not change what a frame looks
 # like (agents often play longer episodes than the random data was collected with, and a

@@ -1,6 +1,6 @@
 """A PCA of frames as an encoder: the linear control for a learnt code.
 
-``PCAEncoder`` has the inference interface of :class:`~worldvae.models.Autoencoder`
+``PCAEncoder`` has the inference interface of :class:`~worldvae.vae.Autoencoder`
 (``encode``, ``decode``, ``reconstruct``, ``latent_dim``, ``config.frame_shape``), so the
 latent wrappers and agent bundles take it in place of a VAE. Codes are whitened (each
 component divided by its standard deviation on the training frames), so they have unit

@@ -31,11 +31,11 @@ from worldvae.diagnostics import active_units, anomaly_scores, encode_batched, t
 from worldvae.disentanglement import N_BINS, dci, mig
 from worldvae.images import save_png
 from worldvae.metrics import auroc
-from worldvae.models import losses
-from worldvae.models.autoencoder import Autoencoder
-from worldvae.models.config import AutoencoderConfig
 from worldvae.pca import fit_pca
 from worldvae.semisupervised import LABEL_BUDGETS, label_efficiency
+from worldvae.vae import losses
+from worldvae.vae.autoencoder import Autoencoder
+from worldvae.vae.config import AutoencoderConfig
 
 CONTROLS = ("pixels", "random", "pca")
 

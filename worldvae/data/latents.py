@@ -165,7 +165,7 @@ def encode_dataset(
     directory made from another dataset or model is refused unless ``overwrite``.
 
     Args:
-        model: an :class:`~worldvae.models.Autoencoder` (its ``posterior`` gives mean and
+        model: an :class:`~worldvae.vae.Autoencoder` (its ``posterior`` gives mean and
             log-variance ``(B, D)``).
         model_dir, model_sha256: where the model came from and its hash (recorded).
         action_spec: how actions are encoded for M.

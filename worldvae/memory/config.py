@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from worldvae.configs import check_ranges, option, reject_unknown_keys
+from worldvae.config_fields import check_ranges, option, reject_unknown_keys
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 from worldvae.devices import resolve_device
 from worldvae.memory.config import MemoryConfig
 from worldvae.memory.model import MDNRNN
-from worldvae.models.io import CONFIG_NAME, CheckpointError, load_weights, resolve_model_dir
+from worldvae.vae.io import CONFIG_NAME, CheckpointError, load_weights, resolve_model_dir
 
 
 def read_memory_config(path: str | os.PathLike[str]) -> tuple[MemoryConfig, dict[str, Any]]:

@@ -29,16 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from worldvae.atomic import write_json
-from worldvae.configs import check_ranges, option
-from worldvae.data.latents import LatentDataset, SequenceStream
-from worldvae.devices import resolve_device
-from worldvae.images import save_png
-from worldvae.memory.config import MemoryConfig
-from worldvae.memory.diagnostics import dream_strip, evaluate_memory
-from worldvae.memory.model import MDNRNN
-from worldvae.models.io import CheckpointError, load_model, model_sha256, save_model
-from worldvae.rundir import RunDirLock
-from worldvae.runs import (
+from worldvae.checkpoints import (
     STATE_JSON,
     NonFiniteLossError,
     close_epoch,
@@ -50,6 +41,15 @@ from worldvae.runs import (
     stopped_mid_epoch,
     write_metrics_csv,
 )
+from worldvae.config_fields import check_ranges, option
+from worldvae.data.latents import LatentDataset, SequenceStream
+from worldvae.devices import resolve_device
+from worldvae.images import save_png
+from worldvae.memory.config import MemoryConfig
+from worldvae.memory.diagnostics import dream_strip, evaluate_memory
+from worldvae.memory.model import MDNRNN
+from worldvae.rundir import RunDirLock
+from worldvae.vae.io import CheckpointError, load_model, model_sha256, save_model
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)

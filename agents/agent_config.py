@@ -1,0 +1,316 @@
+"""Agent configuration: per-env YAML hyperparameters (literals only) resolved into one dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.algo_kwargs import ACTIVATIONS, EXTRA_ALGO_KEYS, SCHEDULED_KEYS, parse_schedule
+from agents.arms import ARMS
+from envs.factory import recommended_options, resolve_env_options
+from envs.registry import ENV_ID_HELP
+from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
+from worldvae.config_fields import check_ranges, option, reject_unknown_keys
+from worldvae.envspec import read_env_spec
+
+OBS_KINDS = tuple(ARMS)
+ALGOS = (*SB3_ALGORITHMS, "cmaes")
+OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
+POLICY_KWARGS = {
+    "net_arch",
+    "activation_fn",
+    "ortho_init",
+    "normalize_images",
+    "share_features_extractor",
+    "features_dim",
+    "log_std_init",  # continuous actions: the initial log standard deviation
+    "lstm_hidden_size",  # recurrentppo's LSTM policies
+    "n_lstm_layers",
+    "shared_lstm",
+    "enable_critic_lstm",
+}
+
+
+def algo_class(algo: str) -> Any:
+    """The SB3 class that trains ``algo`` (``cmaes`` is trained by :mod:`agents.controller.cmaes`)."""
+    if algo == "cmaes":
+        raise ValueError("cmaes is not an SB3 algorithm; agents.controller.cmaes trains it")
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {ALGOS}")
+    return sb3_algorithm(algo)
+
+
+def _algo_keys(algo: str) -> set[str]:
+    if algo == "cmaes":
+        from agents.controller.cmaes import CMAESConfig
+
+        return {f.name for f in dataclasses.fields(CMAESConfig)}
+    params = set(inspect.signature(algo_class(algo).__init__).parameters)
+    return (
+        params
+        - {
+            "self",
+            "policy",
+            "env",
+            "seed",
+            "device",
+            "verbose",
+            "tensorboard_log",
+            "_init_setup_model",
+        }
+    ) | set(EXTRA_ALGO_KEYS)
+
+
+def _algo_defaults(algo: str) -> dict[str, Any]:
+    """The constructor's numeric defaults (and ``n_envs``): what a YAML value must match."""
+    params = inspect.signature(algo_class(algo).__init__).parameters
+    out: dict[str, Any] = {"n_envs": 1, "normalize_reward": False}
+    for name, p in params.items():
+        if isinstance(p.default, (int, float)):
+            out[name] = p.default
+    return out
+
+
+def _check_types(values: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    """A number where the default is a number, a boolean where it is a boolean."""
+    for key, value in values.items():
+        if key not in defaults or value is None:
+            continue
+        want = defaults[key]
+        counts = ("n_envs", "n_steps", "batch_size", "buffer_size")
+        if isinstance(want, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(value, (list, dict)):  # e.g. train_freq: [1, episode]
+            ok = True
+        elif key in counts:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(
+                f"{where}.{key} must be {type(want).__name__}"
+                f"{' >= 1' if key in ('n_envs', 'n_steps', 'batch_size', 'buffer_size') else ''}"
+                f", got {value!r}"
+            )
+
+
+def _read_yaml(path: Path | Any) -> dict[str, Any]:
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}  # safe_load: literals only, no tags that build objects
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise ValueError(
+            f"{path}: not a plain YAML file of literals ({detail}); tags such as !!python are "
+            "refused"
+        ) from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: hyperparameters must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def validate_hyperparams(data: dict[str, Any], source: str) -> None:
+    """Raise on unknown sections or keys, naming the file and the known keys."""
+    for section, values in data.items():
+        if section == "env":
+            raise ValueError(
+                f"{source}: an 'env' section is not a hyperparameter: frame size, crop, frame "
+                "skip and the other make_env options are recorded when frames are collected "
+                "and travel with the model (see docs/envspec.md); remove the section, and give "
+                "them to `worldvae collect` (or, for a pixel agent without a model, to "
+                "`worldvae train-agent`)"
+            )
+        if section in OBS_KEYS:
+            known = OBS_KEYS[section]
+        elif section in ALGOS:
+            known = _algo_keys(section)
+        else:
+            raise ValueError(
+                f"{source}: unknown section {section!r}; known: env, {', '.join(OBS_KINDS)}, {', '.join(ALGOS)}"
+            )
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown keys {unknown} in section {section!r}; known: {sorted(known)}"
+            )
+        if (
+            section in ALGOS and section != "cmaes"
+        ):  # cmaes keys: checked by agents.controller.cmaes
+            _check_types(values, _algo_defaults(section), f"{source}: {section}")
+            for key in SCHEDULED_KEYS:
+                parse_schedule(values.get(key), f"{source}: {section}.{key}")
+        pk = values.get("policy_kwargs", {})
+        if section in ALGOS and set(pk) - POLICY_KWARGS:
+            raise ValueError(
+                f"{source}: unknown policy_kwargs {sorted(set(pk) - POLICY_KWARGS)}; known: {sorted(POLICY_KWARGS)}"
+            )
+        if section in ALGOS and pk.get("activation_fn", "relu") not in ACTIVATIONS:
+            raise ValueError(
+                f"{source}: {section}.policy_kwargs.activation_fn must be one of "
+                f"{sorted(ACTIVATIONS)}, got {pk['activation_fn']!r}"
+            )
+
+
+def load_hyperparams(env_id: str, extra_file: str | Path | None = None) -> dict[str, Any]:
+    """Defaults, then the env's built-in file, then ``extra_file``; section by section."""
+    files: list[tuple[str, Any]] = []
+    pkg = resources.files("agents") / "hyperparams"
+    files.append(("default.yaml", pkg / "default.yaml"))
+    env_file = pkg / f"{env_id.replace('/', '_')}.yaml"
+    if env_file.is_file():
+        files.append((env_file.name, env_file))
+    if extra_file is not None:
+        if not Path(extra_file).is_file():
+            raise FileNotFoundError(f"hyperparameter file {extra_file} does not exist")
+        files.append((str(extra_file), Path(extra_file)))
+    merged: dict[str, dict[str, Any]] = {}
+    for name, path in files:
+        data = _read_yaml(path)
+        validate_hyperparams(data, name)
+        for section, values in data.items():
+            merged.setdefault(section, {}).update(values)
+    return merged
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything that defines one agent run; stored as ``config.json`` in its bundle."""
+
+    env_id: str = option(help=ENV_ID_HELP, flag="--env")
+    obs: str = option("pixel", "what the agent sees (see agents.arms)", choices=OBS_KINDS)
+    algo: str = option("ppo", "training algorithm", choices=ALGOS)
+    model_dir: str | None = option(
+        None, "model or VAE run directory (latent, encoder)", flag="--model"
+    )
+    memory_dir: str | None = option(  # M, for obs "latent+h"
+        None, "M's run directory (latent+h: [z, h] inputs)", flag="--memory"
+    )
+    dream: bool = option(  # DreamEnv
+        False, "train inside M's dream, evaluate in the real env (needs --obs latent+h)"
+    )
+    dream_temperature: float | None = option(
+        None, "dream tau (default: M's)", 0.0, 100.0, low_open=True, flag="--temperature"
+    )
+    total_timesteps: int = option(50_000, "env steps", 1, 10**11, flag="--steps")
+    seed: int = option(0, "seed", 0, 2**32 - 1)
+    n_envs: int = option(4, "parallel envs (default: the hyperparameters' n_envs)", 1, 1024)
+    env_options: dict[str, Any] = field(default_factory=dict)
+    obs_options: dict[str, Any] = field(default_factory=dict)
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_freq: int = option(10_000, "env steps between evaluations", 1, 10**11)
+    eval_episodes: int = option(5, "episodes per evaluation", 1, 100_000)
+    eval_seed: int = option(10_000, "seed of the first evaluation episode", 0, 2**32 - 1)
+    device: str = option("auto", "torch device: auto, cpu, cuda or cuda:N")
+    deterministic_eval: bool = option(
+        True, "evaluate the policy's mode, not a sample of it", flag="--stochastic-eval"
+    )
+    checkpoint_freq: int = option(
+        10_000, "env steps between checkpoints a killed run resumes from (0: none)", 0, 10**11
+    )
+    max_train_seconds: float | None = option(
+        None, "training wall-clock budget in seconds, evaluation excluded", 0.0, 1e9, low_open=True
+    )
+
+    def __post_init__(self) -> None:
+        if self.obs not in OBS_KINDS:
+            raise ValueError(f"obs must be one of {OBS_KINDS}, got {self.obs!r}")
+        if self.algo not in ALGOS:
+            raise ValueError(f"unknown algorithm {self.algo!r}; choose one of {ALGOS}")
+        check_ranges(self)
+        if ARMS[self.obs].model is not None and not self.model_dir:
+            raise ValueError(f"obs={self.obs!r} needs a pretrained model: pass --model DIR")
+        if self.obs == "latent+h" and not self.memory_dir:
+            raise ValueError("obs='latent+h' needs the memory model M: pass --memory DIR")
+        if self.dream and self.obs != "latent+h":
+            raise ValueError(
+                f"training in the dream needs obs='latent+h' (the dream gives [z, h]), got {self.obs!r}"
+            )
+        unknown = set(self.obs_options) - OBS_KEYS[self.obs]
+        if unknown:
+            raise ValueError(
+                f"unknown {self.obs} options {sorted(unknown)}; known: {sorted(OBS_KEYS[self.obs])}"
+            )
+
+    @property
+    def run_name(self) -> str:
+        obs = f"{self.obs}-dream" if self.dream else self.obs
+        return f"{self.env_id.replace('/', '_')}__{obs}__{self.algo}__{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
+        reject_unknown_keys(cls, d, "agent config")
+        try:
+            return cls(**d)
+        except TypeError as e:  # a required key is missing
+            raise ValueError(f"incomplete agent config ({e})") from e
+
+
+def agent_env_options(
+    env_id: str, model_dir: str | Path | None, given: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The ``make_env`` options of an agent: the env spec the model records (so the agent sees
+    the frames the model was trained on), with ``given`` checked against it; without a recorded
+    spec, the env's recommended options updated by ``given``.
+    """
+    spec = read_env_spec(model_dir) if model_dir else None
+    if spec is None:
+        return recommended_options(env_id, given)
+    return spec.resolve(given, f"the model {model_dir}")
+
+
+def resolve_config(
+    env_id: str,
+    obs: str,
+    algo: str = "ppo",
+    model_dir: str | None = None,
+    total_timesteps: int = 50_000,
+    seed: int = 0,
+    hyperparams_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    **fields: Any,
+) -> AgentConfig:
+    """Build an :class:`AgentConfig` from the YAML hyperparameters for ``env_id`` and ``algo``.
+
+    ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields.
+    The env's options come from the model's recorded env spec (``env_options`` given in
+    ``fields`` must agree with it), or without one from :func:`agent_env_options`'s defaults.
+    The env backend (``env_options["backend"]``, default ``"auto"``) is resolved to the one
+    that will run.
+
+    Raises:
+        ValueError: a given env option contradicts the model's recorded spec (both named).
+    """
+    hp = load_hyperparams(env_id, hyperparams_file)
+    algo_kwargs = dict(hp.get(algo, {}))
+    algo_kwargs.update(overrides or {})
+    n_envs = int(algo_kwargs.pop("n_envs", 1))
+    env_options = agent_env_options(env_id, model_dir, fields.pop("env_options", {}))
+    if (
+        obs in ARMS and ARMS[obs].wrap_env is not None
+    ):  # a per-env wrapper needs gymnasium's Python envs
+        env_options = env_options | {"backend": "gymnasium"}
+    env_options = resolve_env_options(env_id, env_options)
+    return AgentConfig(
+        env_id=env_id,
+        obs=obs,
+        algo=algo,
+        model_dir=str(model_dir) if model_dir else None,
+        total_timesteps=total_timesteps,
+        seed=seed,
+        n_envs=fields.pop("n_envs", n_envs),
+        env_options=env_options,
+        obs_options=dict(hp.get(obs, {})),
+        algo_kwargs=algo_kwargs,
+        **fields,
+    )

@@ -1,0 +1,504 @@
+"""Training one SB3 agent on pixels, on latents, or through a pretrained encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from agents.agent_checkpoint import (
+    CHECKPOINT_DIR,
+    boundary_seed,
+    checkpoint_step,
+    load_checkpoint,
+    save_checkpoint,
+)
+from agents.agent_config import AgentConfig, algo_class
+from agents.algo_kwargs import constructor_kwargs
+from agents.arms import get_arm
+from agents.bundle import (
+    AGENT_FILE,
+    BEST_AGENT_FILE,
+    CONFIG_FILE,
+    CONTROLLER_FILE,
+    EVAL_CSV,
+    MEMORY_DIR,
+    MODEL_DIR,
+    copy_model,
+    policy_kwargs,
+    policy_name,
+)
+from agents.environments import build_vec_env, evaluate_policy_seeded
+from envs.backends import warn_on_backend_mismatch
+from envs.latent import VecLatentObservation
+from worldvae.atomic import atomic_path, write_json
+from worldvae.encoders import load_encoder
+from worldvae.rundir import ForeignDirError, RunDirLock, check_ours, remove_owned
+from worldvae.vae.io import CheckpointError, read_model_config
+from worldvae.versions import library_versions
+
+logger = logging.getLogger(__name__)
+
+# Everything an agent bundle holds; ``overwrite`` removes these and nothing else.
+AGENT_ENTRIES = (
+    CONFIG_FILE,
+    AGENT_FILE,
+    BEST_AGENT_FILE,
+    MODEL_DIR,
+    MEMORY_DIR,
+    CONTROLLER_FILE,
+    EVAL_CSV,
+    "tb",
+    CHECKPOINT_DIR,
+)
+
+
+def save_agent(agent: Any, path: Path) -> None:
+    """Write ``agent``'s SB3 zip to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        agent.save(str(tmp))
+        if not tmp.exists():  # SB3 appends .zip when the name lacks it
+            Path(f"{tmp}.zip").replace(tmp)
+
+
+def best_row(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The evaluation with the highest mean return (the earliest of equals)."""
+    return max(rows, key=lambda r: r["mean_return"]) if rows else None
+
+
+class EvalAndProgress(BaseCallback):
+    """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar.
+
+    Evaluations happen between a rollout and the next (at the first rollout start at least
+    ``eval_freq`` steps after the last one) and when training ends, so each evaluates the
+    policy as updated on all the steps its row counts.
+
+    Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
+    evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``. When
+    ``best_path`` is given, the policy of the best evaluation so far is kept there.
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        cfg: AgentConfig,
+        csv_path: Path,
+        progress: bool,
+        on_steps: Callable[[int], None] | None = None,
+        best_path: Path | None = None,
+    ):
+        super().__init__()
+        self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
+        self.best_path = best_path
+        self.on_steps = on_steps
+        self.rows: list[dict[str, float]] = []
+        self.progress = progress
+        self.next_eval = 0
+        self.eval_seconds = 0.0
+        self.wall_before = 0.0  # wall seconds of earlier runs of the same agent (resumed)
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to go on exactly where this one was."""
+        return {
+            "rows": self.rows,
+            "next_eval": self.next_eval,
+            "eval_seconds": self.eval_seconds,
+            "wall_seconds": self.wall_before + time.perf_counter() - self.start,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+        self.next_eval = int(state["next_eval"])
+        self.eval_seconds = float(state["eval_seconds"])
+        self.wall_before = float(state["wall_seconds"])
+        self._write_csv()
+
+    def _on_training_start(self) -> None:
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=self.cfg.total_timesteps,
+            initial=self.num_timesteps,
+            unit="step",
+            desc=self.cfg.run_name,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        if not self.rows:
+            self._evaluate()
+
+    def _write_csv(self) -> None:
+        if not self.rows:
+            return
+        with atomic_path(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def _evaluate(self) -> None:
+        t = time.perf_counter()
+        returns = evaluate_policy_seeded(
+            self.model, self.eval_env, self.cfg.eval_episodes, self.cfg.eval_seed
+        )
+        self.eval_seconds += time.perf_counter() - t
+        wall = self.wall_before + time.perf_counter() - self.start
+        row = {
+            "steps": int(self.num_timesteps),
+            "seconds": round(wall - self.eval_seconds, 3),
+            "wall_seconds": round(wall, 3),
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+        }
+        best = best_row(self.rows)
+        self.rows.append(row)
+        self._write_csv()
+        if self.best_path is not None and (
+            best is None or row["mean_return"] > best["mean_return"]
+        ):
+            save_agent(self.model, self.best_path)
+        self.logger.record("eval/mean_return", row["mean_return"])
+        self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
+        self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
+        self.next_eval = self.num_timesteps + self.cfg.eval_freq
+
+    def _on_rollout_start(self) -> None:
+        # Here, after the previous update: a row's policy is the one trained on its steps.
+        if self.num_timesteps >= self.next_eval:
+            self._evaluate()
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        if self.on_steps is not None:
+            self.on_steps(self.training_env.num_envs)
+        budget = self.cfg.max_train_seconds
+        training = time.perf_counter() - self.start - self.eval_seconds
+        return budget is None or training < budget  # False stops learn() at once
+
+    def _on_training_end(self) -> None:
+        if not self.rows or self.rows[-1]["steps"] != self.num_timesteps:
+            self._evaluate()
+        self.bar.close()
+
+
+class CheckpointAndReset(BaseCallback):
+    """Every ``checkpoint_freq`` env steps, at the start of a rollout: checkpoint, then start
+    fresh episodes from seeds derived from the boundary (see :mod:`agents.agent_checkpoint`).
+
+    The reset happens whether or not the run is later interrupted, so a resumed run (which
+    must reset its envs) follows the same path as an uninterrupted one.
+    """
+
+    def __init__(self, cfg: AgentConfig, bundle: Path, evaluator: EvalAndProgress):
+        super().__init__()
+        self.cfg, self.bundle, self.evaluator = cfg, bundle, evaluator
+        self.boundary = 0
+        self.next_checkpoint = cfg.checkpoint_freq
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "boundary": self.boundary,
+            "next_checkpoint": self.next_checkpoint,
+            "eval": self.evaluator.state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.boundary = int(state["boundary"])
+        self.next_checkpoint = int(state["next_checkpoint"])
+        self.evaluator.restore(state["eval"])
+
+    def _on_rollout_start(self) -> None:
+        freq = self.cfg.checkpoint_freq
+        if not freq or self.num_timesteps < self.next_checkpoint:
+            return
+        self.boundary += 1
+        self.next_checkpoint = (self.num_timesteps // freq + 1) * freq
+        save_checkpoint(self.model, self.bundle, self.state())
+        agent: Any = self.model
+        env = agent.get_env()
+        env.seed(boundary_seed(self.cfg.seed, self.boundary))
+        agent._last_obs = env.reset()
+        agent._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@dataclass
+class AgentResult:
+    path: Path
+    final_mean_return: float
+    train_seconds: float
+    steps_per_second: float
+    skipped: bool = False
+
+
+def _read_info(bundle: Path) -> dict[str, Any] | None:
+    """The bundle's ``config.json`` if it is an agent's, else None."""
+    try:
+        info = json.loads((bundle / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) and "agent" in info else None
+
+
+def _same_run(recorded: dict[str, Any], cfg: AgentConfig) -> bool:
+    """Settings that must agree to resume (the device may change)."""
+    now = json.loads(json.dumps(cfg.to_dict()))
+    return {k: v for k, v in recorded.items() if k != "device"} == {
+        k: v for k, v in now.items() if k != "device"
+    }
+
+
+def _claim_bundle(out: Path, cfg: AgentConfig, overwrite: bool) -> dict[str, Any] | None:
+    """Make ``out`` ready for ``cfg``, under its lock; return the info of a run to resume.
+
+    Removes only what an agent bundle holds, and only when asked (``overwrite``) or when it
+    is an unfinished run of the same settings that left no checkpoint.
+    """
+    if (out / CONFIG_FILE).exists() and _read_info(out) is None:
+        raise ForeignDirError(
+            f"{out} holds a {CONFIG_FILE} that is not an agent's; nothing was changed: choose "
+            "an empty or new --out"
+        )
+    check_ours(out, AGENT_ENTRIES, "train-agent agent")
+    info = _read_info(out)
+    if info is None:
+        remove_owned(out, AGENT_ENTRIES)  # debris of a run killed before its config was written
+        return None
+    if info.get("status") == "complete" or overwrite:
+        if not overwrite:
+            raise FileExistsError(
+                f"agent directory {out} already holds a trained agent; pass --overwrite to "
+                "replace it or choose another --out"
+            )
+        remove_owned(out, AGENT_ENTRIES)
+        return None
+    if not _same_run(info["agent"], cfg):
+        raise ValueError(
+            f"{out} holds an unfinished agent run with other settings; re-run with the same "
+            "settings to resume it, pass --overwrite to replace it, or choose another --out"
+        )
+    if checkpoint_step(out) is None:
+        logger.warning("%s: the unfinished run left no checkpoint; starting from step 0", out)
+        remove_owned(out, AGENT_ENTRIES)
+        return None
+    return info
+
+
+def train_agent(
+    cfg: AgentConfig,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    skip_complete: bool = False,
+    progress: bool = True,
+    subprocess_envs: bool = False,
+    on_steps: Callable[[int], None] | None = None,
+    callbacks: list[BaseCallback] | None = None,
+) -> AgentResult:
+    """Train ``cfg`` into the bundle ``out_dir``.
+
+    A complete bundle is refused unless ``overwrite`` (replace) or ``skip_complete`` (return
+    it as is, for resumable comparisons). An unfinished bundle of the same settings (a killed
+    run) continues from its last checkpoint. A folder holding anything an agent bundle does
+    not is refused, ``overwrite`` or not. ``callbacks`` (SB3 callbacks) run beside ours;
+    ``on_steps(n)`` is called after every vectorised step with the env steps it took.
+
+    Raises:
+        FileExistsError: a complete bundle without ``overwrite``, or a folder that is not one.
+        RunDirBusyError: another process is writing ``out_dir``.
+    """
+    out = Path(out_dir)
+    done = _read_info(out)
+    if done is not None and done.get("status") == "complete" and skip_complete:
+        return AgentResult(
+            out,
+            done["final_mean_return"],
+            done["train_seconds"],
+            done["steps_per_second"],
+            skipped=True,
+        )
+    with RunDirLock(out, "train-agent"):
+        resumed = _claim_bundle(out, cfg, overwrite)
+        return _train(cfg, out, resumed, progress, subprocess_envs, on_steps, callbacks or [])
+
+
+def _train(
+    cfg: AgentConfig,
+    out: Path,
+    resumed: dict[str, Any] | None,
+    progress: bool,
+    subprocess_envs: bool,
+    on_steps: Callable[[int], None] | None,
+    callbacks: list[BaseCallback],
+) -> AgentResult:
+    import torch
+
+    if resumed is None:
+        info: dict[str, Any] = {
+            "agent": cfg.to_dict(),
+            "status": "training",
+            "versions": library_versions(),
+        }
+        if cfg.model_dir:
+            info["model_sha256"] = copy_model(cfg.model_dir, out)
+            info["model_source"] = str(cfg.model_dir)
+            try:
+                _, extra = read_model_config(out / "model")
+            except CheckpointError:  # a PCA encoder: no autoencoder config to read
+                extra = {}
+            warn_on_backend_mismatch(
+                extra.get("data", {}).get("backend"),
+                cfg.env_options.get("backend", "gymnasium"),
+                f"the model {cfg.model_dir}",
+            )
+    else:
+        info = resumed
+    memory: Any = None
+    memory_info: dict[str, Any] = {}
+    if cfg.memory_dir:
+        from agents.bundle import MEMORY_DIR, copy_memory
+        from worldvae.memory import load_memory
+
+        if resumed is None:
+            info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
+            info["memory_source"] = str(cfg.memory_dir)
+        memory, memory_info = load_memory(out / MEMORY_DIR, device=cfg.device)
+    write_json(out / CONFIG_FILE, info)
+    model = load_encoder(out / "model", device=cfg.device) if get_arm(cfg.obs).loads_model else None
+    torch.manual_seed(cfg.seed)
+    eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model, memory=memory)
+    if cfg.algo == "cmaes":
+        return _train_cmaes(
+            cfg, out, info, eval_env, memory_info, progress, resumed is not None, on_steps
+        )
+    if cfg.dream:
+        from agents.environments import build_dream_vec_env
+
+        env = build_dream_vec_env(cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info))
+    else:
+        env = build_vec_env(
+            cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
+        )
+    if isinstance(env, VecLatentObservation):
+        info["encode_precision"] = env.precision
+        logger.info("encoding latents in %s", env.precision)
+    kwargs = constructor_kwargs(cfg.algo_kwargs)
+    if cfg.algo_kwargs.get("normalize_reward"):
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize(env, norm_obs=False, gamma=float(kwargs.get("gamma", 0.99)))
+    agent = algo_class(cfg.algo)(
+        policy_name(cfg),
+        env,
+        seed=cfg.seed,
+        device=cfg.device,
+        tensorboard_log=str(out / "tb"),
+        policy_kwargs=policy_kwargs(cfg, out),
+        verbose=0,
+        **kwargs,
+    )
+    evaluator = EvalAndProgress(
+        eval_env, cfg, out / EVAL_CSV, progress, on_steps, best_path=out / BEST_AGENT_FILE
+    )
+    checkpointer = CheckpointAndReset(cfg, out, evaluator)
+    if resumed is not None:
+        checkpointer.restore(load_checkpoint(agent, out))
+        env.seed(boundary_seed(cfg.seed, checkpointer.boundary))  # SB3 resets with these
+        logger.info("%s: resuming from step %d", out, agent.num_timesteps)
+    t = time.perf_counter()
+    agent.learn(
+        cfg.total_timesteps - agent.num_timesteps,
+        callback=[checkpointer, evaluator, *callbacks],
+        tb_log_name=cfg.run_name,
+        reset_num_timesteps=resumed is None,
+    )
+    train_seconds = evaluator.rows[-1]["seconds"]
+    save_agent(agent, out / AGENT_FILE)
+    env.close()
+    eval_env.close()
+    final = evaluator.rows[-1]["mean_return"]
+    info |= {
+        "status": "complete",
+        "final_mean_return": final,
+        "train_seconds": round(train_seconds, 3),
+        "steps_per_second": round(agent.num_timesteps / max(train_seconds, 1e-9), 2),
+        "steps": int(agent.num_timesteps),
+        "wall_seconds": round(time.perf_counter() - t, 3),
+        "best": {k: best[k] for k in ("steps", "mean_return", "std_return")}
+        if (best := best_row(evaluator.rows))
+        else None,
+    }
+    write_json(out / CONFIG_FILE, info)
+    remove_owned(out, [CHECKPOINT_DIR])  # replay buffers are large; the agent is complete
+    return AgentResult(out, final, train_seconds, info["steps_per_second"])
+
+
+def _latent_data(cfg: AgentConfig, memory_info: dict[str, Any]) -> str:
+    """The latent dataset M was trained on: its first frames start the dream's episodes."""
+    data = memory_info.get("latent_data")
+    if not data or not Path(data).is_dir():
+        raise FileNotFoundError(
+            f"the dream starts from the latent dataset M was trained on ({data}), which is not "
+            f"there; restore it or re-run `worldvae encode-data` into {data}"
+        )
+    return str(data)
+
+
+def _train_cmaes(
+    cfg: AgentConfig,
+    out: Path,
+    info: dict[str, Any],
+    eval_env: Any,
+    memory_info: dict[str, Any],
+    progress: bool,
+    resume: bool,
+    on_steps: Callable[[int], None] | None,
+) -> AgentResult:
+    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``; it checkpoints
+    every ``checkpoint_freq`` env steps and resumes from there."""
+    from agents.controller.cmaes import CMAESConfig, train_controller
+
+    if cfg.obs != "latent+h":
+        raise ValueError("the CMA-ES controller reads [z, h]: use --obs latent+h with --memory")
+    spec = {
+        "cfg": cfg.to_dict(),
+        "bundle": str(out),
+        "dream": cfg.dream,
+        "latent_data": _latent_data(cfg, memory_info) if cfg.dream else "",
+        "rollouts": CMAESConfig.from_dict(cfg.algo_kwargs).rollouts,
+        "obs_dim": int(eval_env.observation_space.shape[0]),
+        "action_space": eval_env.action_space,
+    }
+
+    def evaluate(controller: Any) -> tuple[float, float]:
+        returns = evaluate_policy_seeded(controller, eval_env, cfg.eval_episodes, cfg.eval_seed)
+        return float(returns.mean()), float(returns.std())
+
+    result = train_controller(
+        spec,
+        CMAESConfig.from_dict(cfg.algo_kwargs),
+        cfg.total_timesteps,
+        cfg.seed,
+        out,
+        evaluate,
+        cfg.eval_freq,
+        progress,
+        checkpoint_every_steps=cfg.checkpoint_freq,
+        resume=resume,
+        on_steps=on_steps,
+    )
+    eval_env.close()
+    info |= {"status": "complete", **result}
+    write_json(out / CONFIG_FILE, info)
+    remove_owned(out, [CHECKPOINT_DIR])
+    return AgentResult(
+        out, result["final_mean_return"], result["train_seconds"], result["steps_per_second"]
+    )

@@ -1,0 +1,166 @@
+"""``worldvae collect`` and ``worldvae data info|verify``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agents.cli.common import (
+    add_cluster_arguments,
+    add_env_arguments,
+    env_options_from_args,
+    given_env_options,
+)
+from agents.cli.options import add_config_options, bounded, config_values
+from envs.collector import CollectConfig
+from worldvae.rundir import RunDirLock
+
+BUDGET = ("n_episodes", "n_frames")  # exactly one is given
+
+
+def add_collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect rollouts of an env into an episode dataset",
+        description="Play episodes in parallel worker processes and store frames, actions, "
+        "rewards and episode ends. Re-running the same command resumes.",
+    )
+    add_env_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="dataset directory")
+    budget = p.add_mutually_exclusive_group(required=True)
+    settings = add_config_options(budget, CollectConfig, only=BUDGET)
+    settings += add_config_options(p, CollectConfig, skip=BUDGET)
+    p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
+    p.set_defaults(collect_fields=settings)
+    add_cluster_arguments(p)
+    p.set_defaults(func=run_collect)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from envs.collector import collect
+
+    with RunDirLock(args.out, "collect"):
+        result = _collect(args, collect)
+    print(
+        f"collected {result.new_episodes} new episodes ({result.new_frames} frames, "
+        f"{result.frames_per_second:.0f} frames/s); {result.out_dir} now holds "
+        f"{result.total_episodes} episodes, {result.total_frames} frames"
+    )
+    return 0
+
+
+def _collect(args: argparse.Namespace, collect: Any) -> Any:
+    settings = config_values(args, args.collect_fields)
+    env_options = env_options_from_args(args)
+    agent = _agent_policy(args, settings.get("policy", ""))
+    if agent is not None:  # the agent's env, the agent's frames
+        settings["policy"] = agent
+        given = given_env_options(args)
+        if given.get("backend") == "auto":  # not a choice: the agent's backend stands
+            given.pop("backend")
+        env_options = agent.env_spec().resolve(given, f"the agent's config ({agent.path})")
+    return collect(
+        args.out,
+        args.env,
+        **settings,
+        env_options=env_options,
+        overwrite=args.overwrite,
+        cluster=args.cluster,
+    )
+
+
+def _agent_policy(args: argparse.Namespace, policy: str) -> Any:
+    """``agent:RUN`` / ``best-agent:RUN``: the trained agent as the collection policy (its env
+    id must be ``--env``); None for the other policies."""
+    from agents.collection import AgentPolicySpec
+
+    agent = AgentPolicySpec.parse(policy)
+    if agent is not None and agent.env_spec().env_id != args.env:
+        raise ValueError(
+            f"the agent in {agent.path} was trained on {agent.env_spec().env_id}, not "
+            f"{args.env}; pass --env {agent.env_spec().env_id}"
+        )
+    return agent
+
+
+def add_data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect an episode dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    info = data_sub.add_parser("info", help="counts, return statistics and a mosaic PNG")
+    info.add_argument("dir", type=Path)
+    info.add_argument("--mosaic", type=Path, default=None, help="PNG path (default DIR/mosaic.png)")
+    info.add_argument(
+        "--n", type=bounded(int, 1, 4096), default=64, help="frames in the mosaic (1..4096)"
+    )
+    info.set_defaults(func=run_info)
+    verify = data_sub.add_parser("verify", help="read every episode and check its checksums")
+    verify.add_argument("dir", type=Path)
+    verify.set_defaults(func=run_verify)
+    merge = data_sub.add_parser(
+        "merge",
+        help="join datasets of the same frames (e.g. rounds from different policies) into one",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, help="two or more dataset directories")
+    merge.add_argument("--out", required=True, type=Path, help="the merged dataset directory")
+    merge.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    merge.set_defaults(func=run_merge)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from worldvae.data import EpisodeDataset
+    from worldvae.images import image_grid, save_png
+
+    ds = EpisodeDataset(args.dir)
+    m = ds.manifest
+    s = ds.stats()
+    print(f"dataset    {ds.root}")
+    print(
+        f"env        {m.env_id}  frames {m.frame_shape}  policy {m.policy['name']}  seed {m.seed}"
+    )
+    print(f"options    {m.env_options}")
+    print(
+        f"episodes   {s['episodes']} (train {s['train_episodes']}, val {s['val_episodes']})  "
+        f"frames {s['frames']}  mean length {s['length_mean']:.1f}"
+    )
+    print(
+        f"return     mean {s['return_mean']:.2f} +- {s['return_std']:.2f}  "
+        f"min {s['return_min']:.2f}  max {s['return_max']:.2f}"
+    )
+    print(f"versions   {', '.join(f'{k} {v}' for k, v in sorted(m.versions.items()))}")
+    frames = ds.sample_frames(args.n)
+    scale = max(1, 128 // max(m.frame_shape[:2]))
+    mosaic = args.mosaic or ds.root / "mosaic.png"
+    with RunDirLock(mosaic.parent, "data info"):
+        path = save_png(mosaic, image_grid(frames, n_cols=8, scale=scale))
+    print(f"mosaic     {path}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from worldvae.data import EpisodeDataset
+    from worldvae.data.episodes import verify_episode
+
+    ds = EpisodeDataset(args.dir, skip_corrupt=True)
+    bad = list(ds.corrupt)
+    for info in ds.episodes:
+        try:
+            verify_episode(info.path)
+        except Exception as e:
+            bad.append(info.path)
+            print(f"corrupt: {e}")
+    print(f"{len(ds.episodes) + len(ds.corrupt) - len(bad)} episodes intact, {len(bad)} corrupt")
+    if bad:
+        print("delete the corrupt files and re-run the collect command to re-collect them")
+    return 1 if bad else 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from worldvae.data.writer import merge_datasets
+
+    merged = merge_datasets(args.sources, args.out, overwrite=args.overwrite)
+    counts = ", ".join(
+        f"{s['episodes']} from {s['path']}" for s in merged.policy["params"]["sources"]
+    )
+    print(f"merged {counts} into {args.out}")
+    return 0

@@ -1,0 +1,258 @@
+"""``DreamEnv``: a gymnasium env that runs entirely inside M (World Models section 4.4).
+
+An episode starts from a real start latent (the first frame of a recorded episode, as encoded
+by V) with M's state at zero; each step M reads ``(z_t, a_t)``, predicts the reward and the done
+flag, and the next latent is sampled from its mixture at temperature ``tau``. Observations are
+``[z, h]``, the same as the ``latent+h`` wrappers give in the real env, so an agent trained in
+the dream acts in the real env unchanged. A dream step costs one LSTM step, not a rendered
+frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+
+from envs.latent_memory import memory_space, resolve_memory
+from worldvae.data.latents import ActionSpec, LatentDataset
+from worldvae.memory import MDNRNN
+from worldvae.memory.model import sample_next
+from worldvae.vae import Autoencoder
+
+
+def start_latents_from(data: str | Path | np.ndarray) -> np.ndarray:
+    """Start latents ``(N, D)``: an array as is, or the first-frame means of a latent dataset."""
+    if isinstance(data, np.ndarray):
+        return np.asarray(data, np.float32)
+    mu, _ = LatentDataset(data, val_fraction=0.0).start_latents("all")
+    return mu.astype(np.float32)
+
+
+class DreamEnv(gym.Env):
+    """Steps M at temperature ``tau``; rewards and ends come from M.
+
+    Args:
+        memory: M (loaded, or a memory model / ``train-rnn`` run directory).
+        start_latents: ``(N, D)`` real start latents, or a latent dataset directory.
+        action_space: the real env's action space (Discrete or Box), which M was trained on.
+        temperature: ``tau`` (default: M's configured temperature).
+        done_threshold: the episode ends when M's done probability exceeds this.
+        max_episode_steps: truncation, as the real env's time limit.
+        vae: decodes ``z`` for ``render()`` (``rgb_array``), optional.
+        device: where models given as paths are loaded.
+
+    Observation space: float32 ``Box((D + H,))``.
+
+    Example:
+        >>> env = DreamEnv("runs/rnn/cp", "runs/latents/cp", gym.spaces.Discrete(2))
+        >>> obs, info = env.reset(seed=0)
+    """
+
+    def __init__(
+        self,
+        memory: MDNRNN | str | Path,
+        start_latents: np.ndarray | str | Path,
+        action_space: gym.Space,
+        temperature: float | None = None,
+        done_threshold: float = 0.5,
+        max_episode_steps: int = 1000,
+        vae: Autoencoder | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+    ):
+        from envs.latent_memory import check_memory_fits
+
+        self.memory = resolve_memory(memory, device)
+        self.action_encoding: ActionSpec = check_memory_fits(
+            "DreamEnv", self.memory, vae, action_space
+        )
+        starts = start_latents_from(start_latents)
+        if starts.ndim != 2 or starts.shape[1] != self.memory.config.latent_dim or not len(starts):
+            raise ValueError(
+                f"DreamEnv needs start latents (N, {self.memory.config.latent_dim}), got "
+                f"{starts.shape}; pass the latent dataset M was trained on"
+            )
+        self.starts = starts
+        self.temperature = float(temperature or self.memory.config.temperature)
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"DreamEnv renders 'rgb_array' only, got {render_mode!r}")
+        if render_mode == "rgb_array" and vae is None:
+            raise ValueError("DreamEnv(render_mode='rgb_array') needs vae= to decode the dream")
+        self.metadata = {"render_modes": ["rgb_array"]}
+        self.render_mode = render_mode
+        self.vae = vae
+        self.done_threshold = done_threshold
+        self.max_episode_steps = max_episode_steps
+        self.action_space = action_space
+        self.observation_space = memory_space(self.memory)
+        self._generator = torch.Generator(device=self.memory.device)
+        self._z = torch.zeros(1, self.memory.config.latent_dim, device=self.memory.device)
+        self._state = self.memory.initial_state(1)
+        self._hidden = np.zeros(self.memory.config.hidden_size, np.float32)
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self._z[0].cpu().numpy(), self._hidden]).astype(np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._generator.manual_seed(int(self.np_random.integers(2**62)))
+        i = int(self.np_random.integers(len(self.starts)))
+        self._z = torch.from_numpy(self.starts[i][None].copy()).to(self.memory.device)
+        self._state = self.memory.initial_state(1)
+        self._hidden[:] = 0.0
+        self._t = 0
+        return self._obs(), {"start_index": i}
+
+    @torch.inference_mode()
+    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        a = torch.from_numpy(self.action_encoding.encode(np.asarray(action)[None])).to(
+            self.memory.device
+        )
+        out, self._state = self.memory.step(self._z, a, self._state)
+        reward = float(out.reward[0, -1])
+        p_done = float(torch.sigmoid(out.done_logit[0, -1]))
+        self._z = sample_next(out, self.temperature, self._generator)
+        self._hidden = out.hidden[0, -1].float().cpu().numpy()
+        self._t += 1
+        terminated = p_done > self.done_threshold
+        truncated = not terminated and self._t >= self.max_episode_steps
+        return self._obs(), reward, terminated, truncated, {"done_probability": p_done}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array" or self.vae is None:
+            return None
+        return np.asarray(self.vae.decode(self._z[0].cpu().numpy()))
+
+
+class DreamVecEnv(VecEnv):
+    """``n_envs`` dreams stepped together: one batched M step and one sample per VecEnv step.
+
+    The same dream as :class:`DreamEnv` (start latents, temperature, done threshold, time
+    limit, ``[z, h]`` observations), with SB3's VecEnv semantics: an env whose episode ends
+    is reset at once, its last observation in ``infos[i]["terminal_observation"]``, and M's
+    state for that env zeroed, so no transition mixes two episodes. One
+    ``torch.Generator`` draws every env's next latent; :meth:`seed` fixes it and the start
+    choices.
+
+    Args:
+        memory, start_latents, action_space, temperature, done_threshold, max_episode_steps,
+        device: as for :class:`DreamEnv`.
+        n_envs: dreams stepped together.
+    """
+
+    def __init__(
+        self,
+        memory: MDNRNN | str | Path,
+        start_latents: np.ndarray | str | Path,
+        action_space: gym.Space,
+        n_envs: int,
+        temperature: float | None = None,
+        done_threshold: float = 0.5,
+        max_episode_steps: int = 1000,
+        device: str = "cpu",
+    ):
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        one = DreamEnv(  # checks M, the action space, the starts and tau
+            memory, start_latents, action_space, temperature, done_threshold,
+            max_episode_steps, device=device,
+        )  # fmt: skip
+        self.render_mode = None  # read by VecEnv.__init__ through get_attr
+        super().__init__(n_envs, one.observation_space, action_space)
+        self.memory, self.starts, self.temperature = one.memory, one.starts, one.temperature
+        self.action_encoding = one.action_encoding
+        self.done_threshold, self.max_episode_steps = done_threshold, max_episode_steps
+        self._generator = torch.Generator(device=self.memory.device)
+        self._rng = np.random.default_rng()
+        self._z = torch.zeros(n_envs, self.memory.config.latent_dim, device=self.memory.device)
+        self._state = self.memory.initial_state(n_envs)
+        self._hidden = np.zeros((n_envs, self.memory.config.hidden_size), np.float32)
+        self._t = np.zeros(n_envs, np.int64)
+        self._actions: np.ndarray | None = None
+        self._next_seed: int | None = None
+
+    @torch.inference_mode()
+    def _restart(self, envs: np.ndarray) -> None:
+        """New start latents and zero M state for the envs ``envs`` (indices)."""
+        picks = self._rng.integers(len(self.starts), size=len(envs))
+        self._z[envs] = torch.from_numpy(self.starts[picks]).to(self.memory.device)
+        self._state[0][:, envs] = 0.0
+        self._state[1][:, envs] = 0.0
+        self._hidden[envs] = 0.0
+        self._t[envs] = 0
+
+    def _obs(self) -> np.ndarray:
+        z = self._z.float().cpu().numpy()
+        return np.concatenate([z, self._hidden], axis=1).astype(np.float32)
+
+    def reset(self) -> np.ndarray:
+        if self._next_seed is not None:
+            self._rng = np.random.default_rng(self._next_seed)
+            self._generator.manual_seed(int(self._rng.integers(2**62)))
+            self._next_seed = None
+        self._restart(np.arange(self.num_envs))
+        return self._obs()
+
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seeds the next :meth:`reset` (start choices and M's samples), as SB3 does."""
+        self._next_seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    @torch.inference_mode()
+    def step_wait(self) -> Any:
+        if self._actions is None:
+            raise RuntimeError("step_wait() without step_async(actions)")
+        a = torch.from_numpy(self.action_encoding.encode(self._actions)).to(self.memory.device)
+        self._actions = None
+        out, self._state = self.memory.step(self._z, a, self._state)
+        rewards = out.reward[:, -1].float().cpu().numpy().astype(np.float32)
+        p_done = torch.sigmoid(out.done_logit[:, -1]).float().cpu().numpy()
+        self._z = sample_next(out, self.temperature, self._generator)
+        self._hidden = out.hidden[:, -1].float().cpu().numpy()
+        self._t += 1
+        terminated = p_done > self.done_threshold
+        truncated = ~terminated & (self._t >= self.max_episode_steps)
+        dones = terminated | truncated
+        obs = self._obs()
+        infos: list[dict[str, Any]] = [{"done_probability": float(p)} for p in p_done]
+        ended = np.flatnonzero(dones)
+        for i in ended:
+            infos[i]["terminal_observation"] = obs[i].copy()
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i])
+        if len(ended):
+            self._restart(ended)
+            obs[ended] = self._obs()[ended]
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [getattr(self, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self, attr_name, value)
+
+    def env_method(self, method_name: str, *args: Any, indices: Any = None, **kw: Any) -> list[Any]:
+        raise AttributeError(f"DreamVecEnv has no per-env method {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices: Any) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)

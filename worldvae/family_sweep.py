@@ -1,0 +1,258 @@
+"""Train several members of the autoencoder family on one dataset and score each one.
+
+Every run gets the same data, budget (epochs, batch size, learning rate, optional step cap)
+and seeds, and goes through :func:`worldvae.vae.trainer.train_autoencoder`. A sweep directory::
+
+    sweep.json                  the sweep's configuration
+    runs/NAME/                  one trainer run directory per (member, seed)
+    runs/NAME/representation.json, runs/NAME/traversals.png   its scores and factor traversals
+    controls.json               raw pixels, random encoder and PCA, scored the same way
+
+The sweep resumes run by run: finished runs are not retrained, a run killed mid-training
+continues from its last checkpoint, and scores already written are kept while the scoring
+configuration is unchanged. Runs train in parallel processes when ``workers > 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from worldvae.atomic import write_json
+from worldvae.representation import RepresentationConfig
+from worldvae.vae.config import KINDS, AutoencoderConfig
+
+logger = logging.getLogger(__name__)
+
+SCORES_FILE = "representation.json"
+CONTROLS_FILE = "controls.json"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One member of the grid: its name, model options and training seed."""
+
+    name: str
+    model: dict[str, Any]
+    seed: int
+
+
+def sweep_grid(
+    kinds: Sequence[str],
+    betas: Sequence[float] = (1.0,),
+    seeds: Sequence[int] = (0,),
+    base_model: dict[str, Any] | None = None,
+) -> list[SweepRun]:
+    """The runs of a sweep: each kind once per seed, ``beta-vae`` once per beta and seed.
+
+    Names read ``KIND__sSEED`` and ``beta-vae_bBETA__sSEED``. ``base_model`` (latent size,
+    channels, ...) is shared by every run.
+
+    Raises:
+        ValueError: an unknown kind, a non-positive beta, or an empty list.
+    """
+    if not kinds or not seeds:
+        raise ValueError("a sweep needs at least one kind and one seed")
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown autoencoder kinds {unknown}; choose from {', '.join(KINDS)}")
+    if any(b <= 0 for b in betas):
+        raise ValueError(f"beta values must be positive, got {list(betas)}")
+    base = dict(base_model or {})
+    runs: list[SweepRun] = []
+    for seed in seeds:
+        for kind in dict.fromkeys(kinds):
+            if kind == "beta-vae":
+                for beta in dict.fromkeys(betas):
+                    label = f"{beta:g}".replace(".", "p")
+                    runs.append(
+                        SweepRun(
+                            f"beta-vae_b{label}__s{seed}", base | {"kind": kind, "beta": beta}, seed
+                        )
+                    )
+            else:
+                runs.append(SweepRun(f"{kind}__s{seed}", base | {"kind": kind}, seed))
+    return runs
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: the grid, the shared training budget and how runs are scored.
+
+    Attributes:
+        data: dataset directory (collected with states for the factor scores).
+        shifted: a dataset of another distribution for the anomaly AUROC, or None.
+        kinds, betas, seeds, model: see :func:`sweep_grid`.
+        epochs, batch_size, lr, warmup_steps, max_steps: the training budget every run gets.
+        workers: runs trained and scored at once, in separate processes.
+        scoring: :class:`RepresentationConfig` as a dict.
+    """
+
+    data: str
+    kinds: tuple[str, ...] = ("ae", "dae", "vae", "beta-vae")
+    betas: tuple[float, ...] = (4.0, 16.0)
+    seeds: tuple[int, ...] = (0,)
+    model: dict[str, Any] = field(default_factory=lambda: {"latent_dim": 32})
+    shifted: str | None = None
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    max_steps: int | None = None
+    workers: int = 1
+    scoring: dict[str, Any] = field(default_factory=lambda: RepresentationConfig().to_dict())
+
+    def runs(self) -> list[SweepRun]:
+        return sweep_grid(self.kinds, self.betas, self.seeds, self.model)
+
+    def representation_config(self) -> RepresentationConfig:
+        d = dict(self.scoring)
+        d["label_budgets"] = tuple(d["label_budgets"])
+        return RepresentationConfig(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _train_config(cfg: SweepConfig, run: SweepRun) -> Any:
+    from worldvae.vae.trainer import TrainConfig
+
+    return TrainConfig(
+        model=run.model,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        max_steps=cfg.max_steps,
+        seed=run.seed,
+        device="cpu",
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_one(cfg: SweepConfig, run: SweepRun, out_dir: str, threads: int = 0) -> dict[str, Any]:
+    """Train ``run`` (or resume it, or skip it when finished), then score it once.
+
+    Returns its scores with ``run``, ``kind``, ``beta``, ``seed``, ``train_seconds`` added.
+    """
+    import torch
+
+    from worldvae.data import EpisodeDataset
+    from worldvae.representation import evaluate_model, load_factor_data
+    from worldvae.vae import load_model
+    from worldvae.vae.trainer import is_finished, train_autoencoder
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    run_dir = Path(out_dir) / "runs" / run.name
+    tcfg = _train_config(cfg, run)
+    if not is_finished(run_dir):
+        logger.info("training %s", run.name)
+        train_autoencoder(cfg.data, run_dir, tcfg, resume=run_dir.exists(), progress=False)
+    scores_path = run_dir / SCORES_FILE
+    rep = cfg.representation_config()
+    identity = {"scoring": rep.to_dict(), "shifted": cfg.shifted, "data": cfg.data}
+    cached = _read_json(scores_path)
+    if cached is not None and cached.get("identity") == identity:
+        return dict(cached["scores"])
+    logger.info("scoring %s", run.name)
+    data = load_factor_data(
+        EpisodeDataset(cfg.data),
+        rep,
+        EpisodeDataset(cfg.shifted, val_fraction=0.0) if cfg.shifted else None,
+    )
+    model = load_model(run_dir, device="cpu")
+    scores = evaluate_model(model, data, rep, run_dir)
+    history = _read_json(run_dir / "checkpoints" / "last" / "trainer_state.json") or {}
+    scores |= {
+        "run": run.name,
+        "kind": run.model["kind"],
+        "beta": run.model.get("beta") if run.model["kind"] == "beta-vae" else None,
+        "seed": run.seed,
+        "train_seconds": float((history.get("history") or [{}])[-1].get("seconds", 0.0)),
+        "model_dir": str(run_dir),
+    }
+    write_json(scores_path, {"identity": identity, "scores": scores})
+    return scores
+
+
+def score_controls(cfg: SweepConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Score the controls once per sweep (cached in ``controls.json``)."""
+    from worldvae.data import EpisodeDataset
+    from worldvae.representation import evaluate_controls, load_factor_data
+
+    path = Path(out_dir) / CONTROLS_FILE
+    rep = cfg.representation_config()
+    identity = {"scoring": rep.to_dict(), "data": cfg.data, "model": cfg.model}
+    cached = _read_json(path)
+    if cached is not None and cached.get("identity") == identity:
+        return dict(cached["controls"])
+    dataset = EpisodeDataset(cfg.data)
+    model_cfg = AutoencoderConfig.from_dict(
+        {**cfg.model, "kind": "vae", "frame_shape": dataset.frame_shape}
+    )
+    controls = evaluate_controls(load_factor_data(dataset, rep), model_cfg, rep)
+    write_json(path, {"identity": identity, "controls": controls})
+    return controls
+
+
+def _check_sweep_dir(cfg: SweepConfig, out: Path, overwrite: bool) -> None:
+    path = out / "sweep.json"
+    old = _read_json(path)
+    if old is not None and old != cfg.to_dict() and not overwrite:
+        changed = sorted(k for k in cfg.to_dict() if old.get(k) != cfg.to_dict()[k])
+        raise ValueError(
+            f"{out} holds a sweep with other settings (differs in {changed}); re-run with the "
+            "same options to resume it, choose another --out, or pass --overwrite"
+        )
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, cfg.to_dict())
+
+
+def run_sweep(
+    cfg: SweepConfig, out_dir: str | Path, overwrite: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train and score every run of ``cfg`` (resuming what is done), then the controls.
+
+    Returns:
+        (one scores dict per run, in grid order; the controls' scores).
+
+    Raises:
+        ValueError: ``out_dir`` holds a sweep with other settings (unless ``overwrite``).
+    """
+    from worldvae.data import EpisodeDataset
+    from worldvae.representation import require_states
+
+    require_states(EpisodeDataset(cfg.data))
+    out = Path(out_dir)
+    _check_sweep_dir(cfg, out, overwrite)
+    runs = cfg.runs()
+    workers = max(1, min(cfg.workers, len(runs)))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, cfg, r, str(out), threads) for r in runs]
+            rows = [f.result() for f in futures]
+    else:
+        rows = []
+        for i, r in enumerate(runs):
+            rows.append(run_one(cfg, r, str(out)))
+            print(f"[sweep] {i + 1}/{len(runs)} {r.name} scored", flush=True)
+    return rows, score_controls(cfg, out)
