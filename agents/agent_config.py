@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -12,15 +14,15 @@ from typing import Any
 import yaml
 
 from agents.algo_kwargs import ACTIVATIONS, EXTRA_ALGO_KEYS, SCHEDULED_KEYS, parse_schedule
+from agents.algorithms import ALGORITHMS, sb3_algorithm
 from agents.arms import ARMS
-from envs.factory import recommended_options, resolve_env_options
-from envs.registry import ENV_ID_HELP
-from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
+from envs.factory import new_spec, resolve_spec
 from worldvae.config_fields import check_ranges, option, reject_unknown_keys
-from worldvae.envspec import read_env_spec
+from worldvae.envspec import EnvSpec, read_env_spec
+from worldvae.memory import read_memory_config
 
 OBS_KINDS = tuple(ARMS)
-ALGOS = (*SB3_ALGORITHMS, "cmaes")
+ALGOS = tuple(ALGORITHMS)
 OBS_KEYS = {name: set(arm.obs_keys) for name, arm in ARMS.items()}
 POLICY_KWARGS = {
     "net_arch",
@@ -182,9 +184,13 @@ def load_hyperparams(env_id: str, extra_file: str | Path | None = None) -> dict[
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Everything that defines one agent run; stored as ``config.json`` in its bundle."""
+    """Everything that defines one agent run; stored as ``config.json`` in its bundle.
 
-    env_id: str = option(help=ENV_ID_HELP, flag="--env")
+    ``env`` is the env spec the agent plays (its backend resolved); on disk it is the
+    ``env_id`` and ``env_options`` keys (:meth:`to_dict`), as every stored agent has them.
+    """
+
+    env: EnvSpec
     obs: str = option("pixel", "what the agent sees (see agents.arms)", choices=OBS_KINDS)
     algo: str = option("ppo", "training algorithm", choices=ALGOS)
     model_dir: str | None = option(
@@ -202,7 +208,6 @@ class AgentConfig:
     total_timesteps: int = option(50_000, "env steps", 1, 10**11, flag="--steps")
     seed: int = option(0, "seed", 0, 2**32 - 1)
     n_envs: int = option(4, "parallel envs (default: the hyperparameters' n_envs)", 1, 1024)
-    env_options: dict[str, Any] = field(default_factory=dict)
     obs_options: dict[str, Any] = field(default_factory=dict)
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_freq: int = option(10_000, "env steps between evaluations", 1, 10**11)
@@ -240,33 +245,67 @@ class AgentConfig:
             )
 
     @property
+    def env_id(self) -> str:
+        """The env's gymnasium id."""
+        return self.env.env_id
+
+    @property
     def run_name(self) -> str:
         obs = f"{self.obs}-dream" if self.dream else self.obs
         return f"{self.env_id.replace('/', '_')}__{obs}__{self.algo}__{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready: the env spec as ``env_id`` and ``env_options``, then the other fields."""
+        rest = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "env"}
+        return self.env.to_dict() | copy.deepcopy(rest)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
+        d = dict(d)
+        if "env_id" not in d:
+            raise ValueError("incomplete agent config (no env_id)")
+        env = EnvSpec.from_dict(
+            {"env_id": d.pop("env_id"), "env_options": d.pop("env_options", {})}
+        )
         reject_unknown_keys(cls, d, "agent config")
         try:
-            return cls(**d)
+            return cls(env=env, **d)
         except TypeError as e:  # a required key is missing
             raise ValueError(f"incomplete agent config ({e})") from e
 
+    def with_env(self, **changes: Any) -> AgentConfig:
+        """A copy whose env spec has ``changes`` (EnvSpec fields) applied."""
+        return dataclasses.replace(self, env=self.env.replace(**changes))
 
-def agent_env_options(
-    env_id: str, model_dir: str | Path | None, given: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The ``make_env`` options of an agent: the env spec the model records (so the agent sees
-    the frames the model was trained on), with ``given`` checked against it; without a recorded
-    spec, the env's recommended options updated by ``given``.
+
+def agent_env_spec(
+    env_id: str, model_dir: str | Path | None, given: Mapping[str, Any] | None
+) -> EnvSpec:
+    """An agent's env spec: the one the model records (so the agent sees the frames the model
+    was trained on), with ``given`` (explicit choices by field name) checked against it;
+    without a recorded spec, the env's recommended one updated by ``given``. Its backend is
+    resolved.
     """
     spec = read_env_spec(model_dir) if model_dir else None
     if spec is None:
-        return recommended_options(env_id, given)
-    return spec.resolve(given, f"the model {model_dir}")
+        return new_spec(env_id, given)
+    return resolve_spec(spec.resolve(given, f"the model {model_dir}"))
+
+
+def memory_env_given(memory_dir: str | Path, env_id: str) -> dict[str, Any]:
+    """The env spec M's frames were made with, as explicit choices for an agent on ``env_id``
+    (empty for an M that records none: the env's recommended spec then).
+
+    Raises:
+        ValueError: M was trained on another env (both named).
+    """
+    _, extra = read_memory_config(memory_dir)
+    if extra.get("env_id") not in (None, env_id):
+        raise ValueError(
+            f"the memory model {memory_dir} was trained on {extra['env_id']}, not {env_id}"
+        )
+    spec = EnvSpec.from_record(extra)
+    return spec.options() if spec is not None else {}
 
 
 def resolve_config(
@@ -278,15 +317,15 @@ def resolve_config(
     seed: int = 0,
     hyperparams_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    env_given: Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> AgentConfig:
     """Build an :class:`AgentConfig` from the YAML hyperparameters for ``env_id`` and ``algo``.
 
     ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields.
-    The env's options come from the model's recorded env spec (``env_options`` given in
-    ``fields`` must agree with it), or without one from :func:`agent_env_options`'s defaults.
-    The env backend (``env_options["backend"]``, default ``"auto"``) is resolved to the one
-    that will run.
+    The env spec comes from the model's recorded one (``env_given``, explicit choices by field
+    name, must agree with it), or without one from :func:`agent_env_spec`'s defaults. Its
+    backend (default ``"auto"``) is resolved to the one that will run.
 
     Raises:
         ValueError: a given env option contradicts the model's recorded spec (both named).
@@ -295,21 +334,17 @@ def resolve_config(
     algo_kwargs = dict(hp.get(algo, {}))
     algo_kwargs.update(overrides or {})
     n_envs = int(algo_kwargs.pop("n_envs", 1))
-    env_options = agent_env_options(env_id, model_dir, fields.pop("env_options", {}))
-    if (
-        obs in ARMS and ARMS[obs].wrap_env is not None
-    ):  # a per-env wrapper needs gymnasium's Python envs
-        env_options = env_options | {"backend": "gymnasium"}
-    env_options = resolve_env_options(env_id, env_options)
+    env = agent_env_spec(env_id, model_dir, env_given)
+    if obs in ARMS and ARMS[obs].wrap_env is not None:  # a per-env wrapper: gymnasium's envs
+        env = resolve_spec(env.replace(backend="gymnasium"))
     return AgentConfig(
-        env_id=env_id,
+        env=env,
         obs=obs,
         algo=algo,
         model_dir=str(model_dir) if model_dir else None,
         total_timesteps=total_timesteps,
         seed=seed,
         n_envs=fields.pop("n_envs", n_envs),
-        env_options=env_options,
         obs_options=dict(hp.get(obs, {})),
         algo_kwargs=algo_kwargs,
         **fields,

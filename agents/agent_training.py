@@ -1,4 +1,5 @@
-"""Training one SB3 agent on pixels, on latents, or through a pretrained encoder."""
+"""Training one agent on pixels, on latents, or through a pretrained encoder: SB3's learn loop,
+or the train hook of an algorithm that brings its own (see :mod:`agents.algorithms`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from agents.agent_checkpoint import (
@@ -22,8 +24,9 @@ from agents.agent_checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from agents.agent_config import AgentConfig, algo_class
+from agents.agent_config import AgentConfig
 from agents.algo_kwargs import constructor_kwargs
+from agents.algorithms import TrainRun, get_algorithm
 from agents.arms import get_arm
 from agents.bundle import (
     AGENT_FILE,
@@ -33,17 +36,20 @@ from agents.bundle import (
     EVAL_CSV,
     MEMORY_DIR,
     MODEL_DIR,
+    copy_memory,
     copy_model,
     policy_kwargs,
     policy_name,
 )
-from agents.environments import build_vec_env, evaluate_policy_seeded
+from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
 from envs.backends import warn_on_backend_mismatch
 from envs.latent import VecLatentObservation
 from worldvae.atomic import atomic_path, write_json
 from worldvae.encoders import load_encoder
+from worldvae.envspec import read_env_spec
+from worldvae.memory import load_memory
 from worldvae.rundir import ForeignDirError, RunDirLock, check_ours, remove_owned
-from worldvae.vae.io import CheckpointError, read_model_config
+from worldvae.vae import load_model
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -339,63 +345,37 @@ def _train(
     on_steps: Callable[[int], None] | None,
     callbacks: list[BaseCallback],
 ) -> AgentResult:
+    """Train ``cfg`` into the claimed bundle ``out``, continuing the run ``resumed`` records."""
     import torch
 
-    if resumed is None:
-        info: dict[str, Any] = {
-            "agent": cfg.to_dict(),
-            "status": "training",
-            "versions": library_versions(),
-        }
-        if cfg.model_dir:
-            info["model_sha256"] = copy_model(cfg.model_dir, out)
-            info["model_source"] = str(cfg.model_dir)
-            try:
-                _, extra = read_model_config(out / "model")
-            except CheckpointError:  # a PCA encoder: no autoencoder config to read
-                extra = {}
-            warn_on_backend_mismatch(
-                extra.get("data", {}).get("backend"),
-                cfg.env_options.get("backend", "gymnasium"),
-                f"the model {cfg.model_dir}",
-            )
-    else:
-        info = resumed
-    memory: Any = None
-    memory_info: dict[str, Any] = {}
-    if cfg.memory_dir:
-        from agents.bundle import MEMORY_DIR, copy_memory
-        from worldvae.memory import load_memory
-
-        if resumed is None:
-            info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
-            info["memory_source"] = str(cfg.memory_dir)
-        memory, memory_info = load_memory(out / MEMORY_DIR, device=cfg.device)
+    info = _bundle_info(cfg, out, resumed)
+    memory, memory_info = _memory(cfg, out, info, resumed is None)
     write_json(out / CONFIG_FILE, info)
     model = load_encoder(out / "model", device=cfg.device) if get_arm(cfg.obs).loads_model else None
     torch.manual_seed(cfg.seed)
     eval_env = build_vec_env(cfg, 1, cfg.eval_seed, model, memory=memory)
-    if cfg.algo == "cmaes":
-        return _train_cmaes(
-            cfg, out, info, eval_env, memory_info, progress, resumed is not None, on_steps
+    algorithm = get_algorithm(cfg.algo)
+    if algorithm.train is not None:
+        run = TrainRun(
+            cfg,
+            out,
+            eval_env.observation_space,
+            eval_env.action_space,
+            _evaluator(cfg, eval_env),
+            bundle_env,
+            _latent_data(cfg, memory_info) if cfg.dream else "",
+            progress,
+            resumed is not None,
+            on_steps,
         )
-    if cfg.dream:
-        from agents.environments import build_dream_vec_env
-
-        env = build_dream_vec_env(cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info))
-    else:
-        env = build_vec_env(
-            cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
-        )
-    if isinstance(env, VecLatentObservation):
-        info["encode_precision"] = env.precision
-        logger.info("encoding latents in %s", env.precision)
+        return _finish_hooked(out, info, algorithm.train(run), eval_env)
+    env = _training_env(cfg, info, model, memory, memory_info, subprocess_envs)
     kwargs = constructor_kwargs(cfg.algo_kwargs)
     if cfg.algo_kwargs.get("normalize_reward"):
         from stable_baselines3.common.vec_env import VecNormalize
 
         env = VecNormalize(env, norm_obs=False, gamma=float(kwargs.get("gamma", 0.99)))
-    agent = algo_class(cfg.algo)(
+    agent = algorithm.sb3_class()(
         policy_name(cfg),
         env,
         seed=cfg.seed,
@@ -405,6 +385,79 @@ def _train(
         verbose=0,
         **kwargs,
     )
+    return _learn(cfg, out, info, agent, env, eval_env, resumed, progress, on_steps, callbacks)
+
+
+def _bundle_info(cfg: AgentConfig, out: Path, resumed: dict[str, Any] | None) -> dict[str, Any]:
+    """The bundle's ``config.json`` content: ``resumed``, or a fresh run's with the model
+    copied into the bundle."""
+    if resumed is None:
+        info: dict[str, Any] = {
+            "agent": cfg.to_dict(),
+            "status": "training",
+            "versions": library_versions(),
+        }
+        if cfg.model_dir:
+            info["model_sha256"] = copy_model(cfg.model_dir, out)
+            info["model_source"] = str(cfg.model_dir)
+            model_env = read_env_spec(out / "model")  # None: a model that records no env
+            if model_env is not None:
+                warn_on_backend_mismatch(
+                    model_env.backend, cfg.env.backend, f"the model {cfg.model_dir}"
+                )
+    else:
+        info = resumed
+    return info
+
+
+def _memory(
+    cfg: AgentConfig, out: Path, info: dict[str, Any], fresh: bool
+) -> tuple[Any, dict[str, Any]]:
+    """M and its training info (``(None, {})`` without one), copied into the bundle first on
+    a ``fresh`` run."""
+    if not cfg.memory_dir:
+        return None, {}
+    if fresh:
+        info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
+        info["memory_source"] = str(cfg.memory_dir)
+    return load_memory(out / MEMORY_DIR, device=cfg.device)
+
+
+def _training_env(
+    cfg: AgentConfig,
+    info: dict[str, Any],
+    model: Any,
+    memory: Any,
+    memory_info: dict[str, Any],
+    subprocess_envs: bool,
+) -> VecEnv:
+    """The ``n_envs`` envs an SB3 agent trains in: M's dream, or the real env's."""
+    env: VecEnv
+    if cfg.dream:
+        env = build_dream_vec_env(cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info))
+    else:
+        env = build_vec_env(
+            cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
+        )
+    if isinstance(env, VecLatentObservation):
+        info["encode_precision"] = env.precision
+        logger.info("encoding latents in %s", env.precision)
+    return env
+
+
+def _learn(
+    cfg: AgentConfig,
+    out: Path,
+    info: dict[str, Any],
+    agent: Any,
+    env: VecEnv,
+    eval_env: VecEnv,
+    resumed: dict[str, Any] | None,
+    progress: bool,
+    on_steps: Callable[[int], None] | None,
+    callbacks: list[BaseCallback],
+) -> AgentResult:
+    """SB3's learn loop with our evaluations and checkpoints, then the complete bundle."""
     evaluator = EvalAndProgress(
         eval_env, cfg, out / EVAL_CSV, progress, on_steps, best_path=out / BEST_AGENT_FILE
     )
@@ -452,49 +505,34 @@ def _latent_data(cfg: AgentConfig, memory_info: dict[str, Any]) -> str:
     return str(data)
 
 
-def _train_cmaes(
-    cfg: AgentConfig,
-    out: Path,
-    info: dict[str, Any],
-    eval_env: Any,
-    memory_info: dict[str, Any],
-    progress: bool,
-    resume: bool,
-    on_steps: Callable[[int], None] | None,
-) -> AgentResult:
-    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``; it checkpoints
-    every ``checkpoint_freq`` env steps and resumes from there."""
-    from agents.controller.cmaes import CMAESConfig, train_controller
+def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[[Any], tuple[float, float]]:
+    """``evaluate(policy) -> (mean, std)`` return over ``cfg``'s evaluation episodes."""
 
-    if cfg.obs != "latent+h":
-        raise ValueError("the CMA-ES controller reads [z, h]: use --obs latent+h with --memory")
-    spec = {
-        "cfg": cfg.to_dict(),
-        "bundle": str(out),
-        "dream": cfg.dream,
-        "latent_data": _latent_data(cfg, memory_info) if cfg.dream else "",
-        "rollouts": CMAESConfig.from_dict(cfg.algo_kwargs).rollouts,
-        "obs_dim": int(eval_env.observation_space.shape[0]),
-        "action_space": eval_env.action_space,
-    }
-
-    def evaluate(controller: Any) -> tuple[float, float]:
-        returns = evaluate_policy_seeded(controller, eval_env, cfg.eval_episodes, cfg.eval_seed)
+    def evaluate(policy: Any) -> tuple[float, float]:
+        returns = evaluate_policy_seeded(policy, eval_env, cfg.eval_episodes, cfg.eval_seed)
         return float(returns.mean()), float(returns.std())
 
-    result = train_controller(
-        spec,
-        CMAESConfig.from_dict(cfg.algo_kwargs),
-        cfg.total_timesteps,
-        cfg.seed,
-        out,
-        evaluate,
-        cfg.eval_freq,
-        progress,
-        checkpoint_every_steps=cfg.checkpoint_freq,
-        resume=resume,
-        on_steps=on_steps,
-    )
+    return evaluate
+
+
+def bundle_env(spec: dict[str, Any]) -> VecEnv:
+    """One env of the run in the bundle ``spec["bundle"]`` (its config ``spec["cfg"]``) on the
+    CPU: inside M's dream when ``spec["dream"]``, else the real env through V and M. A train
+    hook hands it to its worker processes and Ray actors (see :class:`agents.algorithms.TrainRun`).
+    """
+    cfg = AgentConfig.from_dict(spec["cfg"])
+    bundle = Path(spec["bundle"])
+    memory, extra = load_memory(bundle / MEMORY_DIR, device="cpu")
+    if spec["dream"]:
+        return build_dream_vec_env(cfg, 1, cfg.seed, memory, extra["latent_data"])
+    model = load_model(bundle / MODEL_DIR, device="cpu")
+    return build_vec_env(cfg, 1, cfg.seed, model, memory=memory)
+
+
+def _finish_hooked(
+    out: Path, info: dict[str, Any], result: dict[str, Any], eval_env: VecEnv
+) -> AgentResult:
+    """Complete the bundle of an algorithm trained by its own hook."""
     eval_env.close()
     info |= {"status": "complete", **result}
     write_json(out / CONFIG_FILE, info)

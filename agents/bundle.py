@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.agent_config import AgentConfig, algo_class
+from agents.agent_config import AgentConfig
 from agents.algo_kwargs import ACTIVATIONS
+from agents.algorithms import get_algorithm
 from agents.arms import get_arm
+from agents.controller.cmaes import CONTROLLER_FILE
 from agents.environments import build_vec_env
 from envs.sb3_io import load_sb3
 from worldvae.encoders import Encoder, load_encoder
 from worldvae.vae.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
-MEMORY_DIR, CONTROLLER_FILE = "memory", "controller.safetensors"
+MEMORY_DIR = "memory"
 BEST_AGENT_FILE = "best_agent.zip"  # the policy of the best periodic evaluation
 
 
@@ -78,13 +80,10 @@ def is_complete(bundle: str | Path) -> bool:
 
 
 def policy_name(cfg: AgentConfig) -> str:
-    """The arm's policy: an MLP over codes or states, a CNN over images; with
-    ``recurrentppo`` the same with an LSTM after the features (``MlpLstmPolicy``,
+    """The arm's policy: an MLP over codes or states, a CNN over images; with a recurrent
+    algorithm (``recurrentppo``) the same with an LSTM after the features (``MlpLstmPolicy``,
     ``CnnLstmPolicy``)."""
-    name = get_arm(cfg.obs).policy
-    if cfg.algo == "recurrentppo":
-        return name.replace("Policy", "LstmPolicy")
-    return name
+    return get_algorithm(cfg.algo).policy(get_arm(cfg.obs).policy)
 
 
 def policy_kwargs(cfg: AgentConfig, bundle: Path) -> dict[str, Any]:
@@ -151,8 +150,9 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
     cfg = AgentConfig.from_dict(info["agent"])
     if which not in AGENT_CHOICES:
         raise ValueError(f"which must be one of {AGENT_CHOICES}, got {which!r}")
+    algorithm = get_algorithm(cfg.algo)
     agent_file = path / (BEST_AGENT_FILE if which == "best" else AGENT_FILE)
-    if which == "best" and (cfg.algo == "cmaes" or not agent_file.is_file()):
+    if which == "best" and (not algorithm.keeps_best or not agent_file.is_file()):
         raise FileNotFoundError(
             f"{path} kept no best policy ({BEST_AGENT_FILE}: agents trained before it was kept, "
             "and CMA-ES controllers, have only their final one); use the final agent"
@@ -179,20 +179,17 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
             )
         memory = load_memory(path / MEMORY_DIR, device=device)[0]
     probe = build_vec_env(cfg, 1, 0, model, memory=memory)
-    if cfg.algo == "cmaes":
-        from agents.controller.cmaes import load_controller
-
-        probe.close()
-        agent = load_controller(path, probe.observation_space, probe.action_space)
-        return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)
-    agent = load_sb3(
-        algo_class(cfg.algo),
-        agent_file,
-        probe.observation_space,
-        probe.action_space,
-        policy_name(cfg),
-        policy_kwargs(cfg, path),
-        device=device,
-    )
+    if algorithm.load is not None:  # an algorithm with its own bundle files
+        agent = algorithm.load(path, probe.observation_space, probe.action_space)
+    else:
+        agent = load_sb3(
+            algorithm.sb3_class(),
+            agent_file,
+            probe.observation_space,
+            probe.action_space,
+            policy_name(cfg),
+            policy_kwargs(cfg, path),
+            device=device,
+        )
     probe.close()
     return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)

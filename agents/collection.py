@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from agents.agent_config import AgentConfig
+from agents.algorithms import get_algorithm
 from agents.arms import get_arm
 from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, CONFIG_FILE, load_bundle
 from agents.environments import is_recurrent, wrap_observations
@@ -201,15 +202,15 @@ class AgentPolicySpec:
                 f"the agent in {self.path} acts on the env's {cfg.obs} vector, not on frames; "
                 "collect with a pixel, latent, encoder, pca, random or latent+h agent"
             )
-        if cfg.algo == "cmaes":
+        algorithm = get_algorithm(cfg.algo)
+        if not algorithm.is_sb3:
             raise ValueError(
-                f"the agent in {self.path} is a CMA-ES controller; collect with an SB3 agent"
+                f"the agent in {self.path} is a {algorithm.title}; collect with an SB3 agent"
             )
 
     def env_spec(self) -> EnvSpec:
-        """The env the agent was trained on: its id and ``make_env`` options."""
-        cfg = self.config()
-        return EnvSpec(cfg.env_id, dict(cfg.env_options))
+        """The env spec the agent was trained on."""
+        return self.config().env
 
     def build(
         self, action_space: gym.Space, observation_space: gym.Space | None = None

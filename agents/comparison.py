@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from agents.agent_config import AgentConfig, resolve_config
 from agents.agent_training import train_agent
+from agents.algorithms import sb3_algorithm_names
 from agents.arms import check_arms, get_arm
 from agents.control_arms import arm_model_dir, vae_data_dir
 from agents.environments import build_vec_env, evaluate_policy_seeded
@@ -37,11 +38,10 @@ from agents.statistics import (
     probability_of_improvement_ci,
 )
 from envs.registry import ENV_ID_HELP
-from envs.sb3_io import SB3_ALGORITHMS
 from worldvae.atomic import atomic_open, write_json
 from worldvae.config_fields import check_ranges, option, option_from
 from worldvae.data.manifest import Manifest
-from worldvae.envspec import EnvSpec, read_env_spec
+from worldvae.envspec import read_env_spec
 from worldvae.vae.io import resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class CompareConfig:
     model_dir: str | None = option(
         None, "VAE model or run directory (arms with a model)", flag="--model"
     )
-    algo: str = option("ppo", "SB3 algorithm of every arm", choices=SB3_ALGORITHMS)
+    algo: str = option("ppo", "SB3 algorithm of every arm", choices=sb3_algorithm_names())
     obs_kinds: tuple[str, ...] = option(
         ("pixel", "latent"),
         "comma list of arms: pixel, latent, encoder, random (untrained encoder), pca, state, "
@@ -86,7 +86,7 @@ class CompareConfig:
         None, "return that counts as solved (default: halfway from random to the best final)"
     )
     shifted_env_kwargs: dict[str, Any] | None = None
-    env_options: dict[str, Any] = field(default_factory=dict)
+    env_given: dict[str, Any] = field(default_factory=dict)  # EnvSpec fields chosen explicitly
     overrides: dict[str, Any] = field(default_factory=dict)
     n_envs: int | None = option_from(AgentConfig, "n_envs", None)
     hyperparams_file: str | None = option(
@@ -122,21 +122,19 @@ class CompareConfig:
             return self.data_dir
         return vae_data_dir(self.model_dir) if self.model_dir else None
 
-    def arm_env_options(self) -> dict[str, Any]:
-        """The env options every arm gets: the spec the VAE records (else its dataset's), with
-        ``env_options`` checked against it, so the pixel arm sees the VAE's frames too."""
+    def arm_env_given(self) -> dict[str, Any]:
+        """The env spec every arm gets, as explicit choices: the spec the VAE records (else its
+        dataset's), with ``env_given`` checked against it, so the pixel arm sees the VAE's
+        frames too; without either, ``env_given``."""
         spec = read_env_spec(self.model_dir) if self.model_dir else None
         where = f"the model {self.model_dir}"
         data_dir = self.resolved_data_dir()
         if spec is None and data_dir is not None:
             manifest = Manifest.load(data_dir)
-            spec, where = (
-                EnvSpec(manifest.env_id, dict(manifest.env_options)),
-                f"the dataset {data_dir}",
-            )
+            spec, where = manifest.env_spec, f"the dataset {data_dir}"
         if spec is None:
-            return dict(self.env_options)
-        return spec.resolve(self.env_options, where)
+            return dict(self.env_given)
+        return spec.resolve(self.env_given, where).options()
 
     def agent_config(self, obs: str, seed: int, model_dir: str | None = None) -> AgentConfig:
         """The agent config of one run; ``model_dir`` is the arm's encoder (see :mod:`agents.control_arms`)."""
@@ -144,7 +142,7 @@ class CompareConfig:
             "eval_freq": self.eval_freq,
             "eval_episodes": self.eval_episodes,
             "eval_seed": self.eval_seed,
-            "env_options": self.arm_env_options(),
+            "env_given": self.arm_env_given(),
             "deterministic_eval": self.deterministic_eval,
             "max_train_seconds": self.max_train_seconds,
         }
@@ -460,11 +458,9 @@ def _shifted_return(bundle: Path, acfg: AgentConfig, cfg: CompareConfig) -> floa
 
     b = load_bundle(bundle, device="cpu")
     # gymnasium: envpool has no options such as domain_randomize.
-    shifted_options = acfg.env_options | {
-        "env_kwargs": {**acfg.env_options.get("env_kwargs", {}), **(cfg.shifted_env_kwargs or {})},
-        "backend": "gymnasium",
-    }
-    shifted = AgentConfig.from_dict(acfg.to_dict() | {"env_options": shifted_options})
+    shifted = acfg.with_env(
+        env_kwargs={**acfg.env.env_kwargs, **(cfg.shifted_env_kwargs or {})}, backend="gymnasium"
+    )
     venv = build_vec_env(shifted, 1, 0, b.model, memory=b.memory)
     returns = evaluate_policy_seeded(
         b.agent, venv, cfg.final_eval_episodes, cfg.eval_seed, cfg.deterministic_eval

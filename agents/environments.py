@@ -11,19 +11,17 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from agents.agent_config import AgentConfig
 from agents.arms import get_arm
-from envs import make_env_from_options
+from envs import make_env, make_vec_env
 from envs.dream_env import DreamVecEnv, start_latents_from
-from envs.vector import make_vec_env_from_options
 from worldvae.encoders import Encoder
+from worldvae.envspec import EnvSpec
 from worldvae.memory import MDNRNN
 
 
-def _env_fn(
-    env_id: str, options: dict[str, Any], wrap: Callable[[Any, str], Any] | None = None
-) -> Callable[[], Any]:
+def _env_fn(spec: EnvSpec, wrap: Callable[[Any, str], Any] | None = None) -> Callable[[], Any]:
     def make() -> Any:
-        env = make_env_from_options(env_id, options)
-        return wrap(env, env_id) if wrap is not None else env
+        env = make_env(spec)
+        return wrap(env, spec.env_id) if wrap is not None else env
 
     return make
 
@@ -43,16 +41,15 @@ def build_vec_env(
     :class:`~envs.latent.VecLatentObservation` (one batched encode per step); encoder frames
     (the policy's features extractor encodes them); state vectors from the env itself;
     latent+h ``[z, h]`` from :class:`~envs.latent_memory.VecLatentMemoryObservation` (``memory``: M).
-    The backend is ``cfg.env_options["backend"]`` (gymnasium when absent); arms that wrap
-    each env (state) run on gymnasium.
+    The backend is ``cfg.env.backend``; arms that wrap each env (state) run on gymnasium.
     """
     arm = get_arm(cfg.obs)
     venv: VecEnv
     if arm.wrap_env is None:
-        venv = make_vec_env_from_options(cfg.env_id, cfg.env_options, n_envs, seed, subprocess)
+        venv = make_vec_env(cfg.env, n_envs, seed, subprocess)
     else:
-        options = cfg.env_options | {"backend": "gymnasium"}
-        fns = [_env_fn(cfg.env_id, options, arm.wrap_env) for _ in range(n_envs)]
+        spec = cfg.env.replace(backend="gymnasium")
+        fns = [_env_fn(spec, arm.wrap_env) for _ in range(n_envs)]
         venv = (
             SubprocVecEnv(fns, start_method="spawn")
             if subprocess and n_envs > 1
@@ -131,7 +128,7 @@ def evaluate_policy_seeded(
 
 def dream_action_space(cfg: AgentConfig) -> Any:
     """The real env's action space (M was trained on its actions)."""
-    env = make_env_from_options(cfg.env_id, cfg.env_options)
+    env = make_env(cfg.env)
     space = env.action_space
     env.close()
     return space
@@ -139,8 +136,8 @@ def dream_action_space(cfg: AgentConfig) -> Any:
 
 def dream_max_steps(cfg: AgentConfig) -> int:
     """The real env's time limit (``max_episode_steps`` option, else the registered one)."""
-    if cfg.env_options.get("max_episode_steps"):
-        return int(cfg.env_options["max_episode_steps"])
+    if cfg.env.max_episode_steps:
+        return cfg.env.max_episode_steps
     import gymnasium as gym
 
     spec = gym.spec(cfg.env_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agents.agent_config import AgentConfig
 from agents.bundle import load_bundle
 from agents.environments import build_vec_env, evaluate_policy_seeded
-from envs.backends import resolve_backend, warn_on_backend_mismatch
+from envs.backends import warn_on_backend_mismatch
+from envs.factory import resolve_spec
 from envs.latent import VecLatentObservation
 from worldvae.atomic import atomic_path
 
@@ -84,16 +85,13 @@ def evaluate_bundle(
     bundle = load_bundle(path, device=device, which=which)
     cfg = bundle.config
     if backend is not None:
-        trained = cfg.env_options.get("backend", "gymnasium")
-        chosen = resolve_backend(cfg.env_id, backend, cfg.env_options.get("env_kwargs"))
-        warn_on_backend_mismatch(trained, chosen, f"the agent {path}")
-        cfg = AgentConfig.from_dict(
-            cfg.to_dict() | {"env_options": cfg.env_options | {"backend": chosen}}
-        )
+        chosen = resolve_spec(cfg.env.replace(backend=backend))
+        warn_on_backend_mismatch(cfg.env.backend, chosen.backend, f"the agent {path}")
+        cfg = dataclasses.replace(cfg, env=chosen)
     venv = build_vec_env(cfg, 1, 0, bundle.model, memory=bundle.memory)
     frames: list[np.ndarray] = []
 
-    channels = 1 if bundle.config.env_options.get("grayscale") else 3
+    channels = bundle.config.env.channels
 
     def record(env: Any, obs: np.ndarray) -> None:
         if len(frames) > 5000:

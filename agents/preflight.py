@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from envs import make_env_from_options
+from envs import make_env
+from worldvae.envspec import EnvSpec
 from worldvae.vae import load_model
 
 
@@ -35,8 +35,7 @@ def model_env_id(model_dir: str | Path) -> str | None:
 
 
 def check_env_and_model(
-    env_id: str,
-    env_options: dict[str, Any],
+    env: EnvSpec,
     model_dir: str | Path | None,
     allow_env_mismatch: bool = False,
 ) -> tuple[int, ...]:
@@ -47,11 +46,12 @@ def check_env_and_model(
             model was trained on another env (unless ``allow_env_mismatch``).
         CheckpointError: the model directory is missing or broken.
     """
-    env = make_env_from_options(env_id, env_options)
+    env_id = env.env_id
+    made = make_env(env)
     try:
-        shape = tuple(int(x) for x in env.observation_space.shape or ())
+        shape = tuple(int(x) for x in made.observation_space.shape or ())
     finally:
-        env.close()
+        made.close()
     if model_dir is None:
         return shape
     model = load_model(model_dir, device="cpu")

@@ -5,6 +5,9 @@ given (the local process pool gives each run one thread, so one CPU per run comp
 local run computes), and writes its agent bundle to shared storage. Complete bundles are not
 scheduled at all; a run whose worker died is retried once by Ray, and a run cut by a dead
 driver continues from its last checkpoint when the command is re-run.
+
+:func:`run_comparison_on_cluster` is where ``compare`` and ``pipeline`` choose between this
+and the local process pool.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agents.bundle import is_complete
-from envs.cluster import connect_ray, run_tasks
+from envs.cluster import connect_ray, run_tasks, uses_ray
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +150,26 @@ def run_comparison_on_ray(
     result = evaluate_comparison(cfg, runs, out_dir, {"train": time.perf_counter() - start})
     write_results(result)
     return result
+
+
+def run_comparison_on_cluster(
+    cfg: Any,
+    out_dir: str | Path,
+    cluster: str = "local",
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    progress: bool = True,
+) -> Any:
+    """The comparison ``cfg`` into ``out_dir``, its runs trained where ``cluster`` says:
+    ``"local"`` in local processes (:func:`agents.comparison.run_comparison`, ``cfg.workers``
+    at once), ``"ray"`` or a Ray address as Ray tasks of ``cpus_per_run`` CPUs and
+    ``gpus_per_run`` GPUs each (:func:`run_comparison_on_ray`).
+
+    Returns:
+        the :class:`agents.comparison.ComparisonResult`.
+    """
+    if uses_ray(cluster):
+        return run_comparison_on_ray(cfg, out_dir, cluster, cpus_per_run, gpus_per_run, progress)
+    from agents.comparison import run_comparison
+
+    return run_comparison(cfg, out_dir, progress=progress)

@@ -199,23 +199,10 @@ def _probe_lines(probes: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(
-    result: ComparisonResult,
-    out_dir: str | Path,
-    command: str,
-    vae_images: dict[str, Path] | None = None,
-    stage_times: dict[str, float] | None = None,
-    machine: str | None = None,
-    extra_sections: list[str] | None = None,
-    invocations: int = 1,
-) -> Path:
-    """Write the report directory; returns the path of ``report.md``.
-
-    ``extra_sections`` (Markdown) go after the VAE's pictures, before the command;
-    ``invocations`` > 1 says the stage times are sums over a resumed command's runs.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _copy_artifacts(
+    result: ComparisonResult, out: Path, vae_images: dict[str, Path] | None
+) -> None:
+    """Draw the plots into ``out`` and copy the per-run results and the VAE's pictures there."""
     plot_curves(result, out / "curves.png")
     plot_profiles(result, out / "profiles.png")
     for name in ("results.csv", "results.json"):
@@ -223,8 +210,11 @@ def write_report(
             shutil.copy2(result.out_dir / name, out / name)
     for name, src in (vae_images or {}).items():
         shutil.copy2(src, out / f"vae_{name}.png")
+
+
+def _intro_lines(result: ComparisonResult) -> list[str]:
+    """The title, the verdict, and what every agent was given (budget, seeds, evaluation)."""
     cfg = result.config
-    s = result.summary
     n_seeds = len(cfg.seeds)
     mode = "deterministic (mode action)" if cfg.deterministic_eval else "stochastic (sampled)"
     budget = (
@@ -253,29 +243,42 @@ def write_report(
             "removes none. Use 5 or more seeds for the IQM to mean anything.",
             "",
         ]
-    lines += [
+    return lines
+
+
+def _arm_row(obs: str, v: dict[str, Any], poi: dict[str, Any] | None) -> str:
+    """One arm's row of the results table."""
+    poi_cell = f"{poi['probability']:.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else "-"
+    return (
+        f"| {obs} | {v['final_mean']:.2f} +- {v['final_std']:.2f} | {_interval(v, 'iqm')} "
+        f"| {poi_cell} | {v['auc']:.2f} | {v['steps_per_second']:.0f} "
+        f"| {_fmt(v['steps_to_threshold'], 0)} ({v['seeds_reaching_threshold']}/{v['n_seeds']}) "
+        f"| {_interval(v, 'steps_to_threshold_iqm', 0)} "
+        f"| {_interval(v, 'seconds_to_threshold_iqm', 1)} "
+        f"| {_fmt(v['steps_to_threshold_with_pretraining'], 0)} |"
+    )
+
+
+def _results_table(result: ComparisonResult) -> list[str]:
+    """The table of every arm, then the zero-shot shifted returns when a shift was evaluated."""
+    s = result.summary
+    lines = [
         "| arm | final return (mean +- std) | IQM [95% CI] | P(arm > pixel) [95% CI] | AUC | "
         "env-steps/s | steps to threshold (median, seeds) | steps to threshold, IQM [95% CI] | "
         "seconds to threshold, IQM [95% CI] | steps incl. VAE frames |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for obs, v in s.items():
-        poi = result.improvement.get(obs)
-        poi_cell = (
-            f"{poi['probability']:.2f} [{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]" if poi else "-"
-        )
-        lines.append(
-            f"| {obs} | {v['final_mean']:.2f} +- {v['final_std']:.2f} | {_interval(v, 'iqm')} "
-            f"| {poi_cell} | {v['auc']:.2f} | {v['steps_per_second']:.0f} "
-            f"| {_fmt(v['steps_to_threshold'], 0)} ({v['seeds_reaching_threshold']}/{v['n_seeds']}) "
-            f"| {_interval(v, 'steps_to_threshold_iqm', 0)} "
-            f"| {_interval(v, 'seconds_to_threshold_iqm', 1)} "
-            f"| {_fmt(v['steps_to_threshold_with_pretraining'], 0)} |"
-        )
-    if cfg.shifted_env_kwargs:
-        lines += ["", f"Mean zero-shot shifted return (env kwargs {cfg.shifted_env_kwargs}):", ""]
+    lines += [_arm_row(obs, v, result.improvement.get(obs)) for obs, v in s.items()]
+    shifted = result.config.shifted_env_kwargs
+    if shifted:
+        lines += ["", f"Mean zero-shot shifted return (env kwargs {shifted}):", ""]
         lines += [f"- {obs}: {v.get('shifted_mean', float('nan')):.2f}" for obs, v in s.items()]
-    lines += [
+    return lines
+
+
+def _figure_lines(result: ComparisonResult) -> list[str]:
+    """How to read the table, the two figures, and the linear probes of the codes."""
+    return [
         "",
         "Steps and seconds to threshold, IQM: a seed that never reached the threshold counts as "
         "the steps and seconds it trained (a lower bound), so an arm is called faster only when "
@@ -291,31 +294,59 @@ def write_report(
         "",
         *_probe_lines(result.probes),
     ]
-    if vae_images:
-        lines += ["", "## The VAE", ""] + [f"![{n}](vae_{n}.png)" for n in vae_images]
-    if stage_times or result.timings:
-        lines += ["", "## Stage times", ""]
-        if invocations > 1:
-            lines += [f"Summed over the {invocations} invocations of the command (it resumes).", ""]
-        for stage, secs in (stage_times or {}).items():
-            lines.append(f"- {stage}: {secs:,.0f} s")
-        for stage, secs in result.timings.items():
-            lines.append(f"- compare / {stage}: {secs:,.0f} s")
-    for section in extra_sections or []:
-        lines += ["", section]
+
+
+def _stage_time_lines(
+    stage_times: dict[str, float] | None, timings: dict[str, float], invocations: int
+) -> list[str]:
+    """The wall-clock of each stage (the command's, then the comparison's own), if any."""
+    if not (stage_times or timings):
+        return []
+    lines = ["", "## Stage times", ""]
+    if invocations > 1:
+        lines += [f"Summed over the {invocations} invocations of the command (it resumes).", ""]
+    for stage, secs in (stage_times or {}).items():
+        lines.append(f"- {stage}: {secs:,.0f} s")
+    for stage, secs in timings.items():
+        lines.append(f"- compare / {stage}: {secs:,.0f} s")
+    return lines
+
+
+def _reproduce_lines(command: str, machine: str | None) -> list[str]:
+    """The command that made the report, the machine it ran on, and the library versions."""
     versions = library_versions()
-    lines += [
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-    ]
+    lines = ["", "## Reproduce", "", "```", command, "```", ""]
     if machine:
         lines += [f"Machine: {machine}", ""]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())), ""]
+    return lines
+
+
+def write_report(
+    result: ComparisonResult,
+    out_dir: str | Path,
+    command: str,
+    vae_images: dict[str, Path] | None = None,
+    stage_times: dict[str, float] | None = None,
+    machine: str | None = None,
+    extra_sections: list[str] | None = None,
+    invocations: int = 1,
+) -> Path:
+    """Write the report directory; returns the path of ``report.md``.
+
+    ``extra_sections`` (Markdown) go after the VAE's pictures, before the command;
+    ``invocations`` > 1 says the stage times are sums over a resumed command's runs.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _copy_artifacts(result, out, vae_images)
+    lines = _intro_lines(result) + _results_table(result) + _figure_lines(result)
+    if vae_images:
+        lines += ["", "## The VAE", ""] + [f"![{n}](vae_{n}.png)" for n in vae_images]
+    lines += _stage_time_lines(stage_times, result.timings, invocations)
+    for section in extra_sections or []:
+        lines += ["", section]
+    lines += _reproduce_lines(command, machine)
     with atomic_open(out / "report.md") as f:
         f.write("\n".join(lines))
     return out / "report.md"

@@ -126,47 +126,28 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def write_sweep_report(
-    rows: list[dict[str, Any]],
-    controls: dict[str, dict[str, Any]],
-    out_dir: str | Path,
-    env_id: str,
-    n_frames: int,
-    settings: dict[str, Any],
-    command: str = "",
-    timings: dict[str, float] | None = None,
-) -> Path:
-    """Write ``report.md``, ``results.{csv,json}``, ``label_efficiency.png``, traversals."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    budgets = _budgets(rows + list(controls.values()))
-    flat = [flat_row(r, budgets) for r in rows]
-    control_rows = [flat_row({"run": f"control: {n}"} | c, budgets) for n, c in controls.items()]
+def _write_csv(path: Path, flat: list[dict[str, Any]], control_rows: list[dict[str, Any]]) -> None:
+    """One flat row per member, then the controls; the columns are the first member's keys."""
     fields = list(flat[0])
-    with atomic_open(out / "results.csv") as f:
+    with atomic_open(path) as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(flat + control_rows)
-    corr = rank_correlations(flat, budgets)
-    write_json(
-        out / "results.json",
-        {
-            "env_id": env_id,
-            "runs": rows,
-            "controls": controls,
-            "rank_correlation": corr,
-            "settings": settings,
-            "timings": timings or {},
-        },
-    )
-    plot_label_efficiency(rows, controls, out / "label_efficiency.png")
+
+
+def _copy_traversals(rows: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+    """Copy each member's traversal picture into ``out``; return (run, file name) pairs."""
     traversal_files = []
     for r in rows:
         if r.get("traversals_png") and Path(r["traversals_png"]).is_file():
             dst = out / f"traversals_{r['run']}.png"
             shutil.copy2(r["traversals_png"], dst)
             traversal_files.append((r["run"], dst.name))
+    return traversal_files
 
+
+def _table_columns(budgets: list[str], flat: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(key, title) of the table's columns; the returns only when some member has one."""
     cols = [
         ("recon", "recon"),
         ("kl", "KL"),
@@ -181,10 +162,22 @@ def write_sweep_report(
     ]
     if any(r.get("return") is not None for r in flat):
         cols += [("return", "return"), ("return_auc", "return AUC")]
+    return cols
+
+
+def _scores_table(
+    env_id: str,
+    n_frames: int,
+    settings: dict[str, Any],
+    n_members: int,
+    table_rows: list[dict[str, Any]],
+    cols: list[tuple[str, str]],
+) -> list[str]:
+    """The title, the shared training budget, the table of scores and how to read it."""
     lines = [
         f"# Which autoencoder? {env_id}",
         "",
-        f"{len(rows)} members trained on the same {n_frames:,} frames with the same budget "
+        f"{n_members} members trained on the same {n_frames:,} frames with the same budget "
         f"({settings.get('epochs')} epochs, batch {settings.get('batch_size')}, seeds "
         f"{list(settings.get('seeds', []))}, model {settings.get('model')}). Every score is "
         "computed on held-out episodes; labelled frames for the probes come from training "
@@ -193,7 +186,7 @@ def write_sweep_report(
         "| model | " + " | ".join(t for _, t in cols) + " |",
         "|---|" + "---|" * len(cols),
     ]
-    for r in flat + control_rows:
+    for r in table_rows:
         lines.append(f"| {r['run']} | " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |")
     lines += [
         "",
@@ -211,29 +204,47 @@ def write_sweep_report(
         "![label efficiency](label_efficiency.png)",
         "",
     ]
-    if corr:
-        lines += [
-            "## Which cheap score predicts return?",
-            "",
-            f"Spearman rank correlation across the {len(flat)} members (with so few members, "
-            "only large magnitudes mean anything):",
-            "",
-            "| score | " + " | ".join(t for k, t in RETURNS if k in corr) + " |",
-            "|---|" + "---|" * len(corr),
-        ]
-        for k in corr[next(iter(corr))]:
-            lines.append(f"| {k} | " + " | ".join(_fmt(corr[t].get(k)) for t in corr) + " |")
-        lines.append("")
-    if traversal_files:
-        lines += [
-            "## Factor traversals",
-            "",
-            "Per factor (row), the code unit most correlated with it, swept over +-2.5 standard "
-            "deviations (the prior's for VAEs, the code's for the others) from one held-out frame.",
-            "",
-        ]
-        for run, name in traversal_files:
-            lines += [f"**{run}**", "", f"![{run} traversals]({name})", ""]
+    return lines
+
+
+def _correlation_lines(corr: dict[str, dict[str, Any]], n_members: int) -> list[str]:
+    """The Spearman correlation of each score with each return measure, if any was computed."""
+    if not corr:
+        return []
+    lines = [
+        "## Which cheap score predicts return?",
+        "",
+        f"Spearman rank correlation across the {n_members} members (with so few members, "
+        "only large magnitudes mean anything):",
+        "",
+        "| score | " + " | ".join(t for k, t in RETURNS if k in corr) + " |",
+        "|---|" + "---|" * len(corr),
+    ]
+    for k in corr[next(iter(corr))]:
+        lines.append(f"| {k} | " + " | ".join(_fmt(corr[t].get(k)) for t in corr) + " |")
+    lines.append("")
+    return lines
+
+
+def _traversal_lines(traversal_files: list[tuple[str, str]]) -> list[str]:
+    """The factor traversal pictures, one per member that has them."""
+    if not traversal_files:
+        return []
+    lines = [
+        "## Factor traversals",
+        "",
+        "Per factor (row), the code unit most correlated with it, swept over +-2.5 standard "
+        "deviations (the prior's for VAEs, the code's for the others) from one held-out frame.",
+        "",
+    ]
+    for run, name in traversal_files:
+        lines += [f"**{run}**", "", f"![{run} traversals]({name})", ""]
+    return lines
+
+
+def _closing_lines(timings: dict[str, float] | None, command: str) -> list[str]:
+    """The wall-clock of each stage (if given), the command and the library versions."""
+    lines: list[str] = []
     if timings:
         lines += [
             "Wall-clock: "
@@ -251,6 +262,45 @@ def write_sweep_report(
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         "",
     ]
+    return lines
+
+
+def write_sweep_report(
+    rows: list[dict[str, Any]],
+    controls: dict[str, dict[str, Any]],
+    out_dir: str | Path,
+    env_id: str,
+    n_frames: int,
+    settings: dict[str, Any],
+    command: str = "",
+    timings: dict[str, float] | None = None,
+) -> Path:
+    """Write ``report.md``, ``results.{csv,json}``, ``label_efficiency.png``, traversals."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    budgets = _budgets(rows + list(controls.values()))
+    flat = [flat_row(r, budgets) for r in rows]
+    control_rows = [flat_row({"run": f"control: {n}"} | c, budgets) for n, c in controls.items()]
+    _write_csv(out / "results.csv", flat, control_rows)
+    corr = rank_correlations(flat, budgets)
+    write_json(
+        out / "results.json",
+        {
+            "env_id": env_id,
+            "runs": rows,
+            "controls": controls,
+            "rank_correlation": corr,
+            "settings": settings,
+            "timings": timings or {},
+        },
+    )
+    plot_label_efficiency(rows, controls, out / "label_efficiency.png")
+    traversal_files = _copy_traversals(rows, out)
+    cols = _table_columns(budgets, flat)
+    lines = _scores_table(env_id, n_frames, settings, len(rows), flat + control_rows, cols)
+    lines += _correlation_lines(corr, len(flat))
+    lines += _traversal_lines(traversal_files)
+    lines += _closing_lines(timings, command)
     with atomic_open(out / "report.md") as f:
         f.write("\n".join(lines))
     return out / "report.md"

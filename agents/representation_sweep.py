@@ -21,6 +21,7 @@ from agents.agent_config import resolve_config
 from agents.agent_training import train_agent
 from agents.statistics import normalized_auc
 from worldvae.atomic import write_json
+from worldvae.envspec import EnvSpec, as_frame_size
 from worldvae.family_sweep import SweepConfig, run_sweep
 from worldvae.representation import RepresentationConfig
 
@@ -108,33 +109,29 @@ PRESETS: dict[str, SweepPreset] = {
 
 def _collect_data(preset: SweepPreset, out: Path, progress: bool) -> tuple[Path, Path | None]:
     from envs import collect
-    from envs.factory import env_options
 
-    opts = env_options(frame_size=preset.frame_size)
+    env = EnvSpec(preset.env_id, frame_size=as_frame_size(preset.frame_size))
     data = out / "data"
     collect(
         data,
-        preset.env_id,
+        env,
         n_frames=preset.collect_frames,
         n_workers=2,
         policy=preset.collect_policy,
-        env_options=opts,
         progress=progress,
         record_state=True,
     )
     shifted = None
     if preset.shifted_env_id or preset.shifted_env_kwargs:
         shifted = out / "shifted"
-        shifted_opts = opts | (
-            {"env_kwargs": preset.shifted_env_kwargs} if preset.shifted_env_kwargs else {}
-        )
         collect(
             shifted,
-            preset.shifted_env_id or preset.env_id,
+            env.replace(
+                env_id=preset.shifted_env_id or preset.env_id, env_kwargs=preset.shifted_env_kwargs
+            ),
             n_frames=preset.shifted_frames,
             n_workers=2,
             policy=preset.collect_policy,
-            env_options=shifted_opts,
             progress=progress,
             seed=1,
             record_state=False,
@@ -143,8 +140,7 @@ def _collect_data(preset: SweepPreset, out: Path, progress: bool) -> tuple[Path,
 
 
 def _train_return(
-    env_id: str,
-    env_options: dict[str, Any],
+    env: EnvSpec,
     model_dir: str,
     seed: int,
     preset: SweepPreset,
@@ -166,7 +162,7 @@ def _train_return(
         if d.get("identity") == identity:
             return dict(d["result"])
     cfg = resolve_config(
-        env_id,
+        env.env_id,
         "latent",
         "ppo",
         model_dir,
@@ -176,7 +172,7 @@ def _train_return(
         n_envs=preset.n_envs,
         eval_freq=preset.eval_freq,
         eval_episodes=preset.eval_episodes,
-        env_options=env_options,
+        env_given=env.options(),
         device="cpu",
     )
     r = train_agent(cfg, path, skip_complete=True, progress=False)
@@ -195,8 +191,7 @@ def _train_return(
 
 def downstream_returns(
     rows: list[dict[str, Any]],
-    env_id: str,
-    env_options: dict[str, Any],
+    env: EnvSpec,
     preset: SweepPreset,
     out: Path,
     workers: int,
@@ -206,8 +201,7 @@ def downstream_returns(
 
     jobs = [
         (
-            env_id,
-            env_options,
+            env,
             row["model_dir"],
             int(row["seed"]),
             preset,
@@ -278,8 +272,7 @@ def run_representation_sweep(
     timings["train_and_score"] = time.perf_counter() - t
     if preset.return_steps > 0:
         t = time.perf_counter()
-        env_options = {k: v for k, v in dataset.manifest.env_options.items() if v is not None}
-        downstream_returns(rows, env_id, env_options, preset, out, preset.workers)
+        downstream_returns(rows, dataset.manifest.env_spec, preset, out, preset.workers)
         timings["agents"] = time.perf_counter() - t
     report = write_sweep_report(
         rows,

@@ -7,14 +7,16 @@ only play envs start quickly.
 from typing import Any
 
 from envs.collector import CollectResult, collect, play_episode
-from envs.factory import env_options, make_env, make_env_from_options
+from envs.factory import make_env, make_vec_env, new_spec, resolve_spec
 from envs.policies import BrownianPolicy, PolicySpec, RandomPolicy, SB3Policy
 from envs.preprocessing import FramePreprocess, FrameTransform, preprocess_frames
 from envs.registry import check_env_id
+from worldvae.envspec import EnvSpec
 
 __all__ = [
     "BrownianPolicy",
     "CollectResult",
+    "EnvSpec",
     "FramePreprocess",
     "FrameTransform",
     "LatentObservation",
@@ -24,11 +26,12 @@ __all__ = [
     "VecLatentObservation",
     "check_env_id",
     "collect",
-    "env_options",
     "make_env",
-    "make_env_from_options",
+    "make_vec_env",
+    "new_spec",
     "play_episode",
     "preprocess_frames",
+    "resolve_spec",
 ]
 
 

@@ -11,13 +11,14 @@ made their frames and :func:`warn_on_backend_mismatch` says so when they are mix
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-BACKENDS = ("auto", "gymnasium", "envpool")
 # Where "auto" picks envpool: the envs it steps faster than gymnasium with one env (a collector
 # worker's case), measured by scripts/bench_envs.py.
 AUTO_ENVPOOL = frozenset({"CarRacing-v3"})
@@ -86,40 +87,95 @@ def envpool_task(env_id: str) -> EnvpoolTask | None:
     return task if task.task_id in _envpool_ids() else None
 
 
-def resolve_backend(
-    env_id: str, backend: str = "auto", env_kwargs: dict[str, Any] | None = None
-) -> str:
-    """``"gymnasium"`` or ``"envpool"`` for ``env_id``.
+@dataclass(frozen=True)
+class EnvBackend:
+    """A library that steps envs, with its hooks.
 
-    Args:
-        env_id: a gymnasium id.
-        backend: ``"auto"`` (envpool where installed, able and faster: :data:`AUTO_ENVPOOL`),
-            ``"gymnasium"`` or ``"envpool"``.
-        env_kwargs: gymnasium ``make`` options; envpool has none of them (e.g. no
-            ``domain_randomize``), so ``"auto"`` picks gymnasium when any are given.
-
-    Raises:
-        ValueError: an unknown backend, or ``"envpool"`` asked for where it cannot serve.
+    Attributes:
+        name: what ``--backend`` and the env spec call it.
+        module: the module holding the hooks, imported on first use.
+        make_env: name of ``(spec) -> gym.Env`` in ``module``: one env, frames preprocessed.
+        make_vec_env: name of ``(spec, n_envs, seed, subprocess) -> VecEnv`` in ``module``.
+        unable: ``(env_id, env_kwargs) -> str | None``: why it cannot make the env (None: it can).
+        preferred: ``(env_id) -> bool``: ``"auto"`` picks it for this env (when able).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "gymnasium":
-        return backend
-    able = envpool_task(env_id) is not None and not env_kwargs
-    if backend == "auto":
-        return "envpool" if able and env_id in AUTO_ENVPOOL else "gymnasium"
+
+    name: str
+    module: str
+    make_env: str
+    make_vec_env: str
+    unable: Callable[[str, Mapping[str, Any] | None], str | None]
+    preferred: Callable[[str], bool]
+
+    def hook(self, name: str) -> Callable[..., Any]:
+        """The hook ``name`` (``"make_env"`` or ``"make_vec_env"``), imported on first use."""
+        return getattr(importlib.import_module(self.module), getattr(self, name))
+
+
+def _envpool_unable(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str | None:
     if not envpool_installed():
-        raise ValueError(f"backend 'envpool' needs the envpool package: {ENVPOOL_HINT}")
+        return f"backend 'envpool' needs the envpool package: {ENVPOOL_HINT}"
     if envpool_task(env_id) is None:
-        raise ValueError(
+        return (
             f"envpool has no equivalent of {env_id!r} (supported: CarRacing-v3, ALE/*-v5); "
             "use --backend gymnasium"
         )
     if env_kwargs:
-        raise ValueError(
+        return (
             f"envpool's {env_id} takes none of the gymnasium options {sorted(env_kwargs)}; "
             "use --backend gymnasium for them"
         )
+    return None
+
+
+# The backends, in the order "auto" considers them; gymnasium, the reference, serves every env.
+# A new backend is one entry here and its module.
+ENV_BACKENDS: dict[str, EnvBackend] = {
+    "envpool": EnvBackend(
+        "envpool",
+        "envs.envpool_env",
+        "make_envpool_env",
+        "make_envpool_vec_env",
+        _envpool_unable,
+        lambda env_id: env_id in AUTO_ENVPOOL,
+    ),
+    "gymnasium": EnvBackend(
+        "gymnasium",
+        "envs.gymnasium_env",
+        "make_gymnasium_env",
+        "make_gymnasium_vec_env",
+        lambda env_id, env_kwargs: None,
+        lambda env_id: True,
+    ),
+}
+BACKENDS = ("auto", *ENV_BACKENDS)
+
+
+def resolve_backend(
+    env_id: str, backend: str = "auto", env_kwargs: Mapping[str, Any] | None = None
+) -> str:
+    """The backend that will run ``env_id``: a name in :data:`ENV_BACKENDS`, never ``"auto"``.
+
+    Args:
+        env_id: a gymnasium id.
+        backend: ``"auto"`` (the first backend that prefers the env and can make it: envpool
+            for :data:`AUTO_ENVPOOL` where installed, gymnasium otherwise), or a name.
+        env_kwargs: gymnasium ``make`` options; envpool has none of them (e.g. no
+            ``domain_randomize``), so ``"auto"`` picks gymnasium when any are given.
+
+    Raises:
+        ValueError: an unknown backend, or a backend asked for where it cannot serve.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        for entry in ENV_BACKENDS.values():
+            if entry.preferred(env_id) and entry.unable(env_id, env_kwargs) is None:
+                return entry.name
+        return "gymnasium"
+    reason = ENV_BACKENDS[backend].unable(env_id, env_kwargs)
+    if reason is not None:
+        raise ValueError(reason)
     return backend
 
 
@@ -148,12 +204,9 @@ def envpool_spaces(pool: Any) -> tuple[Any, Any]:
         return pool.observation_space, pool.action_space
 
 
-def warn_on_backend_mismatch(model_backend: str | None, env_backend: str, what: str) -> bool:
-    """Warn (and return True) when a model's frames came from another backend than the env's.
-
-    ``model_backend`` None (a model from before backends were recorded) counts as gymnasium.
-    """
-    trained = model_backend or "gymnasium"
+def warn_on_backend_mismatch(trained: str, env_backend: str, what: str) -> bool:
+    """Warn (and return True) when a model's frames came from another backend than the env's
+    (``trained``: the backend of the model's recorded env spec)."""
     if trained == env_backend:
         return False
     warnings.warn(

@@ -10,6 +10,9 @@ one-machine Ray when there is none; any other value is a Ray address (``HOST:637
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +21,7 @@ logger = logging.getLogger(__name__)
 LOCAL = "local"
 RAY = "ray"
 INSTALL_HINT = "pip install 'worldvae[ray]' (or pip install 'ray>=2.20')"
+PROBE_TIMEOUT_S = 5.0  # a Ray head answers a TCP connect at once; ray.init would wait minutes
 
 
 def check_cluster(cluster: str) -> str:
@@ -44,21 +48,82 @@ def import_ray() -> Any:
     return ray
 
 
+def host_and_port(address: str, name: str = "--cluster") -> tuple[str, int] | None:
+    """The ``(host, port)`` a Ray address names (``HOST:PORT``, ``ray://HOST:PORT``,
+    ``[IPV6]:PORT``), or None for the addresses Ray resolves itself (``auto``, ``local``).
+
+    Raises:
+        ValueError: the address names no port (or a port out of range).
+    """
+    rest = address.removeprefix("ray://").rstrip("/")
+    if rest in ("auto", "local"):
+        return None
+    if rest != address and not rest.rpartition("]")[2].count(":"):
+        rest += ":10001"  # a Ray client address without a port: Ray's default
+    host, sep, port = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{name} {address!r} names no host and port; give a Ray address such as HOST:6379 "
+            "or ray://HOST:10001"
+        )
+    return host, int(port)
+
+
+def probe_address(
+    address: str, timeout_s: float = PROBE_TIMEOUT_S, name: str = "--cluster"
+) -> None:
+    """Fail fast when nothing answers at the Ray ``address`` (``ray.init`` would hang for
+    minutes). A plain TCP connect, so it needs no Ray. ``name`` says where the address came
+    from, for the messages.
+
+    Raises:
+        ValueError: the address names no port.
+        ConnectionError: nothing accepts a connection there within ``timeout_s`` seconds (the
+            message names the address and what to do).
+    """
+    target = host_and_port(address, name)
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        timed_out = isinstance(e, TimeoutError)
+        reason = f"no answer within {timeout_s:g} s" if timed_out else (e.strerror or str(e))
+        where = address if name == "--cluster" else f"{name}={address}"
+        raise ConnectionError(
+            f"no Ray cluster answers at {where} ({reason}); start one there (ray start --head "
+            f"--port {port}), check the address and firewall, or run with --cluster local"
+        ) from None
+
+
 def connect_ray(cluster: str) -> Any:
     """Join (or start) the Ray cluster named by ``cluster``; return the ``ray`` module.
 
-    An already initialised Ray (a test fixture, a notebook) is used as it is.
+    An already initialised Ray (a test fixture, a notebook) is used as it is. A named address
+    (``--cluster HOST:PORT``, or ``RAY_ADDRESS`` under ``--cluster ray``) is probed first
+    (:func:`probe_address`), so an address where nothing listens fails in seconds.
 
     Raises:
         ValueError: ``cluster`` is ``"local"`` or malformed.
+        ConnectionError: nothing answers at the address.
         ImportError: Ray is not installed (the message gives the install command).
     """
     if not uses_ray(cluster):
         raise ValueError("connect_ray needs --cluster ray or a Ray address, got 'local'")
+    loaded = sys.modules.get("ray")
+    if loaded is not None and getattr(loaded, "is_initialized", lambda: False)():
+        return loaded
+    address = None if cluster == RAY else cluster
+    if address is not None:
+        probe_address(address)
+    elif os.environ.get("RAY_ADDRESS"):  # where ray.init(address=None) would go
+        probe_address(os.environ["RAY_ADDRESS"], name="RAY_ADDRESS")
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = None if cluster == RAY else cluster
     logger.info("connecting to Ray at %s", address or "the local cluster (or a new one)")
     ray.init(address=address, log_to_driver=True)
     return ray

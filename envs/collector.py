@@ -21,23 +21,22 @@ import queue
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from envs.cluster import connect_ray, uses_ray
-from envs.factory import env_options as default_env_options
-from envs.factory import make_env_from_options, resolve_env_options
+from envs.factory import make_env, resolve_spec
 from envs.policies import PolicyFactory, PolicySpec
-from envs.registry import check_env_id
+from envs.ray_collect import play_on_ray
+from envs.rollout import play_episode
 from envs.state import state_names, state_reader
 from worldvae.atomic import remove_stale_temporaries
 from worldvae.config_fields import check_ranges, option
-from worldvae.data.episodes import Episode
 from worldvae.data.manifest import (
     EPISODES_DIR,
     Manifest,
@@ -45,11 +44,11 @@ from worldvae.data.manifest import (
     episode_seed,
 )
 from worldvae.data.writer import open_dataset_dir, write_dataset_episode
+from worldvae.envspec import EnvSpec
 from worldvae.versions import library_versions
 from worldvae.workers import exit_with_parent, get_while_parent_lives
 
 logger = logging.getLogger(__name__)
-_PROGRESS_EVERY = 64  # steps between progress messages from a worker
 
 
 class WorkerError(RuntimeError):
@@ -107,53 +106,8 @@ class CollectResult:
         return self.new_frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def play_episode(
-    env: Any,
-    policy: Any,
-    seed: int,
-    progress: Any = None,
-    state_fn: Callable[[Any], np.ndarray] | None = None,
-) -> Episode:
-    """Play one episode of ``env`` with ``policy`` from ``reset(seed=seed)``.
-
-    ``state_fn(env)`` (see :func:`envs.state.state_reader`) records the env's true state
-    beside each frame as the episode's ``states`` ``(T + 1, S)``.
-    """
-    policy.reset(seed)
-    env.action_space.seed(seed)
-    obs, _ = env.reset(seed=seed)
-    frames, actions, rewards, terminated, truncated = [obs], [], [], [], []
-    states = [state_fn(env)] if state_fn is not None else []
-    while True:
-        action = policy.act(obs)
-        obs, reward, term, trunc, _ = env.step(action)
-        if state_fn is not None:
-            states.append(state_fn(env))
-        frames.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terminated.append(term)
-        truncated.append(trunc)
-        if progress is not None and len(rewards) % _PROGRESS_EVERY == 0:
-            progress(_PROGRESS_EVERY)
-        if term or trunc:
-            break
-    if progress is not None:
-        progress(len(rewards) % _PROGRESS_EVERY + 1)
-    return Episode(
-        frames=np.stack(frames),
-        actions=np.asarray(actions),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        terminated=np.asarray(terminated, dtype=bool),
-        truncated=np.asarray(truncated, dtype=bool),
-        seed=seed,
-        states=np.stack(states).astype(np.float32) if state_fn is not None else None,
-    )
-
-
 def _worker(
-    env_id: str,
-    options: dict[str, Any],
+    env_spec: EnvSpec,
     policy: PolicyFactory,
     master_seed: int,
     dataset_dir: str,
@@ -166,11 +120,11 @@ def _worker(
 ) -> None:
     exit_with_parent(parent_pid or os.getppid())  # never outlive the collector
     try:
-        env = make_env_from_options(env_id, options)
+        env = make_env(env_spec)
         actor = policy.build(env.action_space, env.observation_space)
         if "torch" in sys.modules:  # a policy with a network: the workers share the cores
             sys.modules["torch"].set_num_threads(torch_threads)
-        state_fn = state_reader(env_id) if record_state else None
+        state_fn = state_reader(env_spec.env_id) if record_state else None
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
         return
@@ -192,22 +146,21 @@ def _worker(
 
 
 def collection_manifest(
-    env_id: str,
-    env_options: dict[str, Any] | None,
+    env: EnvSpec,
     policy: str | PolicyFactory,
     seed: int,
     record_state: bool | None,
 ) -> tuple[Manifest, PolicyFactory]:
     """Check a collection's settings and describe it: the manifest and the parsed policy.
 
-    The env options are resolved (recommended options filled in), the policy is built once on
+    The env's backend is resolved, the policy is built once on
     a probe env (a bad policy fails here, not in a worker), and the true state is recorded
     where the env has a known one (``record_state=None``).
     """
-    check_env_id(env_id)
-    options = resolve_env_options(env_id, default_env_options(**dict(env_options or {})))
+    env = resolve_spec(env)
+    env_id = env.env_id
     names = state_names(env_id)
-    if options["backend"] == "envpool" and names is not None:  # read from gymnasium objects
+    if env.backend == "envpool" and names is not None:  # read from gymnasium objects
         if record_state:
             raise ValueError(
                 f"the true state of {env_id} is read from gymnasium's env objects, which "
@@ -219,13 +172,12 @@ def collection_manifest(
     elif record_state and names is None:
         state_reader(env_id)  # raises, naming the envs whose state is known
     spec = PolicySpec.parse(policy) if isinstance(policy, str) else policy
-    probe = make_env_from_options(env_id, options)
+    probe = make_env(env)
     frame_shape = tuple(int(x) for x in probe.observation_space.shape or ())
     spec.build(probe.action_space, probe.observation_space)
     probe.close()
     manifest = Manifest(
-        env_id=env_id,
-        env_options=options,
+        **env.to_dict(),
         frame_shape=frame_shape,  # type: ignore[arg-type]
         policy=spec.to_dict(),
         seed=seed,
@@ -248,16 +200,201 @@ def drop_beyond_prefix(
     remove_stale_temporaries(episodes_dir)
 
 
+def _check_settings(
+    cluster: str, n_episodes: int | None, n_frames: int | None, n_workers: int, seed: int
+) -> bool:
+    """Refuse bad settings before anything is written; return whether the episodes run on Ray."""
+    on_ray = uses_ray(cluster)
+    if on_ray:  # an unreachable or malformed cluster is refused before anything is written
+        connect_ray(cluster)
+    CollectConfig(  # the budget, the ranges
+        n_episodes=n_episodes, n_frames=n_frames, n_workers=n_workers, seed=seed
+    )
+    return on_ray
+
+
+def _last_needed(done: dict[int, int], n_episodes: int | None, budget: int) -> int | None:
+    """Highest index needed once the budget is met by a complete prefix, else None.
+
+    ``done`` maps the finished episodes to their frames; ``budget`` counts episodes when
+    ``n_episodes`` is given, else frames.
+    """
+    if n_episodes is not None:
+        return n_episodes - 1 if all(i in done for i in range(n_episodes)) else None
+    total, i = 0, 0
+    while i in done:
+        total += done[i]
+        if total >= budget:
+            return i
+        i += 1
+    return None
+
+
+def _progress_bar(env_id: str, n_frames: int | None, done: dict[int, int], progress: bool) -> Any:
+    """A frames bar (from the frames already there under a frame budget, else from 0)."""
+    return tqdm(
+        total=n_frames,
+        initial=sum(done.values()) if n_frames is not None else 0,
+        unit="frame",
+        unit_scale=True,
+        desc=f"collect {env_id}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+
+def _recorder(
+    done: dict[int, int], bar: Any, enough: Callable[[], int | None], count_frames: bool
+) -> Callable[[int, int], bool]:
+    """``on_done(index, n_frames)``: record a finished episode in ``done`` and on ``bar``, and
+    return True while the budget is unmet. ``count_frames`` adds its frames to the bar (for
+    players that send no step counts of their own)."""
+
+    def on_done(index: int, n: int) -> bool:
+        done[index] = n
+        if count_frames:
+            bar.update(n)
+        bar.set_postfix(episodes=len(done), refresh=False)
+        return enough() is None
+
+    return on_done
+
+
+@dataclass
+class _WorkerPool:
+    """Local worker processes (:func:`_worker`), their queues, and the episodes handed out."""
+
+    tasks: mp.Queue
+    results: mp.Queue
+    workers: list[Any] = field(default_factory=list)
+    in_flight: set[int] = field(default_factory=set)
+
+    def hand_out(self, todo: Iterator[int], n: int) -> None:
+        """Put up to ``n`` more episode indices from ``todo`` on the task queue."""
+        for _ in range(n):
+            index = next(todo, None)
+            if index is not None:
+                self.tasks.put(index)
+                self.in_flight.add(index)
+
+    def check_alive(self) -> None:
+        """Raise a RuntimeError when a worker died, or when no episode is in flight."""
+        dead = [w.exitcode for w in self.workers if w.exitcode not in (None, 0)]
+        if dead or not self.in_flight:
+            raise RuntimeError(
+                f"collector worker died (exit codes {dead}); see its output above"
+            ) from None
+
+    def serve(
+        self,
+        todo: Iterator[int],
+        on_done: Callable[[int, int], bool],
+        on_steps: Callable[[int], Any],
+    ) -> None:
+        """Read the workers' messages, handing out one more episode per finished one, until
+        ``on_done`` says the budget is met.
+
+        Raises:
+            WorkerError: a worker failed; the message ends with its error line.
+            RuntimeError: a worker died, or no episode is left in flight.
+        """
+        while True:
+            try:
+                kind, index, payload = self.results.get(timeout=5.0)
+            except queue.Empty:
+                self.check_alive()
+                continue
+            if kind == "error":
+                raise WorkerError(f"collector worker failed on episode {index}", payload)
+            if kind == "steps":
+                on_steps(payload)
+                continue
+            self.in_flight.discard(index)
+            if not on_done(index, payload):
+                return
+            self.hand_out(todo, 1)
+
+    def stop(self) -> None:
+        """Tell every worker to stop and wait for it (briefly when episodes are still in
+        flight); terminate the ones still running."""
+        for _ in self.workers:
+            self.tasks.put(None)
+        for w in self.workers:
+            w.join(timeout=0.5 if self.in_flight else 30)
+            if w.is_alive():
+                w.terminate()
+                w.join()
+
+
+def _play_locally(
+    env_spec: EnvSpec,
+    spec: PolicyFactory,
+    seed: int,
+    out: Path,
+    todo: Iterator[int],
+    on_done: Callable[[int, int], bool],
+    n_workers: int,
+    compress: bool,
+    record_state: bool,
+    on_steps: Callable[[int], Any],
+) -> None:
+    """Play the episodes ``todo`` hands out in ``n_workers`` local processes until ``on_done``
+    returns False; the workers report steps to ``on_steps``. The local counterpart of
+    :func:`envs.ray_collect.play_on_ray`; every worker has stopped when this returns."""
+    ctx = mp.get_context("spawn")
+    pool = _WorkerPool(ctx.Queue(), ctx.Queue())
+    try:
+        pool.workers = [
+            ctx.Process(
+                target=_worker,
+                args=(
+                    env_spec,
+                    spec,
+                    seed,
+                    str(out),
+                    compress,
+                    pool.tasks,
+                    pool.results,
+                    bool(record_state),
+                    os.getpid(),
+                    max(1, (os.cpu_count() or 1) // n_workers),
+                ),
+                daemon=True,
+            )
+            for _ in range(n_workers)
+        ]
+        for w in pool.workers:
+            w.start()
+        pool.hand_out(todo, 2 * n_workers)
+        pool.serve(todo, on_done, on_steps)
+    finally:
+        pool.stop()
+
+
+def _collect_result(
+    out: Path, done: dict[int, int], before: dict[int, int], start: float
+) -> CollectResult:
+    """What the collection did: ``before`` held the episodes found, ``done`` holds them all."""
+    new = {i: n for i, n in done.items() if i not in before}
+    return CollectResult(
+        out_dir=out,
+        new_episodes=len(new),
+        new_frames=sum(new.values()),
+        total_episodes=len(done),
+        total_frames=sum(done.values()),
+        seconds=time.perf_counter() - start,
+    )
+
+
 def collect(
     out_dir: str | Path,
-    env_id: str,
+    env: str | EnvSpec,
     *,
     n_episodes: int | None = CollectConfig.n_episodes,
     n_frames: int | None = CollectConfig.n_frames,
     n_workers: int = CollectConfig.n_workers,
     policy: str | PolicyFactory = CollectConfig.policy,
     seed: int = CollectConfig.seed,
-    env_options: dict[str, Any] | None = None,
     compress: bool = CollectConfig.compress,
     overwrite: bool = False,
     progress: bool = True,
@@ -266,18 +403,18 @@ def collect(
 ) -> CollectResult:
     """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
 
-    The settings after ``env_id`` are those of :class:`CollectConfig` (defaults, ranges).
+    The settings after ``env`` are those of :class:`CollectConfig` (defaults, ranges).
 
     Args:
         out_dir: dataset directory; re-running into the same directory resumes.
-        env_id: gymnasium id (see :func:`envs.make_env`).
+        env: the env's spec, or a gymnasium id (its default spec: ``EnvSpec(env)``); an
+            ``"auto"`` backend is resolved here and recorded resolved.
         n_episodes: number of episodes (exclusive with ``n_frames``).
         n_frames: number of stored frames to reach (each episode of T steps stores T + 1).
         n_workers: worker processes.
         policy: ``"random"``, ``"brownian"``, ``"sb3:ALGO:PATH"``, a :class:`PolicySpec`, or
             another policy factory (``agents.collection.AgentPolicySpec``: a trained agent).
         seed: master seed; episode seeds derive from it.
-        env_options: ``make_env`` keyword arguments, as made by :func:`envs.factory.env_options`.
         compress: zlib-compress episode files (game frames shrink several-fold).
         overwrite: delete what ``out_dir`` holds and start afresh.
         progress: show a progress bar with frames/s.
@@ -290,133 +427,36 @@ def collect(
             would, so a Ray collection equals a local one for the same seed and resumes the
             same way (see :mod:`envs.ray_collect`).
     """
-    on_ray = uses_ray(cluster)
-    if on_ray:  # an unreachable or malformed cluster is refused before anything is written
-        connect_ray(cluster)
-    CollectConfig(  # the budget, the ranges
-        n_episodes=n_episodes, n_frames=n_frames, n_workers=n_workers, seed=seed
-    )
+    on_ray = _check_settings(cluster, n_episodes, n_frames, n_workers, seed)
     budget = n_episodes or n_frames or 0  # exactly one of them is given, and >= 1
-    manifest, spec = collection_manifest(env_id, env_options, policy, seed, record_state)
-    options, record_state = manifest.env_options, manifest.state_names is not None
+    manifest, spec = collection_manifest(
+        env if isinstance(env, EnvSpec) else EnvSpec(env), policy, seed, record_state
+    )
+    env_spec, record_state = manifest.env_spec, manifest.state_names is not None
     out = Path(out_dir)
     done = open_dataset_dir(out, manifest, overwrite)
-    episodes_dir = out / EPISODES_DIR
-
-    def enough() -> int | None:
-        """Highest index needed once the budget is met by a complete prefix, else None."""
-        if n_episodes is not None:
-            return n_episodes - 1 if all(i in done for i in range(n_episodes)) else None
-        total, i = 0, 0
-        while i in done:
-            total += done[i]
-            if total >= budget:
-                return i
-            i += 1
-        return None
-
+    enough = partial(_last_needed, done, n_episodes, budget)
     todo = (i for i in range(10**9 if n_episodes is None else n_episodes) if i not in done)
-    ctx = mp.get_context("spawn")
-    tasks: mp.Queue = ctx.Queue()
-    results: mp.Queue = ctx.Queue()
-    start = time.perf_counter()
-    before = dict(done)
-    bar = tqdm(
-        total=n_frames,
-        initial=sum(done.values()) if n_frames is not None else 0,
-        unit="frame",
-        unit_scale=True,
-        desc=f"collect {env_id}",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    workers = []
-    in_flight: set[int] = set()
+    start, before = time.perf_counter(), dict(done)
+    bar = _progress_bar(env_spec.env_id, n_frames, done, progress)
+    on_done = _recorder(done, bar, enough, count_frames=on_ray and n_frames is not None)
     try:
-        if on_ray:
-            if enough() is None:
-                from envs.ray_collect import play_on_ray
-
-                def on_done(index: int, n: int) -> bool:
-                    done[index] = n
-                    if n_frames is not None:
-                        bar.update(n)
-                    bar.set_postfix(episodes=len(done), refresh=False)
-                    return enough() is None
-
-                play_on_ray(
-                    cluster, env_id, options, spec, seed, out, todo, on_done,
-                    n_workers, compress, bool(record_state),
-                )  # fmt: skip
+        if enough() is not None:
+            pass  # the dataset already holds the budget
+        elif on_ray:
+            play_on_ray(
+                cluster, env_spec, spec, seed, out, todo, on_done,
+                n_workers, compress, bool(record_state),
+            )  # fmt: skip
         else:
-            if enough() is None:
-                workers = [
-                    ctx.Process(
-                        target=_worker,
-                        args=(
-                            env_id,
-                            options,
-                            spec,
-                            seed,
-                            str(out),
-                            compress,
-                            tasks,
-                            results,
-                            bool(record_state),
-                            os.getpid(),
-                            max(1, (os.cpu_count() or 1) // n_workers),
-                        ),
-                        daemon=True,
-                    )
-                    for _ in range(n_workers)
-                ]
-                for w in workers:
-                    w.start()
-                for _ in range(2 * n_workers):
-                    index = next(todo, None)
-                    if index is not None:
-                        tasks.put(index)
-                        in_flight.add(index)
-            while enough() is None:
-                try:
-                    kind, index, payload = results.get(timeout=5.0)
-                except queue.Empty:
-                    dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
-                    if dead or not in_flight:
-                        raise RuntimeError(
-                            f"collector worker died (exit codes {dead}); see its output above"
-                        ) from None
-                    continue
-                if kind == "error":
-                    raise WorkerError(f"collector worker failed on episode {index}", payload)
-                if kind == "steps":
-                    bar.update(payload)
-                    continue
-                done[index] = payload
-                in_flight.discard(index)
-                bar.set_postfix(episodes=len(done), refresh=False)
-                if enough() is None and (nxt := next(todo, None)) is not None:
-                    tasks.put(nxt)
-                    in_flight.add(nxt)
+            _play_locally(
+                env_spec, spec, seed, out, todo, on_done,
+                n_workers, compress, bool(record_state), bar.update,
+            )  # fmt: skip
     finally:
-        for _ in workers:
-            tasks.put(None)
-        for w in workers:
-            w.join(timeout=0.5 if in_flight else 30)
-            if w.is_alive():
-                w.terminate()
-                w.join()
         bar.close()
     last = enough()
-    if last is None:  # only reachable when the loop above raised
+    if last is None:  # only reachable when the play above stopped early
         raise RuntimeError("collection stopped before its budget was met")
-    drop_beyond_prefix(episodes_dir, last, before, done)
-    new = {i: n for i, n in done.items() if i not in before}
-    return CollectResult(
-        out_dir=out,
-        new_episodes=len(new),
-        new_frames=sum(new.values()),
-        total_episodes=len(done),
-        total_frames=sum(done.values()),
-        seconds=time.perf_counter() - start,
-    )
+    drop_beyond_prefix(out / EPISODES_DIR, last, before, done)
+    return _collect_result(out, done, before, start)

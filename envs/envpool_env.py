@@ -25,8 +25,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 )
 
 from envs.backends import EnvpoolTask, envpool_spaces, envpool_task, make_envpool
-from envs.factory import _as_size
-from envs.preprocessing import FrameTransform
+from envs.preprocessing import FrameTransform, apply_frame_spec
+from worldvae.envspec import EnvSpec, as_frame_size
 
 
 def _task_or_raise(env_id: str) -> EnvpoolTask:
@@ -147,7 +147,10 @@ class EnvpoolVecEnv(VecEnv):
         self._pool = make_envpool(self.task, [first + i for i in range(n_envs)], max_episode_steps)
         raw_space = _frame_space(self._pool, self.task)
         self.transform = FrameTransform(
-            raw_space.shape, size=_as_size(frame_size), crop=crop, grayscale=grayscale
+            raw_space.shape,
+            size=as_frame_size(frame_size),
+            crop=crop,
+            grayscale=grayscale,
         )
         super().__init__(
             n_envs,
@@ -240,3 +243,27 @@ class EnvpoolVecEnv(VecEnv):
         self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
     ) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
+
+
+def make_envpool_env(spec: EnvSpec) -> gym.Env:
+    """One envpool env giving uint8 frames ``spec.frame_shape``: :class:`EnvpoolEnv` with the
+    gymnasium backend's frame skip and preprocessing."""
+    return apply_frame_spec(EnvpoolEnv(spec.env_id, spec.max_episode_steps), spec)
+
+
+def make_envpool_vec_env(
+    spec: EnvSpec, n_envs: int, seed: int | None = None, subprocess: bool = False
+) -> VecEnv:
+    """``n_envs`` envs as one :class:`EnvpoolVecEnv` (batched stepping and preprocessing;
+    ``subprocess`` is not needed and ignored)."""
+    del subprocess
+    return EnvpoolVecEnv(
+        spec.env_id,
+        n_envs,
+        frame_size=spec.frame_size,
+        crop=spec.crop,
+        grayscale=spec.grayscale,
+        frame_skip=spec.frame_skip,
+        max_episode_steps=spec.max_episode_steps,
+        seed=seed,
+    )

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from envs.latent import check_frame_space, encode_step, resolve_model
-from worldvae.data.latents import ActionSpec
+from worldvae.data.latents import ActionSpec, EncodeResult, encode_dataset
 from worldvae.encoders import Encoder
 from worldvae.memory import MDNRNN, load_memory
 from worldvae.memory.model import State
@@ -40,6 +40,49 @@ def action_spec_for(space: gym.Space) -> ActionSpec:
         high = tuple(float(x) for x in np.asarray(space.high, np.float64).reshape(-1))
         return ActionSpec("box", len(low), low=low, high=high)
     raise ValueError(f"M needs a Discrete or Box action space, got {space}")
+
+
+def encode_latent_dataset(
+    data: str | Path,
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    batch_size: int = 256,
+    overwrite: bool = False,
+    skip_corrupt: bool = False,
+    progress: bool = True,
+) -> EncodeResult:
+    """Encode the episode dataset ``data`` with the VAE ``model_dir`` (a model or a
+    ``train-vae`` run directory) into the latent dataset ``out``, M's training data.
+
+    The actions are encoded for the env the dataset records (:func:`action_spec_for`); the
+    rest is :func:`worldvae.data.latents.encode_dataset`: it resumes, and refuses an ``out``
+    made from another dataset or model unless ``overwrite``.
+    """
+    from envs.factory import make_env
+    from worldvae.data import Manifest
+    from worldvae.vae import load_model
+    from worldvae.vae.io import model_sha256, resolve_model_dir
+
+    env = make_env(Manifest.load(data).env_spec)
+    try:
+        spec = action_spec_for(env.action_space)
+    finally:
+        env.close()
+    model_dir = resolve_model_dir(model_dir)
+    return encode_dataset(
+        data,
+        load_model(model_dir, device=device),
+        model_dir,
+        model_sha256(model_dir),
+        out,
+        spec,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress=progress,
+        skip_corrupt=skip_corrupt,
+    )
 
 
 def resolve_memory(memory: MDNRNN | str | Path, device: str = "auto") -> MDNRNN:

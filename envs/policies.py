@@ -100,11 +100,11 @@ class SB3Policy:
     """
 
     def __init__(self, path: str, algo: str, frame_stack: int = 1, deterministic: bool = False):
-        from envs.sb3_io import sb3_algorithm
+        from envs.sb3_io import sb3_class
 
         if algo.lower() == "recurrentppo":  # its LSTM state would be dropped at every step
             raise ValueError("collecting with a recurrentppo agent is not supported; use ppo")
-        self.path, self.algo_class = path, sb3_algorithm(algo.lower())
+        self.path, self.algo_class = path, sb3_class(algo)
         self.model: Any = None
         self.frame_stack = frame_stack
         self.deterministic = deterministic

@@ -12,7 +12,9 @@ import cv2
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.wrappers import ResizeObservation
+from gymnasium.wrappers import RepeatAction, ResizeObservation
+
+from worldvae.envspec import EnvSpec
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -132,3 +134,11 @@ def preprocess_frames(
     height, width = size
     env = FramePreprocess(env, crop=crop, grayscale=grayscale)
     return ResizeObservation(env, (int(height), int(width)))
+
+
+def apply_frame_spec(env: gym.Env, spec: EnvSpec) -> gym.Env:
+    """``env``'s full-size frames as the spec asks: each action repeated ``frame_skip`` times
+    (gymnasium's ``RepeatAction``, rewards summed), then :func:`preprocess_frames`."""
+    if spec.frame_skip > 1:
+        env = RepeatAction(env, spec.frame_skip)
+    return preprocess_frames(env, spec.frame_size, crop=spec.crop, grayscale=spec.grayscale)

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from envs.cluster import cluster_cpus, connect_ray, run_tasks
-from envs.factory import make_env_from_options
+from envs.factory import make_env
 from envs.policies import PolicyFactory
+from envs.rollout import play_episode
+from envs.state import state_reader
 from worldvae.data.manifest import episode_seed
 from worldvae.data.writer import write_dataset_episode
+from worldvae.envspec import EnvSpec
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +28,7 @@ TASK_RETRIES = 3  # re-runs of an episode whose worker process or node died
 
 
 def play_and_write(
-    env_id: str,
-    options: dict[str, Any],
+    env_spec: EnvSpec,
     policy: PolicyFactory,
     master_seed: int,
     index: int,
@@ -39,13 +41,10 @@ def play_and_write(
     The body of one Ray task. Building the env per episode costs milliseconds against an
     episode's seconds, and keeps a task free of state from earlier ones.
     """
-    from envs.collector import play_episode  # the collector imports this module
-    from envs.state import state_reader
-
-    env = make_env_from_options(env_id, options)
+    env = make_env(env_spec)
     try:
         actor = policy.build(env.action_space, env.observation_space)
-        state_fn = state_reader(env_id) if record_state else None
+        state_fn = state_reader(env_spec.env_id) if record_state else None
         episode = play_episode(env, actor, episode_seed(master_seed, index), state_fn=state_fn)
     finally:
         env.close()
@@ -54,8 +53,7 @@ def play_and_write(
 
 def play_on_ray(
     cluster: str,
-    env_id: str,
-    options: dict[str, Any],
+    env_spec: EnvSpec,
     policy: PolicyFactory,
     master_seed: int,
     dataset_dir: Path,
@@ -78,11 +76,11 @@ def play_on_ray(
     ray = connect_ray(cluster)
     limit = n_workers or cluster_cpus(ray)
     remote = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(play_and_write)
-    logger.info("collecting %s on Ray, %d episodes in flight", env_id, limit)
+    logger.info("collecting %s on Ray, %d episodes in flight", env_spec.env_id, limit)
 
     def args_of(index: int) -> tuple[Any, ...]:
         return (
-            env_id, options, policy, master_seed, index, str(dataset_dir), compress, record_state
+            env_spec, policy, master_seed, index, str(dataset_dir), compress, record_state
         )  # fmt: skip
 
     run_tasks(ray, remote, todo, args_of, limit, on_done, describe=lambda i: f"episode {i}")

@@ -1,5 +1,8 @@
 """Loading stable-baselines3 zips without unpickling anything.
 
+The algorithms the project trains, and their classes, are ``agents.algorithms``'s; here an SB3
+class is found by its name alone (:func:`sb3_class`), to load any zip stable-baselines3 saved.
+
 SB3 stores tensors as ``.pth`` (loaded with ``weights_only=True``) but some entries of its
 ``data`` JSON (spaces, schedules, policy kwargs) as cloudpickle. Passing every such entry as a
 ``custom_objects`` replacement means ``load`` never calls ``cloudpickle.loads``.
@@ -23,31 +26,23 @@ SCHEDULE_KEYS = (
 )
 
 
-# Every SB3 algorithm the project trains or loads, by its command-line name.
-SB3_ALGORITHMS = ("ppo", "a2c", "dqn", "sac", "recurrentppo")
-
-
-def sb3_algorithm(name: str) -> Any:
-    """The class of the SB3 algorithm ``name`` (sb3-contrib's for ``recurrentppo``).
+def sb3_class(name: str) -> Any:
+    """The stable-baselines3 algorithm class called ``name`` in any case (``ppo``: ``PPO``).
 
     Raises:
-        ValueError: an unknown name.
-        ImportError: ``recurrentppo`` without sb3-contrib (the message gives the install).
+        ValueError: stable-baselines3 has no algorithm of that name (its names listed).
     """
     import stable_baselines3 as sb3
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
-    if name == "recurrentppo":
-        try:
-            from sb3_contrib import RecurrentPPO
-        except ImportError as e:
-            raise ImportError(
-                "--algo recurrentppo needs sb3-contrib: pip install 'worldvae[contrib]'"
-            ) from e
-        return RecurrentPPO
-    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN, "sac": sb3.SAC}
-    if name not in classes:
-        raise ValueError(f"unknown SB3 algorithm {name!r}; choose one of {SB3_ALGORITHMS}")
-    return classes[name]
+    classes = {
+        c.__name__.lower(): c
+        for c in vars(sb3).values()
+        if isinstance(c, type) and issubclass(c, BaseAlgorithm)
+    }
+    if name.lower() not in classes:
+        raise ValueError(f"unknown SB3 algorithm {name!r}; choose one of {tuple(sorted(classes))}")
+    return classes[name.lower()]
 
 
 def serialized_keys(path: str | Path) -> list[str]:

@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 
-from envs import PolicySpec, collect, make_env, play_episode
+from envs import EnvSpec, PolicySpec, collect, make_env, play_episode
 from worldvae.data import episode_seed
 from worldvae.precision import machine_summary
 
@@ -51,10 +51,9 @@ def collector_rate(env_id: str, workers: int, episodes: int, max_steps: int, bac
     with tempfile.TemporaryDirectory() as tmp:
         r = collect(
             tmp,
-            env_id,
+            EnvSpec(env_id, max_episode_steps=max_steps, backend=backend),
             n_episodes=episodes,
             n_workers=workers,
-            env_options={"max_episode_steps": max_steps, "backend": backend},
             progress=False,
         )
     return r.new_frames / r.seconds

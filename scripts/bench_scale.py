@@ -61,27 +61,28 @@ def collect_block(
     """One collection of ``episodes_per_worker * workers`` episodes into ``out``, as one command
     would run it: (frames/s end to end, seconds of start-up: Ray's, for a Ray block)."""
     from envs import collect
-    from envs.factory import env_options, resolve_env_options
+    from envs.factory import resolve_spec
     from envs.policies import PolicySpec
     from envs.ray_collect import play_on_ray
+    from worldvae.envspec import EnvSpec
 
-    opts = {"frame_size": [64, 64], "max_episode_steps": args.episode_steps,
-            "backend": args.backend}  # fmt: skip
+    env = resolve_spec(
+        EnvSpec("CarRacing-v3", max_episode_steps=args.episode_steps, backend=args.backend)
+    )
     n = args.episodes_per_worker * workers
     if cluster == "local":
-        r = collect(out, "CarRacing-v3", n_episodes=n, n_workers=workers, seed=seed,
-                    env_options=opts, progress=False, record_state=False)  # fmt: skip
+        r = collect(out, env, n_episodes=n, n_workers=workers, seed=seed,
+                    progress=False, record_state=False)  # fmt: skip
         return r.frames_per_second, 0.0
     import ray
 
-    options = resolve_env_options("CarRacing-v3", env_options() | opts)
     (out / "episodes").mkdir(parents=True)
     frames: list[int] = []
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter() - t
     try:
-        play_on_ray("ray", "CarRacing-v3", options, PolicySpec.parse("random"), seed,
+        play_on_ray("ray", env, PolicySpec.parse("random"), seed,
                     out / "episodes", iter(range(n)), lambda i, f: frames.append(f) is None,
                     n_workers=workers)  # fmt: skip
     finally:

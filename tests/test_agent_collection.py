@@ -33,7 +33,7 @@ def agents_dir(tmp_path_factory):
             "CartPole-v1", obs, "ppo", str(root / "vae") if obs == "latent" else None, 64,
             seed=1, hyperparams_file=hyperparams, overrides=FAST, n_envs=2, eval_freq=32,
             eval_episodes=1,
-            env_options=OPTIONS,
+            env_given=OPTIONS,
         )  # fmt: skip
         assert agent.obs_options["frame_stack"] == 2
         train_agent(agent, root / obs, progress=False)
@@ -57,11 +57,10 @@ def _replayed_actions(agent_dir, seed: int, n: int) -> list[int]:
 @pytest.mark.parametrize("obs", ["latent", "pixel"])
 def test_collected_actions_are_the_agents_own(agents_dir, tmp_path, obs):
     spec = AgentPolicySpec(str(agents_dir / obs), deterministic=True)
-    collect(
-        tmp_path / "d", "CartPole-v1", n_episodes=2, policy=spec,
-        env_options=spec.env_spec().options, progress=False,
-    )  # fmt: skip
+    collect(tmp_path / "d", spec.env_spec(), n_episodes=2, policy=spec, progress=False)
     data = EpisodeDataset(tmp_path / "d", val_fraction=0.0)
+    assert data.manifest.env_spec == spec.env_spec()  # the env the agent was trained on
+    assert spec.env_spec().frame_size == (40, 40) and spec.env_spec().max_episode_steps == 30
     params = data.manifest.policy["params"]
     assert data.manifest.policy["name"] == "agent" and len(params.pop("sha256")) == 64
     assert params == {"path": str(agents_dir / obs), "which": "final", "deterministic": True}
@@ -75,8 +74,8 @@ def test_sampled_actions_depend_only_on_the_episode_seed(agents_dir, tmp_path):
     spec = AgentPolicySpec(str(agents_dir / "latent"))
     for out in ("a", "b"):
         collect(
-            tmp_path / out, "CartPole-v1", n_episodes=3, policy=spec, n_workers=2 if out == "b" else 1,
-            env_options=spec.env_spec().options, progress=False,
+            tmp_path / out, spec.env_spec(), n_episodes=3, policy=spec,
+            n_workers=2 if out == "b" else 1, progress=False,
         )  # fmt: skip
     a, b = (EpisodeDataset(tmp_path / o, val_fraction=0.0) for o in ("a", "b"))
     for x, y in zip(a.episodes, b.episodes, strict=True):
@@ -130,11 +129,11 @@ def test_a_state_agent_cannot_collect_frames(tmp_path):
 
 
 def test_sb3_policy_starts_its_frame_stack_as_the_agent_did(agents_dir):
-    from envs.factory import make_env_from_options
+    from envs import make_env
     from envs.policies import SB3Policy
 
     spec = AgentPolicySpec(str(agents_dir / "pixel"), deterministic=True)
-    env = make_env_from_options("CartPole-v1", spec.env_spec().options)
+    env = make_env(spec.env_spec())
     actors = [
         spec.build(env.action_space, env.observation_space),
         SB3Policy(str(agents_dir / "pixel" / "agent.zip"), "ppo", 2, True).bind(

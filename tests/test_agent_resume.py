@@ -38,7 +38,7 @@ def model_dir(tmp_path_factory):
 def _cfg(model_dir, algo="ppo", steps=384):
     return resolve_config(
         "CartPole-v1", "latent", algo, model_dir, steps, seed=3, overrides=ALGOS[algo],
-        env_options={"frame_size": 32}, n_envs=1 if algo == "dqn" else 2, eval_freq=128,
+        env_given={"frame_size": 32}, n_envs=1 if algo == "dqn" else 2, eval_freq=128,
         eval_episodes=1, checkpoint_freq=128,
     )  # fmt: skip
 

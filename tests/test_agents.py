@@ -29,7 +29,7 @@ def model_dir(tmp_path_factory):
 
 
 def _cfg(obs, model_dir=None, steps=256, **kw):
-    hp = {"env_options": {"frame_size": 40}, "n_envs": 2, "eval_freq": 128, "eval_episodes": 2}
+    hp = {"env_given": {"frame_size": 40}, "n_envs": 2, "eval_freq": 128, "eval_episodes": 2}
     return resolve_config(
         "CartPole-v1", obs, "ppo", model_dir, steps, seed=1, overrides=FAST, **(hp | kw)
     )
@@ -127,7 +127,7 @@ def test_recurrent_ppo_trains_on_latents_and_its_lstm_state_runs_through_episode
 
     cfg = resolve_config("CartPole-v1", "latent", "recurrentppo", model_dir, 128, seed=1,
                          overrides=FAST | {"policy_kwargs": {"lstm_hidden_size": 16}},
-                         env_options={"frame_size": 40}, n_envs=2, eval_freq=64,
+                         env_given={"frame_size": 40}, n_envs=2, eval_freq=64,
                          eval_episodes=2)  # fmt: skip
     result = train_agent(cfg, tmp_path / "agent", progress=False)
     assert np.isfinite(result.final_mean_return)

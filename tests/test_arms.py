@@ -12,6 +12,7 @@ from agents.environments import build_vec_env
 from envs import collect
 from worldvae.data import EpisodeDataset
 from worldvae.encoders import load_encoder
+from worldvae.envspec import EnvSpec
 from worldvae.pca import PCAEncoder, fit_pca
 from worldvae.vae import Autoencoder, AutoencoderConfig, load_model, save_model
 
@@ -24,11 +25,7 @@ def trained(tmp_path_factory):
     """A tiny VAE (its weights stand for trained ones) and the CartPole frames it 'saw'."""
     root = tmp_path_factory.mktemp("arms")
     collect(
-        root / "data",
-        "CartPole-v1",
-        n_episodes=8,
-        env_options={"frame_size": [24, 24]},
-        progress=False,
+        root / "data", EnvSpec("CartPole-v1", frame_size=(24, 24)), n_episodes=8, progress=False
     )
     torch.manual_seed(0)
     save_model(Autoencoder(VAE), root / "vae")
@@ -44,7 +41,7 @@ def _cfg(obs, model_dir, steps=64):
         steps,
         seed=1,
         overrides=FAST,
-        env_options={"frame_size": 24},
+        env_given={"frame_size": 24},
         n_envs=2,
         eval_freq=64,
         eval_episodes=1,
@@ -157,11 +154,12 @@ def test_sac_from_pixels_latents_and_state_on_pendulum(obs, tmp_path):
         48,
         seed=0,
         overrides={"learning_starts": 16, "buffer_size": 100, "batch_size": 8},
-        env_options={"frame_size": 40, "max_episode_steps": 24},
+        env_given={"frame_size": 40, "max_episode_steps": 24},
         eval_freq=48,
         eval_episodes=1,
     )
     assert cfg.obs_options["frame_stack"] == (1 if obs == "state" else 2)  # Pendulum-v1.yaml
+    assert cfg.env.frame_size == (40, 40) and cfg.env.max_episode_steps == 24
     venv = build_vec_env(cfg, 1, 0, load_encoder(tmp_path / "vae") if obs == "latent" else None)
     shape = {"pixel": (40, 40, 6), "latent": (8,), "state": (3,)}[obs]
     assert venv.observation_space.shape == shape

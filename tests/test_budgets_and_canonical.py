@@ -38,7 +38,7 @@ def test_agent_time_budget_stops_training_early(tmp_path):
         None,
         1_000_000,
         overrides=FAST,
-        env_options={"frame_size": 40},
+        env_given={"frame_size": 40},
         n_envs=2,
         eval_freq=10_000_000,
         eval_episodes=1,
@@ -60,12 +60,12 @@ def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path):
         None,
         64,
         overrides=FAST,
-        env_options={"frame_size": 40, "max_episode_steps": 20, "backend": "auto"},
+        env_given={"frame_size": 40, "max_episode_steps": 20, "backend": "auto"},
         n_envs=2,
         eval_freq=64,
         eval_episodes=1,
     )
-    assert cfg.env_options["backend"] == "envpool"
+    assert cfg.env.backend == "envpool"
     train_agent(cfg, tmp_path / "agent", progress=False)
     own = evaluate_bundle(tmp_path / "agent", n_episodes=2, device="cpu")
     with pytest.warns(
@@ -75,20 +75,21 @@ def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path):
     assert own.returns.shape == canonical.returns.shape == (2,)
     assert not np.allclose(own.returns, canonical.returns)  # other tracks, other returns
     with pytest.raises(ValueError, match="envpool has no equivalent"):
-        resolve_config("MiniGrid-Empty-5x5-v0", "pixel", env_options={"backend": "envpool"})
+        resolve_config("MiniGrid-Empty-5x5-v0", "pixel", env_given={"backend": "envpool"})
 
 
 def test_carracing_preset_is_budgeted_in_wall_clock():
     p = PRESETS["carracing"]
-    assert p.env_id == "CarRacing-v3" and p.backend == "envpool"
-    assert p.collect_policy == "brownian" and p.max_train_seconds and p.vae_max_seconds
-    assert p.canonical_episodes == 100
-    assert p.obs_kinds == ("pixel", "latent")
+    assert p.env.env_id == "CarRacing-v3" and p.env.backend == "envpool"
+    assert p.collect.policy == "brownian" and p.compare.max_train_seconds and p.vae.max_seconds
+    assert p.canonical.episodes == 100
+    assert p.compare.obs_kinds == ("pixel", "latent")
 
 
 def test_pipeline_settings_must_be_preset_fields(tmp_path):
     from agents.pipeline import run_pipeline
 
-    with pytest.raises(ValueError, match=r"unknown preset settings \['max_train_second'\]"):
+    with pytest.raises(ValueError, match=r"unknown preset setting 'max_train_second'; did you "
+                       r"mean compare\.max_train_seconds\?"):  # fmt: skip
         run_pipeline("smoke", tmp_path / "p", settings={"max_train_second": 10})
     assert not (tmp_path / "p").exists()  # refused before any stage ran

@@ -11,6 +11,7 @@ import torch
 
 from agents.cli.main import main
 from tests.conftest import write_synthetic_dataset
+from worldvae.envspec import EnvSpec
 from worldvae.rundir import LOCK_NAME, RunDirLock
 from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
@@ -164,10 +165,12 @@ def test_model_of_another_env_is_refused_unless_asked(tmp_path, cartpole_model):
     (tmp_path / "run" / "config.json").write_text(
         json.dumps({"data": {"env_id": "MiniGrid-Empty-5x5-v0"}})
     )
-    opts = {"frame_size": 16}
+    spec = EnvSpec("CartPole-v1", frame_size=16)
     with pytest.raises(ValueError, match="trained on MiniGrid-Empty-5x5-v0, not CartPole-v1"):
-        check_env_and_model("CartPole-v1", opts, tmp_path / "run")
-    assert check_env_and_model("CartPole-v1", opts, tmp_path / "run", True) == (16, 16, 3)
+        check_env_and_model(spec, tmp_path / "run")
+    assert check_env_and_model(spec, tmp_path / "run", True) == (16, 16, 3)
+    with pytest.raises(ValueError, match=r"encodes frames \(16, 16, 3\), but CartPole-v1"):
+        check_env_and_model(spec.replace(frame_size=24), tmp_path / "run", True)
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path, capsys):

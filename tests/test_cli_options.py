@@ -13,14 +13,16 @@ from agents.agent_config import AgentConfig
 from agents.cli.main import build_parser, main
 from agents.cli.options import add_config_options, config_values
 from agents.comparison import CompareConfig
-from agents.pipeline import PRESETS, Preset
+from agents.presets import FLAT_SETTINGS, PRESETS, build_preset
 from envs.collector import CollectConfig
 from worldvae.config_fields import option
+from worldvae.envspec import EnvSpec
 
-# Fields set through their own flags (frame options, --backend, --shifted, --hyperparams,
-# --finetune, --set): dictionaries, not one value.
+# Fields set through their own flags (--env with the env spec's flags, --backend, --shifted,
+# --hyperparams, --finetune, --set): dictionaries or a spec, not one value.
 DICT_FIELDS = {
-    "env_options",
+    "env",
+    "env_given",
     "obs_options",
     "algo_kwargs",
     "overrides",
@@ -33,7 +35,6 @@ COMMANDS = {
     "collect": (CollectConfig, {}),
     "train-agent": (AgentConfig, {"n_envs": None, "obs": dataclasses.MISSING}),
     "compare": (CompareConfig, {}),
-    "pipeline": (Preset, {f.name: None for f in dataclasses.fields(Preset)}),  # the preset's
 }
 
 
@@ -134,11 +135,31 @@ def test_fields_unreachable_before_reach_the_agent_config(tmp_path, monkeypatch,
     monkeypatch.setattr(agents.agent_training, "train_agent", fake_train)
     argv = ["train-agent", "--env", "CartPole-v1", "--obs", "pixel", "--eval-seed", "123",
             "--stochastic-eval", "--steps", "64", "--n-envs", "1", "--frame-size", "16",
+            "--crop", "0,2,0,0", "--frame-skip", "3", "--max-episode-steps", "50",
             "--out", str(tmp_path / "a")]  # fmt: skip
     assert main(argv) == 0
     (cfg,) = trained
     assert cfg.eval_seed == 123 and cfg.deterministic_eval is False
     assert cfg.total_timesteps == 64 and cfg.n_envs == 1
+    assert isinstance(cfg.env, EnvSpec) and cfg.env.backend != "auto"
+    assert cfg.env.replace(backend="auto") == EnvSpec(
+        "CartPole-v1", frame_size=16, crop=(0, 2, 0, 0), frame_skip=3, max_episode_steps=50
+    )
+
+
+ENV_SPEC_FLAGS = ("crop", "grayscale", "frame_skip", "max_episode_steps")
+
+
+@pytest.mark.parametrize("command", ["collect", "train-agent"])
+def test_the_frame_flags_are_the_env_spec_fields_and_default_to_not_given(command):
+    actions = _actions(command)
+    fields = {f.name: f for f in dataclasses.fields(EnvSpec)}
+    for name in ENV_SPEC_FLAGS:
+        action = actions[name]
+        assert action.default is None, f"{command} {action.option_strings}"
+        assert action.help is not None and action.help.startswith(fields[name].metadata["help"])
+    assert actions["frame_size"].default is None
+    assert actions["backend"].default == "auto"
 
 
 def test_every_preset_setting_is_a_flag_and_beats_set(tmp_path, monkeypatch):
@@ -146,19 +167,40 @@ def test_every_preset_setting_is_a_flag_and_beats_set(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        agents.pipeline, "run_pipeline", lambda *a, **kw: calls.append(kw["settings"]) or "r"
+        agents.pipeline, "run_pipeline", lambda preset, *a, **kw: calls.append(preset) or "r"
     )
     argv = ["pipeline", "--preset", "smoke", "--agent-steps", "100", "--vae-epochs", "1",
             "--seeds", "2", "--stochastic-eval", "--canonical-max-seconds", "9",
-            "--crop", "0,2,0,0", "--set", "agent_steps=7", "--set", "workers=1",
+            "--crop", "0,2,0,0", "--frame-size", "32", "--set", "agent_steps=7",
+            "--set", "compare.total_timesteps=8", "--set", "compare.workers=2",
             "--out", str(tmp_path / "p")]  # fmt: skip
     assert main(argv) == 0
-    (settings,) = calls
-    assert settings == {"agent_steps": 100, "vae_epochs": 1, "seeds": (0, 1),
-                        "deterministic_eval": False, "canonical_max_seconds": 9.0,
-                        "crop": (0, 2, 0, 0), "workers": 1}  # fmt: skip
-    preset = replace(PRESETS["smoke"], **settings)
-    assert preset.agent_steps == 100 and preset.seeds == (0, 1)
+    (preset,) = calls
+    assert preset.compare.total_timesteps == 100 and preset.vae.epochs == 1
+    assert preset.compare.seeds == (0, 1) and preset.compare.deterministic_eval is False
+    assert preset.canonical.max_seconds == 9.0 and preset.compare.workers == 2
+    assert preset.env.crop == (0, 2, 0, 0) and preset.env.frame_size == (32, 32)
+    assert preset.vae.batch_size == PRESETS["smoke"].vae.batch_size  # the rest: the preset's
+
+
+def test_every_pipeline_flag_sets_its_dotted_key_with_the_fields_range_and_help():
+    actions = _actions("pipeline")
+    flags = {flag for a in actions.values() for flag in a.option_strings}
+    for flag, key in FLAT_SETTINGS.values():
+        if flag is None:
+            continue
+        assert flag in flags and key in actions, flag
+        action = actions[key]
+        assert action.default is None, flag  # not given: the preset's
+        section, name = key.split(".")
+        cls = type(getattr(PRESETS["quick"], section))
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        assert action.help is not None and action.help.endswith(f"[{key}]")
+        if "help" in f.metadata and flag != "--frame-size":
+            assert action.help.startswith(f.metadata["help"]), flag
+        assert f.metadata.get("choices") is None or tuple(action.choices or ()) == tuple(
+            f.metadata["choices"]
+        )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +208,15 @@ def test_every_preset_setting_is_a_flag_and_beats_set(tmp_path, monkeypatch):
     [
         (["pipeline", "--agent-steps", "0"], "--agent-steps"),
         (["pipeline", "--crop", "1,2,3"], "--crop"),
+        (["collect", "--env", "E", "--episodes", "1", "--crop", "1,2,3", "--out", "o"], "--crop"),
+        (
+            ["collect", "--env", "E", "--episodes", "1", "--frame-skip", "0", "--out", "o"],
+            "--frame-skip",
+        ),
+        (["train-agent", "--env", "E", "--obs", "pixel", "--frame-size", "4"], "--frame-size"),
         (["pipeline", "--vae-precision", "fp8"], "--vae-precision"),
+        (["pipeline", "--frame-size", "4"], "--frame-size"),
+        (["pipeline", "--set", "vae.epochs=0"], "vae.epochs must be >= 1, got 0"),
         (["compare", "--env", "CartPole-v1", "--eval-seed", "-1", "--out", "o"], "--eval-seed"),
         (["train-agent", "--env", "E", "--obs", "pixel", "--temperature", "0"], "--temperature"),
         (["collect", "--env", "E", "--out", "o"], "--episodes"),  # one budget is required
@@ -178,20 +228,24 @@ def test_ranges_of_generated_flags_are_checked_at_parse_time(argv, flag, capsys)
 
 
 def test_the_config_dataclasses_check_their_ranges():
-    with pytest.raises(ValueError, match="agent_steps must be >= 1"):
-        replace(PRESETS["smoke"], agent_steps=0)
+    with pytest.raises(ValueError, match="total_timesteps must be >= 1"):
+        replace(PRESETS["smoke"].compare, total_timesteps=0)
+    with pytest.raises(ValueError, match=r"compare\.total_timesteps must be >= 1, got 0"):
+        build_preset("smoke", {"agent_steps": 0})
     with pytest.raises(ValueError, match="seeds must hold 1 to 1000 values"):
         CompareConfig("CartPole-v1", seeds=())
     with pytest.raises(ValueError, match="n_workers must be >= 1"):
         CollectConfig(n_episodes=1, n_workers=0)
     with pytest.raises(ValueError, match="exactly one of n_episodes or n_frames"):
         CollectConfig()
-    # the same quantity keeps one range: the pipeline's VAE epochs are TrainConfig's epochs
-    from worldvae.vae.trainer import TrainConfig
+    # the same quantity keeps one range: the pipeline's agents stage is CompareConfig's fields
+    from agents.presets import CompareStage
 
-    vae = {f.name: f.metadata for f in dataclasses.fields(Preset)}["vae_epochs"]
-    epochs = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}["epochs"]
-    assert (vae["low"], vae["high"]) == (epochs["low"], epochs["high"])
+    stage = {f.name: f.metadata for f in dataclasses.fields(CompareStage)}
+    compare = {f.name: f.metadata for f in dataclasses.fields(CompareConfig)}
+    for name, meta in stage.items():
+        if "help" in meta:
+            assert (meta["low"], meta["high"]) == (compare[name]["low"], compare[name]["high"])
 
 
 @dataclass(frozen=True)

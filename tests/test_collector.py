@@ -11,8 +11,9 @@ import pytest
 
 from envs import BrownianPolicy, PolicySpec, collect
 from worldvae.data import EpisodeDataset, load_episode
+from worldvae.envspec import EnvSpec
 
-OPTS = {"frame_size": [16, 16]}
+CART = EnvSpec("CartPole-v1", frame_size=(16, 16))
 
 
 def _episodes(root: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -33,20 +34,18 @@ def _assert_same(a: dict, b: dict) -> None:
 def test_same_seed_same_dataset_whatever_the_worker_count(tmp_path):
     r1 = collect(
         tmp_path / "a",
-        "CartPole-v1",
+        CART,
         n_episodes=5,
         n_workers=1,
         seed=11,
-        env_options=OPTS,
         progress=False,
     )
     r2 = collect(
         tmp_path / "b",
-        "CartPole-v1",
+        CART,
         n_episodes=5,
         n_workers=2,
         seed=11,
-        env_options=OPTS,
         progress=False,
     )
     assert r1.total_episodes == r2.total_episodes == 5
@@ -60,11 +59,10 @@ def test_same_seed_same_dataset_whatever_the_worker_count(tmp_path):
 def test_frame_budget_keeps_a_deterministic_prefix(tmp_path):
     r = collect(
         tmp_path / "a",
-        "CartPole-v1",
+        CART,
         n_frames=200,
         n_workers=2,
         seed=5,
-        env_options=OPTS,
         progress=False,
     )
     ds = EpisodeDataset(tmp_path / "a")
@@ -76,31 +74,36 @@ def test_frame_budget_keeps_a_deterministic_prefix(tmp_path):
 
 
 def test_resume_adds_only_missing_episodes(tmp_path):
-    collect(tmp_path / "a", "CartPole-v1", n_episodes=3, seed=1, env_options=OPTS, progress=False)
-    r = collect(
-        tmp_path / "a", "CartPole-v1", n_episodes=5, seed=1, env_options=OPTS, progress=False
-    )
+    collect(tmp_path / "a", CART, n_episodes=3, seed=1, progress=False)
+    r = collect(tmp_path / "a", CART, n_episodes=5, seed=1, progress=False)
     assert r.new_episodes == 2 and r.total_episodes == 5
-    collect(tmp_path / "b", "CartPole-v1", n_episodes=5, seed=1, env_options=OPTS, progress=False)
+    collect(tmp_path / "b", CART, n_episodes=5, seed=1, progress=False)
     _assert_same(_episodes(tmp_path / "a"), _episodes(tmp_path / "b"))
 
 
 def test_other_settings_into_same_dir_is_refused(tmp_path):
-    collect(tmp_path / "a", "CartPole-v1", n_episodes=1, seed=1, env_options=OPTS, progress=False)
+    collect(tmp_path / "a", CART, n_episodes=1, seed=1, progress=False)
     with pytest.raises(ValueError, match="collected with other settings"):
-        collect(
-            tmp_path / "a", "CartPole-v1", n_episodes=1, seed=2, env_options=OPTS, progress=False
-        )
+        collect(tmp_path / "a", CART, n_episodes=1, seed=2, progress=False)
     r = collect(
         tmp_path / "a",
-        "CartPole-v1",
+        CART,
         n_episodes=1,
         seed=2,
-        env_options=OPTS,
         overwrite=True,
         progress=False,
     )
     assert r.new_episodes == 1
+    with pytest.raises(ValueError, match="collected with other settings"):  # another frame size
+        collect(tmp_path / "a", CART.replace(frame_size=24), n_episodes=1, seed=2, progress=False)
+
+
+def test_an_env_id_collects_its_default_spec_with_the_backend_resolved(tmp_path):
+    collect(tmp_path / "a", "CartPole-v1", n_episodes=1, progress=False)
+    manifest = EpisodeDataset(tmp_path / "a").manifest
+    assert manifest.env_spec == EnvSpec("CartPole-v1", backend="gymnasium")
+    assert manifest.env_options == manifest.env_spec.options()  # the whole spec, on disk
+    assert manifest.frame_shape == manifest.env_spec.frame_shape == (64, 64, 3)
 
 
 def test_killed_collector_resumes_without_duplicates_or_broken_files(tmp_path):
@@ -149,6 +152,6 @@ def test_policy_spec_parsing():
 
 def test_collect_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="exactly one of n_episodes or n_frames"):
-        collect(tmp_path, "CartPole-v1", n_episodes=1, n_frames=10)
+        collect(tmp_path, CART, n_episodes=1, n_frames=10)
     with pytest.raises(ValueError, match="did you mean"):
         collect(tmp_path, "CartPol-v1", n_episodes=1)

@@ -13,6 +13,7 @@ import pytest
 
 from envs import collect
 from worldvae.data.episodes import CorruptEpisodeError, read_episode, verify_episode
+from worldvae.envspec import EnvSpec
 from worldvae.rundir import RunDirLock
 
 
@@ -29,15 +30,15 @@ def _flip_a_frame_bit(path: Path) -> None:
 
 def test_a_flipped_frame_bit_is_found_and_recollected(tmp_path):
     out = tmp_path / "ds"
-    kw = {"n_episodes": 3, "env_options": {"frame_size": 16}, "progress": False}
-    collect(out, "CartPole-v1", **kw)
+    spec, kw = EnvSpec("CartPole-v1", frame_size=16), {"n_episodes": 3, "progress": False}
+    collect(out, spec, **kw)
     victim = out / "episodes" / "ep_0000001.npz"
     before = read_episode(victim)["frames"]
     _flip_a_frame_bit(victim)
     read_episode(victim, keys=("rewards",))  # the old resume check saw nothing wrong
     with pytest.raises(CorruptEpisodeError, match=r"frames\.npy"):
         verify_episode(victim)
-    r = collect(out, "CartPole-v1", **kw)
+    r = collect(out, spec, **kw)
     assert r.new_episodes == 1 and r.total_episodes == 3
     verify_episode(victim)
     np.testing.assert_array_equal(read_episode(victim)["frames"], before)

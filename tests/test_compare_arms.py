@@ -11,19 +11,16 @@ from agents.cli.main import main
 from agents.comparison import CompareConfig, add_threshold_columns, run_comparison
 from agents.report import write_report
 from envs import collect
+from worldvae.data import Manifest
+from worldvae.envspec import EnvSpec
 from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 
 
 @pytest.fixture(scope="module")
 def vae_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
-    collect(
-        root / "data",
-        "CartPole-v1",
-        n_episodes=12,
-        env_options={"frame_size": [40, 40], "max_episode_steps": 40},
-        progress=False,
-    )
+    spec = EnvSpec("CartPole-v1", frame_size=(40, 40), max_episode_steps=40)
+    collect(root / "data", spec, n_episodes=12, progress=False)
     torch.manual_seed(0)
     cfg = AutoencoderConfig(kind="vae", frame_shape=(40, 40, 3), latent_dim=4, channels=(8, 16))
     save_model(Autoencoder(cfg), root / "vae")
@@ -41,11 +38,14 @@ def test_comparison_of_every_code_arm_with_probes(vae_and_data, tmp_path, capsys
         eval_freq=64,
         eval_episodes=1,
         final_eval_episodes=2,
-        env_options={"frame_size": 40, "max_episode_steps": 40},  # CnnPolicy needs >= 36
+        env_given={"frame_size": 40, "max_episode_steps": 40},  # CnnPolicy needs >= 36
         overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
         n_envs=2,
         deterministic_eval=False,
     )
+    # every arm plays the dataset's env spec, which the options given agree with
+    assert cfg.arm_env_given() == Manifest.load(vae_and_data / "data").env_options
+    assert cfg.agent_config("pixel", 0).env == Manifest.load(vae_and_data / "data").env_spec
     result = run_comparison(cfg, tmp_path / "cmp", progress=True)
     assert "compare" in capsys.readouterr().err  # the one progress bar over all runs
     assert {r["obs"] for r in result.runs} == set(cfg.obs_kinds) and len(result.runs) == 10

@@ -26,7 +26,7 @@ def test_comparison_with_zero_shot_shifted_evaluation(tmp_path):
         vae_frames=1000,
         threshold=-1000.0,  # reached at once: the with/without-pretraining columns differ by vae_frames
         shifted_env_kwargs={"domain_randomize": True},
-        env_options={"frame_size": 64, "max_episode_steps": 30},
+        env_given={"frame_size": 64, "max_episode_steps": 30},
         overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
         n_envs=2,
     )
@@ -46,3 +46,4 @@ def test_comparison_with_zero_shot_shifted_evaluation(tmp_path):
     assert "zero-shot shifted return" in report.read_text()
     saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert saved["config"]["shifted_env_kwargs"] == {"domain_randomize": True}
+    assert saved["config"]["env_given"] == {"frame_size": 64, "max_episode_steps": 30}

@@ -7,7 +7,7 @@ them (never re-run it with the code under test). Each test copies the fixtures i
 ``tmp_path`` first. Outputs compare with tight tolerances, data exactly.
 
 Entry points are the public ones where they exist (``worldvae.load_model``,
-``envs.make_env_from_options``, the ``worldvae`` command line); the internal modules used are
+``envs.make_env``, the ``worldvae`` command line); the internal modules used are
 imported in the one block marked below, the only place to update when modules move.
 """
 
@@ -32,16 +32,21 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless rendering
 # ---- Project imports. Internal module paths move in refactors: update them here only. ----
 import worldvae
 from agents import load_bundle  # agent bundles, loaded without unpickling
-from envs import make_env_from_options
+from envs import make_env
 from worldvae.data import EpisodeDataset, load_episode
 from worldvae.data.latents import LatentDataset, read_latent_episode
-from worldvae.envspec import read_env_spec
+from worldvae.envspec import EnvSpec, read_env_spec
 from worldvae.memory import load_memory
 
 
 def spec_as_dict(spec: Any) -> dict[str, Any]:
     """The env spec a model records (``read_env_spec``), as recorded in expected.json."""
-    return {"env_id": spec.env_id, "options": dict(spec.options)}
+    return {"env_id": spec.env_id, "options": spec.options()}
+
+
+def spec_of(record: dict[str, Any]) -> Any:
+    """The env spec of a record in expected.json (its ``env_id`` and ``env_options``)."""
+    return EnvSpec.from_dict({"env_id": record["env_id"], "env_options": record["env_options"]})
 
 
 # ---- end of the project imports ---------------------------------------------------------
@@ -107,6 +112,7 @@ def test_dataset_reads_back_exactly(compat, record, arrays):
     ds = EpisodeDataset(compat / "data")
     m = ds.manifest
     assert (m.env_id, m.env_options) == (exp["env_id"], exp["env_options"])
+    assert m.env_spec == spec_of(exp)
     assert list(m.frame_shape) == exp["frame_shape"] and m.seed == exp["seed"]
     assert (m.policy, m.state_names) == (exp["policy"], exp["state_names"])
     assert len(ds.episodes) == exp["n_episodes"] and ds.n_frames() == exp["n_frames"]
@@ -139,7 +145,7 @@ def test_the_recorded_env_spec_replays_the_dataset(compat, record):
     ds = EpisodeDataset(compat / "data")
     for info in ds.episodes:
         ep = load_episode(info.path)
-        env = make_env_from_options(ds.manifest.env_id, ds.manifest.env_options)
+        env = make_env(ds.manifest.env_spec)
         try:
             frame, _ = env.reset(seed=ep.seed)
             frames = [frame]
@@ -167,7 +173,11 @@ def test_vae_loads_and_encodes_and_decodes_as_before(compat, record, arrays):
         np.testing.assert_allclose(
             model.anomaly_score(arrays["vae_frames"]), arrays["vae_anomaly_score"], **TOL
         )
-    assert spec_as_dict(read_env_spec(compat / "vae")) == exp["env_spec"]
+    spec = read_env_spec(compat / "vae")
+    assert spec_as_dict(spec) == exp["env_spec"]
+    assert spec == spec_of(
+        {"env_id": exp["env_spec"]["env_id"], "env_options": exp["env_spec"]["options"]}
+    )
 
 
 def test_cli_encodes_the_dataset_with_the_vae_as_before(compat, record, tmp_path):
@@ -198,6 +208,7 @@ def test_latent_dataset_reads_back_exactly(compat, record):
     assert (lds.latent_dim, lds.action_dim) == (exp["latent_dim"], exp["action_dim"])
     m = lds.manifest
     assert (m.env_id, m.source_manifest["env_options"]) == (exp["env_id"], exp["env_options"])
+    assert m.env_spec == spec_of(exp)
     assert (m.action, m.model_sha256) == (exp["action"], exp["model_sha256"])
     for info, row in zip(lds.episodes, exp["episodes"], strict=True):
         assert info.path.name == row["file"]
@@ -213,6 +224,7 @@ def test_memory_loads_and_predicts_as_before(compat, record, arrays):
     memory, info = load_memory(compat / "memory", device="cpu")
     assert memory.config.to_dict() == exp["config"]
     assert (info["env_id"], info["env_options"]) == (exp["env_id"], exp["env_options"])
+    assert EnvSpec.from_record(info) == spec_of(exp)
     assert (info["vae_sha256"], info["action"]) == (exp["vae_sha256"], exp["action"])
     z, a = torch.from_numpy(arrays["m_z"]), torch.from_numpy(arrays["m_actions"])
     with torch.inference_mode():
@@ -234,7 +246,8 @@ def test_agent_bundle_loads_and_acts_as_before(compat, record, arrays, name):
     bundle = load_bundle(compat / name, device="cpu")  # also re-checks the recorded hashes
     cfg = bundle.config
     assert (cfg.algo, cfg.obs, cfg.dream) == (exp["algo"], exp["obs"], exp["dream"])
-    assert (cfg.env_id, cfg.env_options) == (exp["env_id"], exp["env_options"])
+    assert (cfg.env_id, cfg.to_dict()["env_options"]) == (exp["env_id"], exp["env_options"])
+    assert cfg.env == spec_of(exp)
     assert cfg.obs_options == exp["obs_options"]
     assert bundle.info.get("model_sha256") == exp["model_sha256"]
     assert bundle.info.get("memory_sha256") == exp["memory_sha256"]

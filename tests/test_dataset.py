@@ -104,13 +104,11 @@ def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
     from agents.cli.main import main
     from envs.collector import collect
     from worldvae.data.writer import merge_datasets
+    from worldvae.envspec import EnvSpec
 
-    opts = {"frame_size": [16, 16], "max_episode_steps": 20}
-    collect(tmp_path / "a", "CartPole-v1", n_episodes=3, env_options=opts, progress=False)
-    collect(
-        tmp_path / "b", "CartPole-v1", n_episodes=2, policy="brownian", seed=7,
-        env_options=opts, progress=False,
-    )  # fmt: skip
+    spec = EnvSpec("CartPole-v1", frame_size=(16, 16), max_episode_steps=20)
+    collect(tmp_path / "a", spec, n_episodes=3, progress=False)
+    collect(tmp_path / "b", spec, n_episodes=2, policy="brownian", seed=7, progress=False)
     merged = merge_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
     ds = EpisodeDataset(tmp_path / "ab", val_fraction=0.0)
     a = EpisodeDataset(tmp_path / "a", val_fraction=0.0)
@@ -126,11 +124,9 @@ def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
         ("brownian", 7, 2),
     ]
     assert ds.manifest.env_options == a.manifest.env_options
+    assert ds.manifest.env_spec == a.manifest.env_spec == spec.replace(backend="gymnasium")
 
-    collect(
-        tmp_path / "c", "CartPole-v1", n_episodes=1, env_options=opts | {"frame_size": [20, 20]},
-        progress=False,
-    )  # fmt: skip
+    collect(tmp_path / "c", spec.replace(frame_size=(20, 20)), n_episodes=1, progress=False)
     status = main(
         ["data", "merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "ac")]
     )

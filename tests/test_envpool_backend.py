@@ -6,11 +6,10 @@ import pytest
 import torch
 from stable_baselines3.common.vec_env import VecMonitor
 
-from envs import make_env
+from envs import make_env, make_vec_env
 from envs.backends import BackendMismatchWarning, resolve_backend, warn_on_backend_mismatch
-from envs.factory import env_options, make_env_from_options
 from envs.latent import VecLatentObservation
-from envs.vector import make_vec_env_from_options
+from worldvae.envspec import EnvSpec
 from worldvae.vae import Autoencoder, AutoencoderConfig
 
 CAR = "CarRacing-v3"
@@ -18,20 +17,18 @@ T = 5  # time limit of the short episodes below
 CROP = (0, 12, 0, 0)
 
 
-def _options(backend: str, frame_skip: int = 1) -> dict:
-    return env_options(
-        frame_size=32, crop=CROP, frame_skip=frame_skip, max_episode_steps=T, backend=backend
+def _spec(backend: str, frame_skip: int = 1) -> EnvSpec:
+    return EnvSpec(
+        CAR, frame_size=32, crop=CROP, frame_skip=frame_skip, max_episode_steps=T, backend=backend
     )
 
 
 def _venv(kind: str, n_envs: int = 2, frame_skip: int = 1, seed: int = 0):
     if kind == "envpool":
         pytest.importorskip("envpool")
-        return make_vec_env_from_options(CAR, _options("envpool", frame_skip), n_envs, seed)
+        return make_vec_env(_spec("envpool", frame_skip), n_envs, seed)
     subprocess = kind == "subproc"
-    return make_vec_env_from_options(
-        CAR, _options("gymnasium", frame_skip), n_envs, seed, subprocess
-    )
+    return make_vec_env(_spec("gymnasium", frame_skip), n_envs, seed, subprocess)
 
 
 # The reference VecEnvs: DummyVecEnv, and SubprocVecEnv (spawning takes a while: slow).
@@ -91,7 +88,7 @@ def test_seed_gives_the_same_episode_per_env(kind):
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first[0], first[1])  # env i gets seed 7 + i
     backend = "envpool" if kind == "envpool" else "gymnasium"
-    single = make_env_from_options(CAR, _options(backend))
+    single = make_env(_spec(backend))
     np.testing.assert_array_equal(single.reset(seed=8)[0], first[1])
     single.close()
     venv.close()
@@ -197,7 +194,18 @@ def test_atari_frames_are_channels_last_like_gymnasium():
 def test_backend_mismatch_warns_once_named():
     with pytest.warns(BackendMismatchWarning, match="trained on frames from the envpool backend"):
         assert warn_on_backend_mismatch("envpool", "gymnasium", "the VAE")
-    assert not warn_on_backend_mismatch(None, "gymnasium", "the VAE")
+    assert not warn_on_backend_mismatch("gymnasium", "gymnasium", "the VAE")
+    # a model recorded before backends were: its frames came from gymnasium
+    old = EnvSpec.from_dict({"env_id": CAR, "env_options": {"frame_size": [32, 32]}})
+    assert not warn_on_backend_mismatch(old.backend, "gymnasium", "the VAE")
+
+
+def test_make_vec_env_resolves_the_spec_it_is_given():
+    venv = make_vec_env(EnvSpec("CartPole-v1", frame_size=16, backend="auto"), 2, seed=0)
+    assert venv.num_envs == 2 and venv.observation_space.shape == (16, 16, 3)
+    venv.close()
+    with pytest.raises(ValueError, match="n_envs must be >= 1"):
+        make_vec_env(EnvSpec("CartPole-v1"), 0)
 
 
 def test_collecting_true_states_needs_gymnasium(tmp_path):
@@ -207,9 +215,8 @@ def test_collecting_true_states_needs_gymnasium(tmp_path):
     with pytest.raises(ValueError, match="collect with --backend gymnasium"):
         collect(
             tmp_path / "d",
-            CAR,
+            EnvSpec(CAR, backend="envpool"),
             n_episodes=1,
-            env_options={"backend": "envpool"},
             record_state=True,
             progress=False,
         )

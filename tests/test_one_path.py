@@ -53,10 +53,10 @@ def test_the_trainer_draws_its_reconstructions_with_inspects_grid(tmp_path):
 
 def test_the_collection_policy_and_the_agents_share_one_algorithm_table():
     from agents.agent_config import ALGOS, algo_class
+    from agents.algorithms import sb3_algorithm, sb3_algorithm_names
     from envs.policies import SB3Policy
-    from envs.sb3_io import SB3_ALGORITHMS, sb3_algorithm
 
-    assert set(SB3_ALGORITHMS) <= set(ALGOS)
+    assert set(sb3_algorithm_names()) <= set(ALGOS)
     for name in ("ppo", "a2c", "dqn", "sac"):
         assert algo_class(name) is sb3_algorithm(name)
         assert SB3Policy("unused.zip", name).algo_class is sb3_algorithm(name)

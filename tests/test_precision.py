@@ -9,6 +9,7 @@ import torch
 
 from envs.backends import BackendMismatchWarning
 from tests.conftest import write_synthetic_dataset
+from worldvae.envspec import EnvSpec, read_env_spec
 from worldvae.precision import autocast, cpu_flags, cpu_model, resolve_precision
 from worldvae.vae import Autoencoder, AutoencoderConfig
 from worldvae.vae.io import read_model_config
@@ -71,7 +72,22 @@ def test_trainer_records_the_resolved_precision_and_the_frames_backend(tmp_path)
     assert run_cfg["resolved"] == {"device": "cpu", "precision": "bf16", "ranks": 1}
     assert run_cfg["data"]["backend"] == "gymnasium"  # datasets without a backend: gymnasium
     _, extra = read_model_config(tmp_path / "run" / "checkpoints" / "best")
-    assert extra["data"] == {"env_id": "Synthetic-v0", "backend": "gymnasium", "env_options": {}}
+    # the dataset's whole spec travels with the model: a manifest without options or backend
+    # (written before either was recorded) means the defaults, made by gymnasium
+    assert extra["data"] == {
+        "env_id": "Synthetic-v0",
+        "env_options": {
+            "frame_size": [64, 64],
+            "crop": None,
+            "grayscale": False,
+            "frame_skip": 1,
+            "max_episode_steps": None,
+            "env_kwargs": {},
+            "backend": "gymnasium",
+        },
+        "backend": "gymnasium",
+    }
+    assert read_env_spec(tmp_path / "run") == EnvSpec("Synthetic-v0", backend="gymnasium")
 
 
 def test_agent_on_another_backend_than_its_vae_warns(tmp_path):
@@ -82,9 +98,8 @@ def test_agent_on_another_backend_than_its_vae_warns(tmp_path):
     model = Autoencoder(
         AutoencoderConfig(kind="vae", frame_shape=(40, 40, 3), latent_dim=4, channels=(8, 16))
     )
-    save_model(
-        model, tmp_path / "m", extra={"data": {"env_id": "CartPole-v1", "backend": "envpool"}}
-    )
+    envpool_frames = EnvSpec("CartPole-v1", frame_size=40, backend="envpool").to_dict()
+    save_model(model, tmp_path / "m", extra={"data": envpool_frames})
     cfg = resolve_config(
         "CartPole-v1",
         "latent",
@@ -92,17 +107,18 @@ def test_agent_on_another_backend_than_its_vae_warns(tmp_path):
         tmp_path / "m",
         64,
         overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
-        env_options={"frame_size": 40},
+        env_given={"frame_size": 40, "backend": "auto"},  # as the command line gives it
         n_envs=2,
         eval_freq=64,
         eval_episodes=1,
     )
-    assert cfg.env_options["backend"] == "gymnasium"
+    assert cfg.env.backend == "gymnasium" and cfg.env.frame_size == (40, 40)
     with pytest.warns(
         BackendMismatchWarning, match="envpool backend but the env runs on gymnasium"
     ):
         train_agent(cfg, tmp_path / "agent", progress=False)
-    save_model(model, tmp_path / "m", extra={"data": {"backend": "gymnasium"}})
+    gymnasium_frames = EnvSpec("CartPole-v1", frame_size=40, backend="gymnasium").to_dict()
+    save_model(model, tmp_path / "m", extra={"data": gymnasium_frames})
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendMismatchWarning)
         train_agent(cfg, tmp_path / "agent2", progress=False)

@@ -14,14 +14,15 @@ import torch
 
 from envs.cluster import check_cluster, connect_ray, run_tasks, uses_ray
 from envs.collector import collect
-from envs.factory import env_options, resolve_env_options
+from envs.factory import resolve_spec
 from envs.policies import PolicySpec
 from envs.ray_collect import play_on_ray
 from worldvae.data.episodes import EPISODE_KEYS, has_states, read_episode
+from worldvae.envspec import EnvSpec
 
 ray = pytest.importorskip("ray")
 
-OPTS = {"frame_size": [16, 16]}
+CART = EnvSpec("CartPole-v1", frame_size=(16, 16))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,15 +88,15 @@ def test_run_tasks_returns_every_result_and_stops_when_told():
 
 def test_ray_episodes_equal_local_collect(tmp_path):
     """Episodes played as Ray tasks are the files a local collect writes for the same seed."""
-    local = collect(tmp_path / "local", "CartPole-v1", n_episodes=3, seed=5, env_options=OPTS,
-                    progress=False)  # fmt: skip
+    local = collect(tmp_path / "local", CART, n_episodes=3, seed=5, progress=False)
     assert local.total_episodes == 3
-    options = resolve_env_options("CartPole-v1", env_options() | OPTS)
+    spec = resolve_spec(CART)
+    assert spec.backend == "gymnasium"  # resolved, as the collector records it
     out = tmp_path / "ray"
     (out / "episodes").mkdir(parents=True)
     done: dict[int, int] = {}
     play_on_ray(
-        "ray", "CartPole-v1", options, PolicySpec.parse("random"), 5, out, iter(range(3)),
+        "ray", spec, PolicySpec.parse("random"), 5, out, iter(range(3)),
         lambda i, n: done.setdefault(i, n) > 0, n_workers=2, record_state=True,
     )  # fmt: skip
     assert sorted(done) == [0, 1, 2]
@@ -108,16 +109,16 @@ def test_ray_episodes_equal_local_collect(tmp_path):
 def test_collect_on_ray_writes_the_local_dataset_and_resumes(tmp_path):
     """`collect(cluster="ray")`: the same dataset as local for the same seed; a re-run after a
     lost episode plays only that one."""
-    kw = {"n_frames": 120, "seed": 3, "env_options": OPTS, "progress": False}
-    local = collect(tmp_path / "local", "CartPole-v1", **kw)
-    on_ray = collect(tmp_path / "ray", "CartPole-v1", cluster="ray", n_workers=2, **kw)
+    kw = {"n_frames": 120, "seed": 3, "progress": False}
+    local = collect(tmp_path / "local", CART, **kw)
+    on_ray = collect(tmp_path / "ray", CART, cluster="ray", n_workers=2, **kw)
     assert (on_ray.total_episodes, on_ray.total_frames) == (
         local.total_episodes,
         local.total_frames,
     )
     _assert_same(tmp_path / "local", tmp_path / "ray")
     (tmp_path / "ray" / "episodes" / "ep_0000001.npz").unlink()
-    again = collect(tmp_path / "ray", "CartPole-v1", cluster="ray", n_workers=2, **kw)
+    again = collect(tmp_path / "ray", CART, cluster="ray", n_workers=2, **kw)
     assert again.new_episodes == 1
     _assert_same(tmp_path / "local", tmp_path / "ray")
 
@@ -146,7 +147,7 @@ def _compare_cfg(tmp_path: Path) -> Any:
         eval_freq=64,
         eval_episodes=1,
         final_eval_episodes=1,
-        env_options={"frame_size": 16, "max_episode_steps": 20},
+        env_given={"frame_size": 16, "max_episode_steps": 20},
         overrides={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
         n_envs=2,
         probe=False,
@@ -206,13 +207,14 @@ def test_ray_comparison_runs_equal_local_runs_and_resume(tmp_path):
 def test_pipeline_on_ray_collects_the_local_dataset(tmp_path):
     from agents.pipeline import run_pipeline
 
-    settings = {"collect_frames": 150, "vae_epochs": 1, "agent_steps": 128, "eval_freq": 128}
-    settings |= {"seeds": (0,), "obs_kinds": ("latent",), "final_eval_episodes": 1}
+    settings = {"collect.n_frames": 150, "vae.epochs": 1, "compare.total_timesteps": 128}
+    settings |= {"compare.eval_freq": 128, "compare.seeds": [0], "compare.obs_kinds": ["latent"]}
+    settings |= {"compare.final_eval_episodes": 1}
     run_pipeline("smoke", out_dir=tmp_path / "pipe", settings=settings, cluster="ray",
                  progress=False)  # fmt: skip
     from worldvae.data import EpisodeDataset
 
-    opts = EpisodeDataset(tmp_path / "pipe" / "data").manifest.env_options
-    collect(tmp_path / "local", "MiniGrid-Empty-5x5-v0", n_frames=150, env_options=opts,
-            progress=False)  # fmt: skip
+    spec = EpisodeDataset(tmp_path / "pipe" / "data").manifest.env_spec
+    assert spec.env_id == "MiniGrid-Empty-5x5-v0"
+    collect(tmp_path / "local", spec, n_frames=150, progress=False)
     _assert_same(tmp_path / "local", tmp_path / "pipe" / "data")

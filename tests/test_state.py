@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs import collect, make_env
+from envs import EnvSpec, collect, make_env
 from envs.state import StateObservation, has_state, read_state, state_names
 from worldvae.data import Episode, EpisodeDataset, load_episode, write_episode
 
@@ -64,13 +64,8 @@ def test_state_observation_wrapper_space_and_values():
 
 
 def test_collector_stores_aligned_states(tmp_path):
-    collect(
-        tmp_path / "d",
-        "Pendulum-v1",
-        n_episodes=2,
-        env_options={"frame_size": [16, 16], "max_episode_steps": 10},
-        progress=False,
-    )
+    spec = EnvSpec("Pendulum-v1", frame_size=(16, 16), max_episode_steps=10)
+    collect(tmp_path / "d", spec, n_episodes=2, progress=False)
     ds = EpisodeDataset(tmp_path / "d")
     assert ds.state_names == ("cos_theta", "sin_theta", "theta_dot")
     ep = load_episode(ds.episodes[0].path)
@@ -85,9 +80,8 @@ def test_collector_stores_aligned_states(tmp_path):
 def test_collector_state_recording_off_and_refused(tmp_path):
     collect(
         tmp_path / "off",
-        "CartPole-v1",
+        EnvSpec("CartPole-v1", frame_size=(16, 16)),
         n_episodes=1,
-        env_options={"frame_size": [16, 16]},
         progress=False,
         record_state=False,
     )

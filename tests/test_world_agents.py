@@ -11,19 +11,20 @@ from agents.controller.cmaes import LinearController
 from envs import collect
 from envs.latent_memory import action_spec_for
 from worldvae.data.latents import encode_dataset
+from worldvae.envspec import EnvSpec
 from worldvae.memory.trainer import MemoryTrainConfig, train_memory
 from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
 from worldvae.vae.io import model_sha256
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
-ENV = {"frame_size": 16}
+ENV = {"frame_size": 16}  # the env spec's fields chosen explicitly
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny V and M on real CartPole frames (16x16): (vae_dir, memory_run_dir)."""
     root = tmp_path_factory.mktemp("world")
-    collect(root / "data", "CartPole-v1", n_episodes=3, env_options=ENV, progress=False)
+    collect(root / "data", EnvSpec("CartPole-v1", **ENV), n_episodes=3, progress=False)
     torch.manual_seed(0)
     vae = Autoencoder(
         AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
@@ -51,7 +52,7 @@ def world(tmp_path_factory):
 
 def _cfg(world, steps=64, algo="ppo", **kw):
     vae, rnn = world
-    hp = {"env_options": ENV, "n_envs": 2, "eval_freq": 64, "eval_episodes": 2, "device": "cpu"}
+    hp = {"env_given": ENV, "n_envs": 2, "eval_freq": 64, "eval_episodes": 2, "device": "cpu"}
     overrides = FAST if algo == "ppo" else {"popsize": 4, "rollouts": 1, "workers": 1}
     return resolve_config(
         "CartPole-v1",

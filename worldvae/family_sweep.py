@@ -26,13 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from worldvae.atomic import write_json
+from worldvae.config_fields import check_ranges, option_from, reject_unknown_keys
 from worldvae.representation import RepresentationConfig
 from worldvae.vae.config import KINDS, AutoencoderConfig
+from worldvae.vae.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
 SCORES_FILE = "representation.json"
 CONTROLS_FILE = "controls.json"
+SWEEP_FILE = "sweep.json"
+
+# The :class:`TrainConfig` fields a sweep sets, the same for every run (the training budget).
+TRAIN_FIELDS = ("epochs", "batch_size", "lr", "warmup_steps", "max_steps")
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,16 @@ def sweep_grid(
 class SweepConfig:
     """A sweep: the grid, the shared training budget and how runs are scored.
 
+    ``sweep.json`` holds :meth:`to_dict` (flat keys); :meth:`from_dict` reads it back.
+
     Attributes:
         data: dataset directory (collected with states for the factor scores).
         shifted: a dataset of another distribution for the anomaly AUROC, or None.
         kinds, betas, seeds, model: see :func:`sweep_grid`.
-        epochs, batch_size, lr, warmup_steps, max_steps: the training budget every run gets.
+        epochs, batch_size, lr, warmup_steps, max_steps: the training budget every run gets
+            (:data:`TRAIN_FIELDS`); their defaults, ranges and help are
+            :class:`~worldvae.vae.trainer.TrainConfig`'s, and every other training field keeps
+            TrainConfig's default (see :meth:`train_config`).
         workers: runs trained and scored at once, in separate processes.
         scoring: :class:`RepresentationConfig` as a dict.
     """
@@ -101,16 +112,24 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     model: dict[str, Any] = field(default_factory=lambda: {"latent_dim": 32})
     shifted: str | None = None
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    max_steps: int | None = None
+    epochs: int = option_from(TrainConfig, "epochs")
+    batch_size: int = option_from(TrainConfig, "batch_size")
+    lr: float = option_from(TrainConfig, "lr")
+    warmup_steps: int = option_from(TrainConfig, "warmup_steps")
+    max_steps: int | None = option_from(TrainConfig, "max_steps")
     workers: int = 1
     scoring: dict[str, Any] = field(default_factory=lambda: RepresentationConfig().to_dict())
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
     def runs(self) -> list[SweepRun]:
         return sweep_grid(self.kinds, self.betas, self.seeds, self.model)
+
+    def train_config(self, run: SweepRun) -> TrainConfig:
+        """How ``run`` trains: this sweep's budget, the run's model and seed, on the CPU."""
+        budget = {name: getattr(self, name) for name in TRAIN_FIELDS}
+        return TrainConfig(model=run.model, seed=run.seed, device="cpu", **budget)
 
     def representation_config(self) -> RepresentationConfig:
         d = dict(self.scoring)
@@ -118,22 +137,23 @@ class SweepConfig:
         return RepresentationConfig(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        """JSON-ready, with flat keys: what ``sweep.json`` holds."""
+        return dict(json.loads(json.dumps(asdict(self))))
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        """The sweep a ``sweep.json`` describes (keys it lacks take their defaults).
 
-def _train_config(cfg: SweepConfig, run: SweepRun) -> Any:
-    from worldvae.vae.trainer import TrainConfig
-
-    return TrainConfig(
-        model=run.model,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        max_steps=cfg.max_steps,
-        seed=run.seed,
-        device="cpu",
-    )
+        Raises:
+            ValueError: unknown keys or values out of range.
+            TypeError: a required key (``data``) is missing.
+        """
+        reject_unknown_keys(cls, d, "sweep")
+        fields: dict[str, Any] = dict(d)
+        for k in ("kinds", "betas", "seeds"):
+            if k in fields:
+                fields[k] = tuple(fields[k])
+        return cls(**fields)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -158,7 +178,7 @@ def run_one(cfg: SweepConfig, run: SweepRun, out_dir: str, threads: int = 0) -> 
     if threads > 0:
         torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run.name
-    tcfg = _train_config(cfg, run)
+    tcfg = cfg.train_config(run)
     if not is_finished(run_dir):
         logger.info("training %s", run.name)
         train_autoencoder(cfg.data, run_dir, tcfg, resume=run_dir.exists(), progress=False)
@@ -209,11 +229,23 @@ def score_controls(cfg: SweepConfig, out_dir: str | Path) -> dict[str, Any]:
     return controls
 
 
+def _as_written_now(old: dict[str, Any]) -> dict[str, Any]:
+    """A ``sweep.json`` as this version writes it: keys it lacks take their defaults (left as
+    read when it is not a sweep config at all)."""
+    try:
+        return SweepConfig.from_dict(old).to_dict()
+    except (TypeError, ValueError):
+        return old
+
+
 def _check_sweep_dir(cfg: SweepConfig, out: Path, overwrite: bool) -> None:
-    path = out / "sweep.json"
+    path = out / SWEEP_FILE
     old = _read_json(path)
-    if old is not None and old != cfg.to_dict() and not overwrite:
-        changed = sorted(k for k in cfg.to_dict() if old.get(k) != cfg.to_dict()[k])
+    new = cfg.to_dict()
+    if old is not None:
+        old = _as_written_now(old)
+    if old is not None and old != new and not overwrite:
+        changed = sorted(k for k in new if old.get(k) != new[k])
         raise ValueError(
             f"{out} holds a sweep with other settings (differs in {changed}); re-run with the "
             "same options to resume it, choose another --out, or pass --overwrite"
@@ -223,7 +255,7 @@ def _check_sweep_dir(cfg: SweepConfig, out: Path, overwrite: bool) -> None:
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(path, cfg.to_dict())
+    write_json(path, new)
 
 
 def run_sweep(

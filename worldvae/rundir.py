@@ -148,6 +148,25 @@ def check_ours(path: str | os.PathLike[str], ours: Iterable[str], what: str) -> 
         )
 
 
+def check_folder(path: str | os.PathLike[str], flag: str = "--out") -> None:
+    """Refuse a ``path`` that is, or lies under, something other than a folder (a file, a
+    broken link), before a lock would try to create a folder there.
+
+    Raises:
+        ForeignDirError: naming the path, what is in the way, and the fix.
+    """
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.is_dir():
+            return
+        if q.exists() or q.is_symlink():
+            what = "exists" if q == p else f"lies under {q}, which exists"
+            raise ForeignDirError(
+                f"{p} {what} and is not a folder (a file or a broken link); nothing was "
+                f"changed: choose another {flag}"
+            )
+
+
 def remove_owned(path: str | os.PathLike[str], names: Iterable[str]) -> None:
     """Delete only the listed entries of ``path`` (files or folders); keep everything else."""
     for name in names:

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from agents.agent_config import AgentConfig
-from agents.cli.common import add_backend_argument, add_frame_arguments, given_env_options
+from agents.cli.common import add_backend_argument, add_frame_arguments, env_choices
 from agents.cli.options import add_config_options, bounded, config_values, field_help
+from envs.registry import ENV_ID_HELP
 
 # The arms an agent trains on alone; random and pca need the encoders a comparison derives.
 STANDALONE_OBS = ("pixel", "latent", "encoder", "latent+h")
@@ -27,6 +28,7 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
     frames = p.add_argument_group(
         "frames (with --model: taken from the model's env spec; given ones must agree with it)"
     )
+    p.add_argument("--env", required=True, help=ENV_ID_HELP)
     add_frame_arguments(frames)
     agent = p.add_argument_group("agent (every option field of AgentConfig)")
     p.set_defaults(
@@ -51,31 +53,25 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train_agent(args: argparse.Namespace) -> int:
-    from agents.agent_config import resolve_config
+    from agents.agent_config import memory_env_given, resolve_config
     from agents.agent_training import train_agent
     from agents.preflight import check_env_and_model
 
     fields = config_values(args, args.agent_fields)
     if fields["n_envs"] is None:  # the hyperparameters' n_envs
         del fields["n_envs"]
-    fields["env_options"] = given_env_options(args)
-    env_id, memory = fields["env_id"], fields["memory_dir"]
-    if memory:
-        from worldvae.memory import read_memory_config
-
-        # The frames M saw were made with the collector's make_env options: use the same.
-        _, extra = read_memory_config(memory)
-        if extra.get("env_id") not in (None, env_id):
-            raise ValueError(
-                f"the memory model {memory} was trained on {extra['env_id']}, not {env_id}"
-            )
-        fields["env_options"] = dict(extra.get("env_options") or {})
-    cfg = resolve_config(obs=args.obs, hyperparams_file=args.hyperparams, **fields)
+    env_given = env_choices(args)
+    env_id, memory = args.env, fields["memory_dir"]
+    if memory:  # the frames M saw: its env spec
+        env_given = memory_env_given(memory, env_id)
+    cfg = resolve_config(
+        env_id, obs=args.obs, hyperparams_file=args.hyperparams, env_given=env_given, **fields
+    )
     if args.obs == "encoder" and args.finetune:
         cfg = type(cfg).from_dict(
             cfg.to_dict() | {"obs_options": cfg.obs_options | {"freeze": False}}
         )
-    check_env_and_model(cfg.env_id, cfg.env_options, cfg.model_dir, args.allow_env_mismatch)
+    check_env_and_model(cfg.env, cfg.model_dir, args.allow_env_mismatch)
     out = args.out or Path("runs") / "agents" / cfg.run_name
     r = train_agent(cfg, out, overwrite=args.overwrite, subprocess_envs=args.subproc)
     print(

@@ -6,21 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from agents.cli.options import bounded
-from envs.factory import MAX_EPISODE_STEPS, MAX_FRAME_SIZE, MAX_FRAME_SKIP, MIN_FRAME_SIZE
+from agents.cli.options import add_config_options, bounded, field_help
+from envs.backends import BACKENDS
 from envs.registry import ENV_ID_HELP
-
-
-def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
-    """``"0,12,0,0"`` -> ``(0, 12, 0, 0)`` (pixels off top, bottom, left, right)."""
-    if text is None:
-        return None
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"takes TOP,BOTTOM,LEFT,RIGHT, got {text!r}")
-    one = bounded(int, 0, MAX_FRAME_SIZE * 16)
-    top, bottom, left, right = (one(p.strip()) for p in parts)
-    return (top, bottom, left, right)
+from worldvae.envspec import MAX_FRAME_SIZE, MIN_FRAME_SIZE, EnvSpec
 
 
 def parse_env_kwarg(item: str) -> tuple[str, Any]:
@@ -56,52 +45,39 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_frame_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``make_env`` frame options. Each defaults to "not given" (None): what is not given
-    comes from the recorded env spec, or for a new one from the env's recommended options."""
+    """The env spec's frame options (:class:`~worldvae.envspec.EnvSpec`'s fields, their help
+    and ranges). Each defaults to "not given" (None): what is not given comes from the
+    recorded env spec, or for a new one from the env's recommended options."""
     p.add_argument(
         "--frame-size",
         type=bounded(int, MIN_FRAME_SIZE, MAX_FRAME_SIZE),
         default=None,
         help=f"square frame side, {MIN_FRAME_SIZE}..{MAX_FRAME_SIZE} (default 64)",
     )
-    p.add_argument("--crop", type=parse_crop, default=None, help="pixels off TOP,BOTTOM,LEFT,RIGHT")
-    p.add_argument(
-        "--grayscale", action="store_true", default=None, help="one channel instead of RGB"
-    )
-    p.add_argument(
-        "--frame-skip",
-        type=bounded(int, 1, MAX_FRAME_SKIP),
-        default=None,
-        help="repeat each action N times",
-    )
-    p.add_argument(
-        "--max-episode-steps",
-        type=bounded(int, 1, MAX_EPISODE_STEPS),
-        default=None,
-        help="override the time limit",
+    add_config_options(
+        p,
+        EnvSpec,
+        only=("crop", "grayscale", "frame_skip", "max_episode_steps"),
+        defaults=dict.fromkeys(("crop", "grayscale", "frame_skip", "max_episode_steps")),
     )
     p.add_argument(
         "--env-kwarg",
         action="append",
         type=parse_env_kwarg,
         metavar="KEY=VALUE",
-        help="passed to gym.make (repeatable)",
+        help=field_help(EnvSpec, "env_kwargs") + " (repeatable)",
     )
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
-    """``--backend auto|gymnasium|envpool``."""
+    """``--backend``: ``auto`` or a name in :data:`envs.backends.ENV_BACKENDS`."""
     p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "gymnasium", "envpool"],
-        help="library that steps the env: envpool (C++, CarRacing-v3 and Atari, several times "
-        "faster) or gymnasium (the reference); auto: envpool where installed and able",
+        "--backend", default="auto", choices=BACKENDS, help=field_help(EnvSpec, "backend")
     )
 
 
-def given_env_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``make_env`` options the command line gives explicitly (backend always)."""
+def env_choices(args: argparse.Namespace) -> dict[str, Any]:
+    """The env spec fields the command line gives explicitly (backend always)."""
     given: dict[str, Any] = {
         "frame_size": args.frame_size,
         "crop": args.crop,
@@ -113,11 +89,12 @@ def given_env_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None} | {"backend": args.backend}
 
 
-def env_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """A new env spec's options: the env's recommended ones, then what the command line gives."""
-    from envs.factory import recommended_options
+def new_env_spec(args: argparse.Namespace) -> EnvSpec:
+    """A new env spec: the env's recommended one, then what the command line gives; its
+    backend resolved."""
+    from envs.factory import new_spec
 
-    return recommended_options(args.env, given_env_options(args))
+    return new_spec(args.env, env_choices(args))
 
 
 def add_cluster_arguments(p: argparse.ArgumentParser, per_run: bool = False) -> None:

@@ -6,18 +6,35 @@ import argparse
 import dataclasses
 import shlex
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
-from agents.cli.common import add_backend_argument, add_cluster_arguments, parse_env_kwargs
-from agents.cli.options import add_config_options, config_values
+from agents.cli.common import add_backend_argument, add_cluster_arguments
+from agents.cli.errors import UsageError
+from agents.cli.options import _argument_spec, add_config_options, bounded, config_values
 from agents.comparison import CompareConfig
-from agents.pipeline import PRESETS, Preset
+from agents.presets import FLAT_SETTINGS, PRESETS, Preset, build_preset, default_out, parse_setting
+from envs.backends import BACKENDS
 from envs.cluster import uses_ray
+from envs.registry import ENV_ID_HELP
+from worldvae.envspec import MAX_FRAME_SIZE, MIN_FRAME_SIZE
 from worldvae.rundir import RunDirLock, check_ours
 
 # What the two commands write in --out; a folder holding anything else is refused.
 COMPARE_ENTRIES = ("runs", "controls", "results.csv", "results.json", "report")
-PIPELINE_ENTRIES = ("data", "vae", "compare", "report", "canonical.json")
+PIPELINE_ENTRIES = ("data", "vae", "latents", "rnn", "compare", "report", "canonical.json")
+# The pipeline's flags whose command-line form is not their field's: the env id (a field
+# without option metadata), a square frame side, the backends by name (--seeds is a count).
+PIPELINE_FLAG_FORMS: dict[str, dict[str, Any]] = {
+    "--env": {"metavar": "ENV", "help": ENV_ID_HELP},
+    "--frame-size": {
+        "type": bounded(int, MIN_FRAME_SIZE, MAX_FRAME_SIZE),
+        "metavar": "FRAME_SIZE",
+        "help": "square frame side",
+    },
+    "--backend": {"choices": BACKENDS},
+}
 
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,35 +58,29 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     from agents.arms import get_arm
-    from agents.comparison import run_comparison
     from agents.preflight import check_env_and_model
+    from agents.ray_runs import run_comparison_on_cluster
     from agents.report import write_report
     from worldvae.versions import machine_description
 
-    on_ray = uses_ray(args.cluster)  # a bad value is refused before anything runs
+    uses_ray(args.cluster)  # a bad value is refused before anything runs
     cfg = CompareConfig(
         **config_values(args, args.compare_fields),
         shifted_env_kwargs={"domain_randomize": True} if args.shifted else None,
-        env_options={"backend": args.backend},
+        env_given={"backend": args.backend},
     )
     # before the first agent trains, not after the pixel ones
     needs_model = any(get_arm(obs).model == "vae" for obs in cfg.obs_kinds)
     check_env_and_model(
-        cfg.env_id,
-        cfg.agent_config("pixel", cfg.seeds[0]).env_options,
+        cfg.agent_config("pixel", cfg.seeds[0]).env,
         cfg.model_dir if needs_model else None,
         args.allow_env_mismatch,
     )
     check_ours(args.out, COMPARE_ENTRIES, "compare")
     with RunDirLock(args.out, "compare"):
-        if on_ray:
-            from agents.ray_runs import run_comparison_on_ray
-
-            result = run_comparison_on_ray(
-                cfg, args.out, args.cluster, args.cpus_per_run, args.gpus_per_run
-            )
-        else:
-            result = run_comparison(cfg, args.out)
+        result = run_comparison_on_cluster(
+            cfg, args.out, args.cluster, args.cpus_per_run, args.gpus_per_run
+        )
         report = write_report(
             result,
             args.out / "report",
@@ -89,42 +100,82 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         "full (GPU-machine scale on CarRacing-v3). Re-running resumes every stage.",
     )
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
-    settings = p.add_argument_group(
-        "preset settings (every option field of Preset; each defaults to the preset's)"
-    )
-    names = [f.name for f in dataclasses.fields(Preset)]
-    p.set_defaults(
-        preset_fields=add_config_options(
-            settings, Preset, counts=("seeds",), defaults=dict.fromkeys(names, None)
+    add_pipeline_flags(
+        p.add_argument_group(
+            "preset settings (each flag sets the dotted key in brackets; each defaults to the "
+            "preset's)"
         )
     )
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help='set any of the preset\'s settings, e.g. vae_model=\'{"kind": "vae"}\' '
-        "(a JSON value; repeatable; the flags above win)",
+        help="set any setting of the preset by its dotted key SECTION.FIELD (SECTION: env, "
+        "collect, vae, memory, compare, canonical), e.g. vae.epochs=3, compare.seeds=[0,1] or "
+        "vae.model.latent_dim=8. VALUE is JSON (a bare word for text); an object is merged "
+        'into a dictionary setting, so vae.model=\'{"kind": "vae"}\' keeps the preset\'s '
+        "other model keys (repeatable; the flags above win)",
     )
     p.add_argument("--out", type=Path, default=None, help="default runs/pipeline/PRESET__ENV")
     add_cluster_arguments(p, per_run=True)
     p.set_defaults(func=run_pipeline_command)
 
 
+def add_pipeline_flags(group: Any) -> None:
+    """A flag for each entry of :data:`agents.presets.FLAT_SETTINGS` with one: its field's
+    type, range and help, its value landing in ``args.<dotted key>`` (None: not given)."""
+    for flag, key in FLAT_SETTINGS.values():
+        if flag is None:  # a dictionary: --set only
+            continue
+        section, name = key.split(".")
+        cls = typing.get_type_hints(Preset)[section]
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        if "help" in f.metadata:
+            hint = typing.get_type_hints(cls)[name]
+            spec = _argument_spec(cls, f, hint, None, flag == "--seeds")
+        else:  # a field without option metadata (the env id): its form is below
+            spec = {"default": None}
+        spec.update(PIPELINE_FLAG_FORMS.get(flag, {}), dest=key)
+        if "type" in spec and "metavar" not in spec and "choices" not in spec:
+            spec["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
+        spec["help"] = f"{spec['help']} [{key}]"
+        group.add_argument(flag, **spec)
+
+
+def pipeline_settings(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The settings the command line gives, in order: each ``--set``, then each flag given.
+
+    Raises:
+        UsageError: a malformed ``--set`` or an unknown key.
+    """
+    try:
+        settings = [parse_setting(item) for item in args.set or []]
+    except ValueError as e:
+        raise UsageError(f"pipeline: {e} (see: worldvae pipeline --help)") from None
+    for flag, key in FLAT_SETTINGS.values():
+        value = getattr(args, key) if flag is not None else None
+        if value is not None:
+            settings.append((key, value))
+    return settings
+
+
 def run_pipeline_command(args: argparse.Namespace) -> int:
     from agents.pipeline import run_pipeline
 
     uses_ray(args.cluster)  # a bad value is refused before anything runs
-    preset = args.preset
-    given = {k: v for k, v in config_values(args, args.preset_fields).items() if v is not None}
-    env = given.get("env_id") or PRESETS[preset].env_id
-    out = args.out or Path("runs") / "pipeline" / f"{preset}__{env.replace('/', '_')}"
+    settings = pipeline_settings(args)
+    try:  # every setting checked before anything is written
+        preset = build_preset(args.preset, settings)
+    except ValueError as e:
+        raise UsageError(f"pipeline: {e} (see: worldvae pipeline --help)") from None
+    out = args.out or default_out(args.preset, preset)
     check_ours(out, PIPELINE_ENTRIES, "pipeline")
     with RunDirLock(out, "pipeline"):
         report = run_pipeline(
-            args.preset,
+            preset,
             out,
+            name=args.preset,
             command="worldvae " + shlex.join(sys.argv[1:]),
-            settings=parse_env_kwargs(args.set) | given,
             cluster=args.cluster,
             cpus_per_run=args.cpus_per_run,
             gpus_per_run=args.gpus_per_run,

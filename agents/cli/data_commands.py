@@ -9,12 +9,12 @@ from typing import Any
 from agents.cli.common import (
     add_cluster_arguments,
     add_env_arguments,
-    env_options_from_args,
-    given_env_options,
+    env_choices,
+    new_env_spec,
 )
 from agents.cli.options import add_config_options, bounded, config_values
 from envs.collector import CollectConfig
-from worldvae.rundir import RunDirLock
+from worldvae.rundir import ForeignDirError, RunDirLock, check_folder, foreign_entries
 
 BUDGET = ("n_episodes", "n_frames")  # exactly one is given
 
@@ -40,6 +40,7 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
 def run_collect(args: argparse.Namespace) -> int:
     from envs.collector import collect
 
+    check_folder(args.out)
     with RunDirLock(args.out, "collect"):
         result = _collect(args, collect)
     print(
@@ -52,19 +53,19 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def _collect(args: argparse.Namespace, collect: Any) -> Any:
     settings = config_values(args, args.collect_fields)
-    env_options = env_options_from_args(args)
     agent = _agent_policy(args, settings.get("policy", ""))
-    if agent is not None:  # the agent's env, the agent's frames
+    if agent is None:
+        env = new_env_spec(args)
+    else:  # the agent's env, the agent's frames
         settings["policy"] = agent
-        given = given_env_options(args)
+        given = env_choices(args)
         if given.get("backend") == "auto":  # not a choice: the agent's backend stands
             given.pop("backend")
-        env_options = agent.env_spec().resolve(given, f"the agent's config ({agent.path})")
+        env = agent.env_spec().resolve(given, f"the agent's config ({agent.path})")
     return collect(
         args.out,
-        args.env,
+        env,
         **settings,
-        env_options=env_options,
         overwrite=args.overwrite,
         cluster=args.cluster,
     )
@@ -89,7 +90,12 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True)
     info = data_sub.add_parser("info", help="counts, return statistics and a mosaic PNG")
     info.add_argument("dir", type=Path)
-    info.add_argument("--mosaic", type=Path, default=None, help="PNG path (default DIR/mosaic.png)")
+    info.add_argument(
+        "--mosaic",
+        type=Path,
+        default=None,
+        help="PNG path (default DIR/mosaic.png), in the dataset or in a new or empty folder",
+    )
     info.add_argument(
         "--n", type=bounded(int, 1, 4096), default=64, help="frames in the mosaic (1..4096)"
     )
@@ -109,16 +115,52 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from worldvae.data import EpisodeDataset
-    from worldvae.images import image_grid, save_png
+    from worldvae.data.writer import MOSAIC_NAME
 
     ds = EpisodeDataset(args.dir)
+    mosaic = args.mosaic or ds.root / MOSAIC_NAME
+    if mosaic.is_dir():
+        raise ValueError(
+            f"--mosaic {mosaic} is a folder; give the PNG file's path, such as "
+            f"{mosaic / MOSAIC_NAME}"
+        )
+    check_folder(mosaic.parent, "--mosaic")
+    with RunDirLock(mosaic.parent, "data info"):
+        _check_mosaic_folder(mosaic)
+        path = _show_info(ds, mosaic, args.n)
+    print(f"mosaic     {path}")
+    return 0
+
+
+def _check_mosaic_folder(mosaic: Path) -> None:
+    """Refuse to write ``mosaic`` into a folder holding anything but a dataset's own files (in a
+    dataset) or an earlier mosaic of that name (a re-run). Writes nothing."""
+    from worldvae.data.manifest import MANIFEST_NAME
+    from worldvae.data.writer import DATASET_ENTRIES
+
+    folder = mosaic.parent
+    ours = (*DATASET_ENTRIES, mosaic.name) if (folder / MANIFEST_NAME).is_file() else ()
+    foreign = [n for n in foreign_entries(folder, ours) if n != mosaic.name]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ForeignDirError(
+            f"--mosaic's folder {folder} holds {shown}, which neither a dataset nor data info "
+            "wrote; nothing was written: give --mosaic a path in the dataset or in a new or "
+            "empty folder"
+        )
+
+
+def _show_info(ds: Any, mosaic: Path, n: int) -> Path:
+    """Print the dataset's numbers and write its mosaic of ``n`` frames; return its path."""
+    from worldvae.images import image_grid, save_png
+
     m = ds.manifest
     s = ds.stats()
     print(f"dataset    {ds.root}")
     print(
         f"env        {m.env_id}  frames {m.frame_shape}  policy {m.policy['name']}  seed {m.seed}"
     )
-    print(f"options    {m.env_options}")
+    print(f"options    {m.env_spec.options()}")
     print(
         f"episodes   {s['episodes']} (train {s['train_episodes']}, val {s['val_episodes']})  "
         f"frames {s['frames']}  mean length {s['length_mean']:.1f}"
@@ -128,13 +170,9 @@ def run_info(args: argparse.Namespace) -> int:
         f"min {s['return_min']:.2f}  max {s['return_max']:.2f}"
     )
     print(f"versions   {', '.join(f'{k} {v}' for k, v in sorted(m.versions.items()))}")
-    frames = ds.sample_frames(args.n)
+    frames = ds.sample_frames(n)
     scale = max(1, 128 // max(m.frame_shape[:2]))
-    mosaic = args.mosaic or ds.root / "mosaic.png"
-    with RunDirLock(mosaic.parent, "data info"):
-        path = save_png(mosaic, image_grid(frames, n_cols=8, scale=scale))
-    print(f"mosaic     {path}")
-    return 0
+    return Path(save_png(mosaic, image_grid(frames, n_cols=8, scale=scale)))
 
 
 def run_verify(args: argparse.Namespace) -> int:

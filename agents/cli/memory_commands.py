@@ -31,26 +31,13 @@ def add_encode_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_encode_data(args: argparse.Namespace) -> int:
-    from envs import make_env_from_options
-    from envs.latent_memory import action_spec_for
-    from worldvae.data import Manifest
-    from worldvae.data.latents import encode_dataset
-    from worldvae.vae import load_model
-    from worldvae.vae.io import model_sha256, resolve_model_dir
+    from envs.latent_memory import encode_latent_dataset
 
-    manifest = Manifest.load(args.data)
-    env = make_env_from_options(manifest.env_id, manifest.env_options)
-    spec = action_spec_for(env.action_space)
-    env.close()
-    model_dir = resolve_model_dir(args.model)
-    model = load_model(model_dir, device=args.device)
-    r = encode_dataset(
+    r = encode_latent_dataset(
         args.data,
-        model,
-        model_dir,
-        model_sha256(model_dir),
+        args.model,
         args.out,
-        spec,
+        device=args.device,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         skip_corrupt=args.skip_corrupt,

@@ -145,64 +145,67 @@ def add_config_options(
     """
     hints = typing.get_type_hints(cls)
     wanted = None if only is None else set(only)
-    counted = set(counts)
     added = []
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata or f.name in skip:
             continue
         if wanted is not None and f.name not in wanted:
             continue
-        kind, args, optional = _field_type(hints[f.name])
-        declared = _declared_default(f)
-        default = (defaults or {}).get(f.name, declared)
-        meta = field_bounds(cls, f.name)
-        text = str(f.metadata["help"])
-        spec: dict[str, Any] = {"dest": f.name}
-        if default is dataclasses.MISSING:
-            spec["required"] = True
-        else:
-            spec["default"] = default
-        shown = "" if default in (None, dataclasses.MISSING) else f" (default {_show(default)})"
-        if kind is bool:
-            if declared is None and optional:
-                spec.update(action=argparse.BooleanOptionalAction, help=text)
-            elif declared is True:
-                spec.update(
-                    action="store_false", help=f"{text} (on by default; this flag turns it off)"
-                )
-            else:
-                spec.update(action="store_true", help=text)
-        elif kind is tuple and f.name in counted:
-            if meta["max_len"] is None:
-                raise ValueError(f"{cls.__name__}.{f.name} needs a max_len to be given as a count")
-            if isinstance(default, tuple):
-                shown = f" (default {len(default)})"
-            spec.update(
-                type=count_range(meta["max_len"]),
-                metavar="N",
-                help=f"{text}; N means 0..N-1{shown}",
-            )
-        elif kind is tuple:
-            element = args[0] if args else str
-            fixed = len(args) if args and args[-1] is not Ellipsis else None
-            parse = (
-                str_list if element is str else number_list(int, meta["low"], meta["high"], fixed)
-            )
-            spec.update(type=parse, help=text + shown)
-        elif meta["choices"] is not None:
-            spec.update(choices=meta["choices"], help=text + shown)
-        elif kind in (int, float):
-            spec.update(
-                type=bounded(kind, meta["low"], meta["high"], meta["low_open"]), help=text + shown
-            )
-        else:
-            spec.update(type=kind, help=text + shown)
+        default = (defaults or {}).get(f.name, _declared_default(f))
+        spec = _argument_spec(cls, f, hints[f.name], default, f.name in set(counts))
         flag = field_flag(f)
         if "type" in spec and "metavar" not in spec:  # named after the flag, not the field
             spec["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
         parser.add_argument(flag, **spec)
         added.append(f.name)
     return added
+
+
+def _argument_spec(
+    cls: type, f: dataclasses.Field, annotation: Any, default: Any, counted: bool
+) -> dict[str, Any]:
+    """``add_argument``'s keywords for the :func:`option` field ``f`` of ``cls``."""
+    kind, args, optional = _field_type(annotation)
+    declared = _declared_default(f)
+    meta = field_bounds(cls, f.name)
+    text = str(f.metadata["help"])
+    spec: dict[str, Any] = {"dest": f.name}
+    if default is dataclasses.MISSING:
+        spec["required"] = True
+    else:
+        spec["default"] = default
+    shown = "" if default in (None, dataclasses.MISSING) else f" (default {_show(default)})"
+    if kind is bool:
+        if declared is None and optional:
+            spec.update(action=argparse.BooleanOptionalAction, help=text)
+        elif declared is True:
+            spec.update(
+                action="store_false", help=f"{text} (on by default; this flag turns it off)"
+            )
+        else:
+            spec.update(action="store_true", help=text)
+    elif kind is tuple and counted:
+        if meta["max_len"] is None:
+            raise ValueError(f"{cls.__name__}.{f.name} needs a max_len to be given as a count")
+        if isinstance(default, tuple):
+            shown = f" (default {len(default)})"
+        spec.update(
+            type=count_range(meta["max_len"]), metavar="N", help=f"{text}; N means 0..N-1{shown}"
+        )
+    elif kind is tuple:
+        element = args[0] if args else str
+        fixed = len(args) if args and args[-1] is not Ellipsis else None
+        parse = str_list if element is str else number_list(int, meta["low"], meta["high"], fixed)
+        spec.update(type=parse, help=text + shown)
+    elif meta["choices"] is not None:
+        spec.update(choices=meta["choices"], help=text + shown)
+    elif kind in (int, float):
+        spec.update(
+            type=bounded(kind, meta["low"], meta["high"], meta["low_open"]), help=text + shown
+        )
+    else:
+        spec.update(type=kind, help=text + shown)
+    return spec
 
 
 def _show(value: Any) -> str:

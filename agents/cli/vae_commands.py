@@ -11,6 +11,16 @@ from agents.cli.options import add_config_options, bounded, config_values
 from worldvae.vae.config import AutoencoderConfig
 from worldvae.vae.trainer import TrainConfig
 
+# what ``worldvae inspect`` writes into its folder (``worldvae.diagnostics.inspect_model``)
+INSPECT_ENTRIES = (
+    "reconstructions.png",
+    "prior_samples.png",
+    "traversals.png",
+    "interpolation.png",
+    "anomalies.png",
+    "summary.json",
+)
+
 
 def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -75,7 +85,10 @@ def add_inspect_parser(sub: argparse._SubParsersAction) -> None:
         help="a dataset from another distribution, for anomaly scores",
     )
     p.add_argument(
-        "--out", type=Path, default=None, help="output directory (default MODEL/inspect)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory, new, empty or an earlier inspect's (default MODEL/inspect)",
     )
     p.add_argument("--frames", type=bounded(int, 1, 1_000_000), default=2048)
     p.add_argument(
@@ -92,14 +105,16 @@ def run_inspect(args: argparse.Namespace) -> int:
     from worldvae.atomic import write_json
     from worldvae.data import EpisodeDataset
     from worldvae.diagnostics import inspect_model
-    from worldvae.rundir import RunDirLock
+    from worldvae.rundir import RunDirLock, check_folder, check_ours
     from worldvae.vae import load_model
 
     model = load_model(args.model, device=args.device)
     dataset = EpisodeDataset(args.data)
     shifted = EpisodeDataset(args.shifted, val_fraction=0.0) if args.shifted else None
     out = args.out or args.model / "inspect"
+    check_folder(out)
     with RunDirLock(out, "inspect"):
+        check_ours(out, INSPECT_ENTRIES, "worldvae inspect")  # a re-run rewrites only its own files
         s = inspect_model(
             model, dataset, out, shifted=shifted, n_frames=args.frames, quantile=args.quantile
         )

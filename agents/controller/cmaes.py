@@ -14,6 +14,7 @@ The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import multiprocessing as mp
@@ -22,7 +23,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from tqdm.auto import tqdm
 
 from agents.agent_checkpoint import CHECKPOINT_DIR
 from agents.agent_checkpoint import STATE as STATE_FILE
-from worldvae.atomic import atomic_dir, atomic_path, write_json
+from worldvae.atomic import atomic_dir, atomic_open, atomic_path, write_json
 from worldvae.config_fields import reject_unknown_keys
 
 logger = logging.getLogger(__name__)
@@ -166,21 +167,10 @@ def rollouts(controller: LinearController, venv: VecEnv, n: int, seed: int) -> t
 
 
 def build_scoring_env(spec: dict[str, Any]) -> VecEnv:
-    """The one-env VecEnv candidates are scored in: the dream or the real ``latent+h`` env."""
-    from agents.agent_config import AgentConfig
-    from agents.environments import build_vec_env
-    from worldvae.memory import load_memory
-    from worldvae.vae import load_model
-
-    cfg = AgentConfig.from_dict(spec["cfg"])
-    bundle = Path(spec["bundle"])
-    memory, extra = load_memory(bundle / "memory", device="cpu")
-    if spec["dream"]:
-        from agents.environments import build_dream_vec_env
-
-        return build_dream_vec_env(cfg, 1, cfg.seed, memory, extra["latent_data"])
-    model = load_model(bundle / "model", device="cpu")
-    return build_vec_env(cfg, 1, cfg.seed, model, memory=memory)
+    """The one-env VecEnv candidates are scored in (the dream or the real ``latent+h`` env),
+    built by the spec's ``make_env`` (see :class:`agents.algorithms.TrainRun`)."""
+    venv: VecEnv = spec["make_env"](spec)
+    return venv
 
 
 def _worker(spec: dict[str, Any], jobs: Any, results: Any) -> None:
@@ -372,6 +362,161 @@ def make_scorer(spec: dict[str, Any], es_cfg: CMAESConfig) -> CandidateScorer | 
     return CandidateScorer(spec, es_cfg.workers)
 
 
+def _require_cma() -> None:
+    try:
+        import cma  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            "the CMA-ES controller needs the cma package: pip install 'worldvae[cma]'"
+        ) from e
+
+
+@dataclass
+class _Progress:
+    """Where a CMA-ES run stands: what its checkpoint saves (the eval seconds excepted)."""
+
+    history: list[list[float]] = field(default_factory=list)  # every generation's fitnesses
+    rows: list[dict[str, float]] = field(default_factory=list)  # the evaluations
+    steps: int = 0
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    seconds_before: float = 0.0  # training seconds of the runs before this one
+
+
+def _resume(out: Path, es: Any, stream: CmaRandomStream, checkpoint_every: int) -> _Progress:
+    """Replay the checkpoint's generations into the fresh ``es`` (asked from the same random
+    stream, told the saved fitnesses, no env step taken); return where the run stood."""
+    saved = load_es_checkpoint(out)
+    for fitness in saved["fitness"]:
+        _tell(es, stream, lambda _c, f=fitness: f)
+    steps = int(saved["counters"]["num_timesteps"])
+    progress = _Progress(
+        history=[list(f) for f in saved["fitness"]],
+        rows=list(saved["rows"]),
+        steps=steps,
+        next_eval=int(saved["next_eval"]),
+        next_checkpoint=steps + checkpoint_every,
+        seconds_before=float(saved["train_seconds"]),
+    )
+    logger.info("%s: resuming CMA-ES at generation %d, step %d", out, len(progress.history), steps)
+    return progress
+
+
+class _ControllerRun:
+    """One CMA-ES run's generations, evaluations, checkpoints, TensorBoard scalars and
+    progress bar."""
+
+    def __init__(
+        self,
+        es: Any,
+        stream: CmaRandomStream,
+        probe: LinearController,
+        progress: _Progress,
+        scorer: CandidateScorer | RayCandidateScorer,
+        out: Path,
+        seed: int,
+        evaluate: Any,
+        eval_every_steps: int,
+        checkpoint_every_steps: int,
+        total_timesteps: int,
+        show_progress: bool,
+    ):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.es, self.stream, self.probe, self.p = es, stream, probe, progress
+        self.scorer, self.out, self.seed, self.evaluate = scorer, out, seed, evaluate
+        self.eval_every, self.checkpoint_every = eval_every_steps, checkpoint_every_steps
+        self.total = total_timesteps
+        self.eval_seconds = 0.0
+        self.writer = SummaryWriter(str(out / "tb"))
+        self.start = time.perf_counter()
+        self.bar = tqdm(
+            total=total_timesteps,
+            initial=progress.steps,
+            unit="step",
+            desc="cmaes",
+            disable=not show_progress,
+            dynamic_ncols=True,
+        )
+
+    def train_seconds(self) -> float:
+        return self.p.seconds_before + time.perf_counter() - self.start - self.eval_seconds
+
+    def log_eval(self) -> None:
+        """Score the current mean candidate in the real env; append its row to ``eval.csv``."""
+        p = self.p
+        t = time.perf_counter()
+        self.probe.set_params(self.es.result.xfavorite)
+        mean, std = self.evaluate(self.probe)
+        self.eval_seconds += time.perf_counter() - t
+        p.rows.append(
+            {
+                "steps": p.steps,
+                "seconds": round(self.train_seconds(), 3),
+                "wall_seconds": round(self.train_seconds() + self.eval_seconds, 3),
+                "mean_return": mean,
+                "std_return": std,
+            }
+        )
+        with atomic_open(self.out / "eval.csv") as f:
+            w = csv.DictWriter(f, fieldnames=list(p.rows[-1]))
+            w.writeheader()
+            w.writerows(p.rows)
+        self.writer.add_scalar("eval/mean_return", mean, p.steps)
+        self.bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
+        p.next_eval = p.steps + self.eval_every
+
+    def checkpoint(self) -> None:
+        p = self.p
+        state = {
+            "counters": {"num_timesteps": p.steps},
+            "fitness": p.history,
+            "rows": p.rows,
+            "next_eval": p.next_eval,
+            "train_seconds": round(self.train_seconds(), 3),
+        }
+        save_es_checkpoint(self.out, state)
+        p.next_checkpoint = p.steps + self.checkpoint_every
+
+    def score(self, candidates: list[np.ndarray]) -> list[float]:
+        generation_seed = self.seed * 100_003 + len(self.p.history) * 1000
+        fitness, used = self.scorer.score(candidates, seed=generation_seed)
+        self.p.steps += used
+        self.bar.update(used)
+        return fitness
+
+    def generation(self) -> int:
+        """One generation, then the evaluation and checkpoint due; return its env steps."""
+        p = self.p
+        before = p.steps
+        fitness = _tell(self.es, self.stream, self.score)
+        p.history.append(fitness)
+        self.writer.add_scalar("cmaes/best_fitness", max(fitness), p.steps)
+        self.writer.add_scalar("cmaes/mean_fitness", float(np.mean(fitness)), p.steps)
+        self.writer.add_scalar("cmaes/sigma", float(self.es.sigma), p.steps)
+        if p.steps >= p.next_eval:
+            self.log_eval()
+        if self.checkpoint_every and p.steps >= p.next_checkpoint and p.steps < self.total:
+            self.checkpoint()
+        return p.steps - before
+
+    def close(self) -> None:
+        self.scorer.close()
+        self.writer.close()
+        self.bar.close()
+
+    def result(self, es_cfg: CMAESConfig) -> dict[str, Any]:
+        seconds = self.train_seconds()
+        return {
+            "final_mean_return": self.p.rows[-1]["mean_return"],
+            "train_seconds": round(seconds, 3),
+            "steps_per_second": round(self.p.steps / max(seconds, 1e-9), 2),
+            "steps": self.p.steps,
+            "generations": len(self.p.history),
+            "cmaes": asdict(es_cfg),
+        }
+
+
 def train_controller(
     spec: dict[str, Any],
     es_cfg: CMAESConfig,
@@ -387,131 +532,48 @@ def train_controller(
 ) -> dict[str, Any]:
     """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent.
 
-    ``evaluate(controller) -> mean return`` scores the current mean candidate in the real env
-    every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents. Every
+    ``evaluate(controller) -> (mean, std) return`` scores the current mean candidate in the
+    real env every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents. Every
     ``checkpoint_every_steps`` (0: never) the run's state is saved; with ``resume`` the saved
     generations are replayed into a fresh strategy (asked from the same random stream and told
     the saved fitnesses, no env step taken), which restores it exactly without pickling it, and
     the run goes on from there to the same result as an uninterrupted one. ``on_steps(n)`` is
-    called after each generation with the env steps it took.
+    called after each generation with the env steps it took. ``spec["make_env"]`` builds the
+    env candidates are scored in (see :func:`build_scoring_env`).
     """
-    import csv
-
-    try:
-        import cma  # noqa: F401
-    except ImportError as e:
-        raise ImportError(
-            "the CMA-ES controller needs the cma package: pip install 'worldvae[cma]'"
-        ) from e
-    from torch.utils.tensorboard import SummaryWriter
-
-    from worldvae.atomic import atomic_open
-
-    obs_dim = int(spec["obs_dim"])
-    probe = LinearController(obs_dim, spec["action_space"])
+    _require_cma()
+    probe = LinearController(int(spec["obs_dim"]), spec["action_space"])
     es, stream = _new_strategy(probe.n_params, es_cfg, seed)
-    history: list[list[float]] = []
-    rows: list[dict[str, float]] = []
-    steps, next_eval, next_checkpoint = 0, 0, checkpoint_every_steps
-    eval_seconds, seconds_before = 0.0, 0.0
     if resume:
-        saved = load_es_checkpoint(out)
-        for fitness in saved["fitness"]:
-            _tell(es, stream, lambda _c, f=fitness: f)
-        history = [list(f) for f in saved["fitness"]]
-        rows = list(saved["rows"])
-        steps, next_eval = int(saved["counters"]["num_timesteps"]), int(saved["next_eval"])
-        next_checkpoint = steps + checkpoint_every_steps
-        seconds_before = float(saved["train_seconds"])
-        logger.info("%s: resuming CMA-ES at generation %d, step %d", out, len(history), steps)
+        state = _resume(out, es, stream, checkpoint_every_steps)
+    else:
+        state = _Progress(next_checkpoint=checkpoint_every_steps)
     scorer = make_scorer({k: v for k, v in spec.items() if k != "action_space"}, es_cfg)
-    writer = SummaryWriter(str(out / "tb"))
-    start = time.perf_counter()
-    bar = tqdm(
-        total=total_timesteps,
-        initial=steps,
-        unit="step",
-        desc="cmaes",
-        disable=not progress,
-        dynamic_ncols=True,
+    run = _ControllerRun(
+        es,
+        stream,
+        probe,
+        state,
+        scorer,
+        out,
+        seed,
+        evaluate,
+        eval_every_steps,
+        checkpoint_every_steps,
+        total_timesteps,
+        progress,
     )
-
-    def train_seconds() -> float:
-        return seconds_before + time.perf_counter() - start - eval_seconds
-
-    def log_eval() -> None:
-        nonlocal eval_seconds, next_eval
-        t = time.perf_counter()
-        probe.set_params(es.result.xfavorite)
-        mean, std = evaluate(probe)
-        eval_seconds += time.perf_counter() - t
-        rows.append(
-            {
-                "steps": steps,
-                "seconds": round(train_seconds(), 3),
-                "wall_seconds": round(train_seconds() + eval_seconds, 3),
-                "mean_return": mean,
-                "std_return": std,
-            }
-        )
-        with atomic_open(out / "eval.csv") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[-1]))
-            w.writeheader()
-            w.writerows(rows)
-        writer.add_scalar("eval/mean_return", mean, steps)
-        bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
-        next_eval = steps + eval_every_steps
-
-    def checkpoint() -> None:
-        nonlocal next_checkpoint
-        state = {
-            "counters": {"num_timesteps": steps},
-            "fitness": history,
-            "rows": rows,
-            "next_eval": next_eval,
-            "train_seconds": round(train_seconds(), 3),
-        }
-        save_es_checkpoint(out, state)
-        next_checkpoint = steps + checkpoint_every_steps
-
-    def score(candidates: list[np.ndarray]) -> list[float]:
-        nonlocal steps
-        generation_seed = seed * 100_003 + len(history) * 1000
-        fitness, used = scorer.score(candidates, seed=generation_seed)
-        steps += used
-        bar.update(used)
-        return fitness
-
     try:
-        if not rows:
-            log_eval()
-        while steps < total_timesteps:
-            before = steps
-            fitness = _tell(es, stream, score)
-            history.append(fitness)
-            writer.add_scalar("cmaes/best_fitness", max(fitness), steps)
-            writer.add_scalar("cmaes/mean_fitness", float(np.mean(fitness)), steps)
-            writer.add_scalar("cmaes/sigma", float(es.sigma), steps)
-            if steps >= next_eval:
-                log_eval()
-            if checkpoint_every_steps and steps >= next_checkpoint and steps < total_timesteps:
-                checkpoint()
+        if not state.rows:
+            run.log_eval()
+        while state.steps < total_timesteps:
+            taken = run.generation()
             if on_steps is not None:
-                on_steps(steps - before)
-        if rows[-1]["steps"] != steps:
-            log_eval()
+                on_steps(taken)
+        if state.rows[-1]["steps"] != state.steps:
+            run.log_eval()
     finally:
-        scorer.close()
-        writer.close()
-        bar.close()
+        run.close()
     probe.set_params(es.result.xfavorite)
     probe.save(out / CONTROLLER_FILE)
-    seconds = train_seconds()
-    return {
-        "final_mean_return": rows[-1]["mean_return"],
-        "train_seconds": round(seconds, 3),
-        "steps_per_second": round(steps / max(seconds, 1e-9), 2),
-        "steps": steps,
-        "generations": len(history),
-        "cmaes": asdict(es_cfg),
-    }
+    return run.result(es_cfg)

@@ -37,6 +37,7 @@ from worldvae.data.dataset import (
 )
 from worldvae.data.episodes import CorruptEpisodeError, read_episode
 from worldvae.data.manifest import EPISODES_DIR, JsonManifest, episode_index
+from worldvae.envspec import EnvSpec
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.versions import library_versions
 
@@ -137,6 +138,11 @@ class LatentManifest(JsonManifest):
     @property
     def env_id(self) -> str:
         return str(self.source_manifest["env_id"])
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        """The env spec of the frames the latents were encoded from."""
+        return EnvSpec.from_dict(self.source_manifest)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from worldvae.atomic import write_json
+from worldvae.envspec import EnvSpec
 
 MANIFEST_NAME = "manifest.json"
 EPISODES_DIR = "episodes"
@@ -93,6 +94,11 @@ class Manifest(JsonManifest):
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         d["frame_shape"] = tuple(d["frame_shape"])
         return cls(**d)
+
+    @property
+    def env_spec(self) -> EnvSpec:
+        """The env spec the frames were made with (``env_id`` and ``env_options``)."""
+        return EnvSpec.from_dict({"env_id": self.env_id, "env_options": self.env_options})
 
 
 def episode_seed(master_seed: int, index: int) -> int:

@@ -28,16 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import write_json
 from worldvae.checkpoints import (
-    STATE_JSON,
     NonFiniteLossError,
+    RunCheckpoints,
     close_epoch,
-    load_checkpoint,
-    mark_finished,
     new_trainer_state,
-    prepare_run_dir,
-    save_checkpoint,
     stopped_mid_epoch,
     write_metrics_csv,
 )
@@ -49,7 +44,7 @@ from worldvae.memory.config import MemoryConfig
 from worldvae.memory.diagnostics import dream_strip, evaluate_memory
 from worldvae.memory.model import MDNRNN
 from worldvae.rundir import RunDirLock
-from worldvae.vae.io import CheckpointError, load_model, model_sha256, save_model
+from worldvae.vae.io import CheckpointError, load_model, model_sha256
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -108,6 +103,14 @@ class MemoryTrainResult:
     stopped_early: bool
 
 
+@dataclass
+class _EpochTotals:
+    """What one pass over the training chunks did."""
+
+    loss_sum: float = 0.0
+    sequences: int = 0
+
+
 class MemoryTrainer:
     """Trains one M into one run directory. Use :func:`train_memory`."""
 
@@ -121,30 +124,64 @@ class MemoryTrainer:
     ):
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.last_dir = self.run_dir / "checkpoints" / "last"
-        self.best_dir = self.run_dir / "checkpoints" / "best"
         self.dataset = LatentDataset(
             data, val_fraction=config.val_fraction, skip_corrupt=config.skip_corrupt
         )
         self.device = resolve_device(config.device)
-        model_cfg = MemoryConfig.from_dict(
-            {
-                **config.model,
-                "latent_dim": self.dataset.latent_dim,
-                "action_dim": self.dataset.action_dim,
-            }
-        )
+        model_cfg = self._model_config()
         m = self.dataset.manifest
         self.extra = {
             "vae_sha256": m.model_sha256,
             "vae_dir": m.model_dir,
-            "env_id": m.env_id,
-            "env_options": m.source_manifest.get("env_options", {}),
+            **m.env_spec.to_dict(),
             "action": m.action,
             "latent_data": str(self.dataset.root),
         }
+        self.checkpoints = RunCheckpoints(self.run_dir, self.extra)
+        run_cfg = self._prepare_run_dir(model_cfg, resume, overwrite)
+        torch.manual_seed(config.seed)
+        self.model = MDNRNN(model_cfg).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
+        self.stream = self._train_stream()
+        self.has_val = bool(self.dataset.split("val"))
+        self.vae = self._load_vae()  # building V draws from the torch RNG: before the restore
+        self.sequences = 0  # chunks trained on in this invocation
+        self.seconds = 0.0  # training time of this invocation
+        self.state = self.checkpoints.restore(
+            self.model, self.optimizer, self.scheduler, new_trainer_state("best_val_nll"), resume
+        )
+        self.checkpoints.write_run_config(run_cfg)
+
+    @property
+    def last_dir(self) -> Path:
+        """``checkpoints/last``: what a resume continues from."""
+        return self.checkpoints.last_dir
+
+    @property
+    def best_dir(self) -> Path:
+        """``checkpoints/best``: the model with the lowest validation NLL."""
+        return self.checkpoints.best_dir
+
+    def _model_config(self) -> MemoryConfig:
+        """M as configured, its input sizes (``latent_dim``, ``action_dim``) from the data."""
+        return MemoryConfig.from_dict(
+            {
+                **self.cfg.model,
+                "latent_dim": self.dataset.latent_dim,
+                "action_dim": self.dataset.action_dim,
+            }
+        )
+
+    def _prepare_run_dir(
+        self, model_cfg: MemoryConfig, resume: bool, overwrite: bool
+    ) -> dict[str, Any]:
+        """Check that ``run_dir`` may be written; return the config to write once all is built.
+
+        Nothing is written here: a run refused later in ``__init__`` leaves no file behind.
+        """
         run_cfg = {
-            "train": dataclasses.asdict(config),
+            "train": dataclasses.asdict(self.cfg),
             "model": model_cfg.to_dict(),
             "data": {"root": str(self.dataset.root), **self.extra},
             "versions": library_versions(),
@@ -153,34 +190,34 @@ class MemoryTrainer:
         def same(old: dict[str, Any]) -> bool:
             old_train = MemoryTrainConfig(**old["train"]).resume_identity()
             return bool(
-                old_train == config.resume_identity() and old["model"] == model_cfg.to_dict()
+                old_train == self.cfg.resume_identity() and old["model"] == model_cfg.to_dict()
             )
 
-        prepare_run_dir(self.run_dir, resume, overwrite, same, RUN_ENTRIES, "train-rnn run")
-        torch.manual_seed(config.seed)
-        self.model = MDNRNN(model_cfg).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: 1.0)
-        self.state = new_trainer_state("best_val_nll")
-        if resume and (self.last_dir / STATE_JSON).is_file():
-            self.state = load_checkpoint(self.model, self.last_dir, self.optimizer, self.scheduler)
-        self.stream = SequenceStream(
+        self.checkpoints.prepare(resume, overwrite, same, RUN_ENTRIES, "train-rnn run")
+        return run_cfg
+
+    def _train_stream(self) -> SequenceStream:
+        """The train split's chunks, shuffled in an order set by (seed, epoch).
+
+        Raises:
+            ValueError: the train split is empty.
+        """
+        cfg = self.cfg
+        stream = SequenceStream(
             self.dataset,
             self.dataset.split("train"),
-            seq_len=config.seq_len,
-            batch_size=config.batch_size,
+            seq_len=cfg.seq_len,
+            batch_size=cfg.batch_size,
             shuffle=True,
-            seed=config.seed,
-            buffer_chunks=config.buffer_chunks,
+            seed=cfg.seed,
+            buffer_chunks=cfg.buffer_chunks,
         )
-        if not self.stream.episodes:
+        if not stream.episodes:
             raise ValueError(
                 f"the train split of {self.dataset.root} is empty; encode more episodes or lower "
                 "--val-fraction"
             )
-        self.has_val = bool(self.dataset.split("val"))
-        self.vae = self._load_vae()
-        write_json(self.run_dir / "config.json", run_cfg)
+        return stream
 
     def _load_vae(self) -> Any:
         """V for the dream strips, if it is still where the latent dataset says and unchanged."""
@@ -195,6 +232,8 @@ class MemoryTrainer:
             return None
 
     def _batch(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Tensors on the device, with ``z`` ``(B, L+1, D)``: a sample of ``N(mu, sigma)`` when
+        ``sample_latents`` (drawn from the torch RNG), else ``mu``."""
         t = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
         z = t["mu"]
         if self.cfg.sample_latents:
@@ -203,147 +242,192 @@ class MemoryTrainer:
         return t
 
     def _save_last(self) -> None:
-        save_checkpoint(
-            self.model, self.last_dir, self.optimizer, self.scheduler, self.state, self.extra
+        self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, self.state)
+
+    def _save_best(self, **info: Any) -> None:
+        self.checkpoints.save_best(self.model, info)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def _train_step(self, raw: dict[str, np.ndarray], epoch: int) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch of chunks: ``mu``, ``logvar`` ``(B, L+1, D)``,
+        ``actions`` ``(B, L, A)``, ``rewards``, ``dones``, ``mask`` ``(B, L)``.
+
+        Returns the loss terms (scalar tensors: ``loss``, ``nll``, ...).
+
+        Raises:
+            NonFiniteLossError: the loss was NaN/inf (no update is made).
+        """
+        cfg = self.cfg
+        b = self._batch(raw)
+        loss, metrics = self.model.loss(
+            b["z"],
+            b["actions"],
+            b["rewards"],
+            b["dones"],
+            b["mask"],
+            cfg.reward_weight,
+            cfg.done_weight,
+            cfg.done_pos_weight,
         )
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at step {self.state['step']} (epoch "
+                f"{epoch + 1}); the last good checkpoint is kept in {self.last_dir}. "
+                "Lower --lr or --grad-clip, then resume with --resume"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.state["step"] += 1
+        return dict(metrics)
+
+    def _log_step(self, writer: Any, metrics: dict[str, torch.Tensor], rate: float) -> None:
+        s = self.state["step"]
+        for k, v in metrics.items():
+            writer.add_scalar(f"rnn/{k}", float(v), s)
+        writer.add_scalar("charts/seq_per_sec", rate, s)
+
+    def _train_epoch(self, epoch: int, writer: Any, progress: bool) -> _EpochTotals:
+        """Train on the rest of epoch ``epoch`` (a resume skips the batches already used);
+        stops early at ``max_steps``."""
+        cfg = self.cfg
+        self.stream.set_epoch(epoch)
+        skip = self.state["batch_in_epoch"]
+        totals = _EpochTotals()
+        bar = tqdm(
+            total=len(self.stream),
+            initial=skip,
+            desc=f"M epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        t0 = time.perf_counter()
+        try:
+            for i, raw in enumerate(self.stream):
+                if i < skip:
+                    continue
+                if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
+                    break
+                metrics = self._train_step(raw, epoch)
+                self.state["batch_in_epoch"] = i + 1
+                n = len(raw["mask"])
+                self.sequences += n
+                totals.loss_sum += float(metrics["loss"]) * n
+                totals.sequences += n
+                bar.update(1)
+                if self.state["step"] % cfg.log_every == 0:
+                    rate = self.sequences / max(self.seconds + time.perf_counter() - t0, 1e-9)
+                    self._log_step(writer, metrics, rate)
+                    bar.set_postfix(nll=f"{float(metrics['nll']):.1f}", refresh=False)
+                if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
+                    self._save_last()
+        finally:
+            bar.close()
+            self.seconds += time.perf_counter() - t0
+        return totals
+
+    def _validate(self) -> dict[str, float]:
+        """Validation means (NLL, reward and done errors) on the val split, or on every episode
+        when there is none; the torch RNG is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            val = evaluate_memory(
+                self.model, self.dataset, "val" if self.has_val else "all", self.cfg.seq_len
+            )
+        self.model.train()
+        return dict(val)
 
     def _write_images(self, writer: Any, step: int) -> None:
+        """``images/dream.png``: real | one-step | dreamed frames decoded by V (when V is here);
+        the torch RNG is left as it was."""
         if self.vae is None:
             return
         episodes = self.dataset.split("val") or self.dataset.episodes
-        strip = dream_strip(
-            self.model,
-            self.vae,
-            self.dataset.load(episodes[0]),
-            n_steps=12,
-            temperature=self.model.config.temperature,
-            seed=self.cfg.seed,
-        )
+        with torch.random.fork_rng(devices=[]):
+            strip = dream_strip(
+                self.model,
+                self.vae,
+                self.dataset.load(episodes[0]),
+                n_steps=12,
+                temperature=self.model.config.temperature,
+                seed=self.cfg.seed,
+            )
+        self.model.train()
         save_png(self.run_dir / "images" / "dream.png", strip)
         writer.add_image("rnn/dream", strip, step, dataformats="HWC")
 
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        self.state["history"].append(row)
+        write_metrics_csv(self.run_dir / "metrics.csv", self.state["history"])
+
+    def _end_epoch(self, epoch: int, totals: _EpochTotals, writer: Any) -> bool:
+        """Validate, log, draw, checkpoint; True when training should stop (early stop)."""
+        val = self._validate()
+        improved = close_epoch(self.state, epoch, val["nll"], "best_val_nll")
+        row = {
+            "epoch": epoch + 1,
+            "step": self.state["step"],
+            "train_loss": totals.loss_sum / max(totals.sequences, 1),
+            **{f"val_{k}": v for k, v in val.items() if k != "steps"},
+            "seconds": round(self.seconds, 3),
+        }
+        self._log_epoch(row)
+        for name, value in val.items():
+            writer.add_scalar(f"val/{name}", value, self.state["step"])
+        self._write_images(writer, self.state["step"])
+        if improved:
+            finite = {k: (v if math.isfinite(v) else None) for k, v in val.items()}
+            self._save_best(epoch=epoch + 1, **finite)
+        self._save_last()
+        logger.info(
+            "M epoch %d: train %.3f, val %s",
+            epoch + 1,
+            row["train_loss"],
+            {k: round(v, 3) for k, v in val.items()},
+        )
+        if self.state["epochs_without_improvement"] >= self.cfg.patience:
+            logger.info("early stop: no validation improvement in %d epochs", self.cfg.patience)
+            return True
+        return False
+
     def fit(self, progress: bool = True) -> MemoryTrainResult:
+        """Train until ``epochs``, early stop or ``max_steps``."""
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir / "tb"))
         self.model.train()
-        sequences, seconds = 0, 0.0
         stopped_early = False
         try:
             while self.state["epoch"] < cfg.epochs:
                 epoch = self.state["epoch"]
-                self.stream.set_epoch(epoch)
-                skip = self.state["batch_in_epoch"]
-                bar = tqdm(
-                    total=len(self.stream),
-                    initial=skip,
-                    desc=f"M epoch {epoch + 1}/{cfg.epochs}",
-                    unit="batch",
-                    disable=not progress,
-                    dynamic_ncols=True,
-                )
-                sums, count = 0.0, 0
-                t0 = time.perf_counter()
-                for i, raw in enumerate(self.stream):
-                    if i < skip:
-                        continue
-                    if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
-                        break
-                    b = self._batch(raw)
-                    loss, metrics = self.model.loss(
-                        b["z"],
-                        b["actions"],
-                        b["rewards"],
-                        b["dones"],
-                        b["mask"],
-                        cfg.reward_weight,
-                        cfg.done_weight,
-                        cfg.done_pos_weight,
-                    )
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"the loss became {loss.item()} at step {self.state['step']} (epoch "
-                            f"{epoch + 1}); the last good checkpoint is kept in {self.last_dir}. "
-                            "Lower --lr or --grad-clip, then resume with --resume"
-                        )
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.state["step"] += 1
-                    self.state["batch_in_epoch"] = i + 1
-                    n = len(raw["mask"])
-                    sequences += n
-                    sums += float(metrics["loss"]) * n
-                    count += n
-                    bar.update(1)
-                    if self.state["step"] % cfg.log_every == 0:
-                        s = self.state["step"]
-                        for k, v in metrics.items():
-                            writer.add_scalar(f"rnn/{k}", float(v), s)
-                        rate = sequences / max(seconds + time.perf_counter() - t0, 1e-9)
-                        writer.add_scalar("charts/seq_per_sec", rate, s)
-                        bar.set_postfix(nll=f"{float(metrics['nll']):.1f}", refresh=False)
-                    if cfg.checkpoint_every and self.state["step"] % cfg.checkpoint_every == 0:
-                        self._save_last()
-                bar.close()
-                seconds += time.perf_counter() - t0
+                totals = self._train_epoch(epoch, writer, progress)
                 if stopped_mid_epoch(self.state, cfg.max_steps, len(self.stream)):
                     self._save_last()
                     break
-                with torch.random.fork_rng(devices=[]):
-                    val = evaluate_memory(
-                        self.model, self.dataset, "val" if self.has_val else "all", cfg.seq_len
-                    )
-                self.model.train()
-                improved = close_epoch(self.state, epoch, val["nll"], "best_val_nll")
-                row = {
-                    "epoch": epoch + 1,
-                    "step": self.state["step"],
-                    "train_loss": sums / max(count, 1),
-                    **{f"val_{k}": v for k, v in val.items() if k != "steps"},
-                    "seconds": round(seconds, 3),
-                }
-                self.state["history"].append(row)
-                write_metrics_csv(self.run_dir / "metrics.csv", self.state["history"])
-                for name, value in val.items():
-                    writer.add_scalar(f"val/{name}", value, self.state["step"])
-                with torch.random.fork_rng(devices=[]):
-                    self._write_images(writer, self.state["step"])
-                self.model.train()
-                if improved:
-                    finite = {k: (v if math.isfinite(v) else None) for k, v in val.items()}
-                    save_model(
-                        self.model,
-                        self.best_dir,
-                        extra={**self.extra, "epoch": epoch + 1, **finite},
-                    )
-                self._save_last()
-                logger.info(
-                    "M epoch %d: train %.3f, val %s",
-                    epoch + 1,
-                    row["train_loss"],
-                    {k: round(v, 3) for k, v in val.items()},
-                )
-                if self.state["epochs_without_improvement"] >= cfg.patience:
-                    logger.info("early stop: no validation improvement in %d epochs", cfg.patience)
+                if self._end_epoch(epoch, totals, writer):
                     stopped_early = True
                     break
         finally:
             writer.close()
-        if not self.best_dir.exists():
-            save_model(self.model, self.best_dir, extra={**self.extra, "step": self.state["step"]})
-        if mark_finished(self.state, cfg.epochs, cfg.max_steps, stopped_early):
-            self._save_last()
+        self.checkpoints.finish(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            cfg.epochs,
+            cfg.max_steps,
+            stopped_early,
+        )
         return MemoryTrainResult(
             run_dir=self.run_dir,
             best_val_nll=self.state["best_val_nll"],
             epochs_done=self.state["epoch"],
             steps=self.state["step"],
-            sequences_per_second=sequences / seconds if seconds > 0 else 0.0,
+            sequences_per_second=self.sequences / self.seconds if self.seconds > 0 else 0.0,
             stopped_early=stopped_early,
         )
 

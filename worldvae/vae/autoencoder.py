@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worldvae.vae import losses
+import worldvae.vae.losses as losses
 from worldvae.vae.config import AutoencoderConfig
 from worldvae.vae.networks import ConvDecoder, ConvEncoder
 

@@ -23,7 +23,6 @@ resume on any number of ranks that divides ``data_shards``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from contextlib import nullcontext
@@ -34,16 +33,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from worldvae.atomic import recover_dir, write_json
 from worldvae.checkpoints import (
-    STATE_JSON,
     NonFiniteLossError,
+    RunCheckpoints,
     close_epoch,
     is_finished,
-    load_checkpoint,
-    mark_finished,
     new_trainer_state,
-    save_checkpoint,
+    read_run_config,
     stopped_mid_epoch,
     write_metrics_csv,
 )
@@ -61,10 +57,9 @@ from worldvae.distributed import (
 )
 from worldvae.images import save_png
 from worldvae.precision import autocast, resolve_precision
-from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
+from worldvae.rundir import RunDirLock
 from worldvae.vae.autoencoder import Autoencoder
 from worldvae.vae.config import AutoencoderConfig
-from worldvae.vae.io import save_model
 from worldvae.versions import library_versions
 
 logger = logging.getLogger(__name__)
@@ -81,18 +76,16 @@ __all__ = [
 RUN_ENTRIES = ("config.json", "checkpoints", "metrics.csv", "images", "tb", "inspect")
 
 
+def _checked_run_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A run's ``config.json`` as read, checked (KeyError, TypeError, ValueError if bad)."""
+    d["train"].setdefault("data_shards", 1)  # runs written before sharding read one shard
+    TrainConfig(**d["train"])
+    AutoencoderConfig.from_dict(d["model"])
+    return d
+
+
 def _read_run_config(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-        d["train"].setdefault("data_shards", 1)  # runs written before sharding read one shard
-        TrainConfig(**d["train"])
-        AutoencoderConfig.from_dict(d["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(
-            f"{path} is not a valid train-vae run config ({e}); restore it, or pass --overwrite "
-            "to start the run afresh"
-        ) from e
-    return dict(d)
+    return read_run_config(path, "train-vae run", _checked_run_config)
 
 
 @dataclass(frozen=True)
@@ -194,8 +187,6 @@ class VAETrainer:
         self.dist = dist or DistContext()
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.last_dir = self.run_dir / "checkpoints" / "last"
-        self.best_dir = self.run_dir / "checkpoints" / "best"
         self.dataset = EpisodeDataset(
             data, val_fraction=config.val_fraction, skip_corrupt=config.skip_corrupt
         )
@@ -206,11 +197,14 @@ class VAETrainer:
         )
         manifest = self.dataset.manifest
         # Which backend made the frames travels with the model (see envs.backends).
+        env_spec = manifest.env_spec
         self.data_info = {  # the env spec travels with the model (worldvae.envspec)
-            "env_id": manifest.env_id,
-            "backend": manifest.env_options.get("backend", "gymnasium"),
-            "env_options": dict(manifest.env_options),
+            **env_spec.to_dict(),
+            "backend": env_spec.backend,
         }
+        self.checkpoints = RunCheckpoints(
+            self.run_dir, {"data": self.data_info}, writes=self.dist.is_main
+        )
         model_cfg = AutoencoderConfig.from_dict(
             {**config.model, "frame_shape": self.dataset.frame_shape}
         )
@@ -220,16 +214,11 @@ class VAETrainer:
         self.model = Autoencoder(model_cfg).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        self.optimizer, self.scheduler = self._optimizer()
+        # Nothing below draws from the torch RNG that this restores (the loaders seed their own).
+        self.state = self.checkpoints.restore(
+            self.model, self.optimizer, self.scheduler, new_trainer_state("best_val_loss"), resume
         )
-        warmup = max(1, config.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup)
-        )
-        self.state = new_trainer_state("best_val_loss")
-        if resume and (self.last_dir / STATE_JSON).is_file():
-            self.state = load_checkpoint(self.model, self.last_dir, self.optimizer, self.scheduler)
         self.loss_fn = wrap_for_ranks(self.model, self.dist, self.device, compile=config.compile)
         self.sharded = config.data_shards > 1
         self.shard_ids = shards_of_rank(config.data_shards, self.dist.world_size, self.dist.rank)
@@ -245,8 +234,29 @@ class VAETrainer:
         )
         self.seconds = 0.0  # training time of this invocation
         self.images = 0  # frames trained on in this invocation, all ranks
-        if self.dist.is_main:
-            write_json(self.run_dir / "config.json", run_cfg)
+        self.checkpoints.write_run_config(run_cfg)
+
+    @property
+    def last_dir(self) -> Path:
+        """``checkpoints/last``: what a resume continues from."""
+        return self.checkpoints.last_dir
+
+    @property
+    def best_dir(self) -> Path:
+        """``checkpoints/best``: the model with the lowest validation loss."""
+        return self.checkpoints.best_dir
+
+    def _optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW with a linear learning-rate warm-up over ``warmup_steps``."""
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        warmup = max(1, cfg.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup)
+        )
+        return optimizer, scheduler
 
     def _train_loader(self) -> tuple[Any, Any]:
         """One stream of whole batches, or this rank's shards' microbatches when sharded."""
@@ -314,60 +324,29 @@ class VAETrainer:
             },
             "versions": library_versions(),
         }
-        cfg_path = self.run_dir / "config.json"
-        remove = False
-        if entries(self.run_dir):
-            if not cfg_path.is_file():
-                check_ours(self.run_dir, RUN_ENTRIES, "train-vae run")
-            if overwrite:
-                remove = True
-            elif not resume:
-                raise FileExistsError(
-                    f"run directory {self.run_dir} already exists; pass --resume to continue it, "
-                    "--overwrite to replace it, or choose another --out"
-                )
-            elif cfg_path.is_file():
-                old = _read_run_config(cfg_path)
-                old_train = TrainConfig(**old["train"]).resume_identity()
-                if old_train != self.cfg.resume_identity() or old["model"] != model_cfg.to_dict():
-                    raise ValueError(
-                        f"cannot resume {self.run_dir}: it was started with another configuration "
-                        f"({cfg_path}); use the same options, or --overwrite to start afresh"
-                    )
-        if resume and not (self.last_dir / STATE_JSON).is_file() and cfg_path.is_file():
-            logger.warning("%s holds no checkpoint yet; starting from step 0", self.run_dir)
-        self.dist.barrier()  # every rank has looked before anything changes
-        if self.dist.is_main:
-            if remove:
-                remove_owned(self.run_dir, RUN_ENTRIES)
-            recover_dir(self.best_dir)
-            if recover_dir(self.last_dir):
-                logger.warning(
-                    "%s: the last checkpoint write was interrupted; continuing from the one "
-                    "before it",
-                    self.run_dir,
-                )
-        self.dist.barrier()
+
+        def same(old: dict[str, Any]) -> bool:
+            old_train = TrainConfig(**_checked_run_config(old)["train"]).resume_identity()
+            return bool(
+                old_train == self.cfg.resume_identity() and old["model"] == model_cfg.to_dict()
+            )
+
+        self.checkpoints.prepare(
+            resume,
+            overwrite,
+            same,
+            RUN_ENTRIES,
+            "train-vae run",
+            keep_foreign=True,  # files beside a run's own are kept, and never removed
+            sync=self.dist.barrier,
+        )
         return run_cfg
 
     def _save_last(self) -> None:
-        if self.dist.is_main:
-            save_checkpoint(
-                self.model,
-                self.last_dir,
-                self.optimizer,
-                self.scheduler,
-                self.state,
-                {"data": self.data_info},
-            )
+        self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, self.state)
 
-    def _save_best(self, **extra: Any) -> None:
-        if self.dist.is_main:
-            save_model(
-                self.model,
-                self.best_dir,
-                extra={**extra, "step": self.state["step"], "data": self.data_info},
-            )
+    def _save_best(self, **info: Any) -> None:
+        self.checkpoints.save_best(self.model, {**info, "step": self.state["step"]})
 
     # ---- steps -------------------------------------------------------------------------------
     def _train_step(self, micro: list[torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
@@ -581,10 +560,15 @@ class VAETrainer:
         finally:
             if writer is not None:
                 writer.close()
-        if not self.best_dir.exists():  # e.g. max_steps hit before an epoch ended
-            self._save_best()
-        if mark_finished(self.state, cfg.epochs, cfg.max_steps, stopped_early):
-            self._save_last()
+        self.checkpoints.finish(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            cfg.epochs,
+            cfg.max_steps,
+            stopped_early,
+        )
         self.dist.barrier()  # rank 0's files are complete when any rank returns
         return TrainResult(
             run_dir=self.run_dir,
