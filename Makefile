@@ -33,7 +33,7 @@ $(MIN_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-min: $(MIN_VENV)/.installed
-	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|numpy|scipy|gymnasium|stable.baselines3|opencv-python|matplotlib|safetensors|tqdm|tensorboard|pyyaml|ale.py|minigrid|cma|sb3.contrib|envpool|ray|pytest) "
+	$(MIN_VENV)/bin/python -m pip list 2>/dev/null | grep -iE "^(torch|numpy|scipy|gymnasium|stable.baselines3|opencv-python|matplotlib|safetensors|tqdm|tensorboard|pyyaml|ale.py|minigrid|cma|sb3.contrib|envpool|ray|optuna|pytest) "
 	$(MIN_VENV)/bin/pytest
 
 test-all: install

@@ -20,6 +20,8 @@ from envs.factory import new_spec, resolve_spec
 from worldvae.config_fields import check_ranges, option, reject_unknown_keys
 from worldvae.envspec import EnvSpec, read_env_spec
 from worldvae.memory import read_memory_config
+from worldvae.records import record_path
+from worldvae.vae.inference import RUNTIMES
 
 OBS_KINDS = tuple(ARMS)
 ALGOS = tuple(ALGORITHMS)
@@ -214,6 +216,12 @@ class AgentConfig:
     eval_episodes: int = option(5, "episodes per evaluation", 1, 100_000)
     eval_seed: int = option(10_000, "seed of the first evaluation episode", 0, 2**32 - 1)
     device: str = option("auto", "torch device: auto, cpu, cuda or cuda:N")
+    runtime: str = option(
+        "auto",
+        "the V's inference runtime for latent codes: auto (OpenVINO on the CPU where "
+        "installed, else PyTorch), torch or openvino; runtimes agree within float tolerance",
+        choices=RUNTIMES,
+    )
     deterministic_eval: bool = option(
         True, "evaluate the policy's mode, not a sample of it", flag="--stochastic-eval"
     )
@@ -325,7 +333,8 @@ def resolve_config(
     ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields.
     The env spec comes from the model's recorded one (``env_given``, explicit choices by field
     name, must agree with it), or without one from :func:`agent_env_spec`'s defaults. Its
-    backend (default ``"auto"``) is resolved to the one that will run.
+    backend (default ``"auto"``) is resolved to the one that will run. ``model_dir`` and
+    ``memory_dir`` are recorded absolute (:func:`worldvae.records.record_path`).
 
     Raises:
         ValueError: a given env option contradicts the model's recorded spec (both named).
@@ -335,13 +344,15 @@ def resolve_config(
     algo_kwargs.update(overrides or {})
     n_envs = int(algo_kwargs.pop("n_envs", 1))
     env = agent_env_spec(env_id, model_dir, env_given)
+    if fields.get("memory_dir"):
+        fields["memory_dir"] = record_path(fields["memory_dir"])
     if obs in ARMS and ARMS[obs].wrap_env is not None:  # a per-env wrapper: gymnasium's envs
         env = resolve_spec(env.replace(backend="gymnasium"))
     return AgentConfig(
         env=env,
         obs=obs,
         algo=algo,
-        model_dir=str(model_dir) if model_dir else None,
+        model_dir=record_path(model_dir) if model_dir else None,
         total_timesteps=total_timesteps,
         seed=seed,
         n_envs=fields.pop("n_envs", n_envs),

@@ -7,7 +7,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from agents.agent_checkpoint import (
     CHECKPOINT_DIR,
@@ -42,12 +41,16 @@ from agents.bundle import (
     policy_name,
 )
 from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
+from agents.preflight import check_agent_run
+from agents.progress import advance, budget_bar, count
 from envs.backends import warn_on_backend_mismatch
 from envs.latent import VecLatentObservation
+from envs.latent_memory import VecLatentMemoryObservation
 from worldvae.atomic import atomic_path, write_json
 from worldvae.encoders import load_encoder
 from worldvae.envspec import read_env_spec
 from worldvae.memory import load_memory
+from worldvae.records import record_path, recorded_path
 from worldvae.rundir import ForeignDirError, RunDirLock, check_ours, remove_owned
 from worldvae.vae import load_model
 from worldvae.versions import library_versions
@@ -81,8 +84,30 @@ def best_row(rows: list[dict[str, float]]) -> dict[str, float] | None:
     return max(rows, key=lambda r: r["mean_return"]) if rows else None
 
 
+class EvalListener(BaseCallback):
+    """A callback told of each evaluation of a run: pass it in ``train_agent(callbacks=...)``.
+
+    :meth:`on_evaluation` receives each ``eval.csv`` row as it is written. Setting ``stop``
+    (there, or at any step) stops training at the next env step, and no final evaluation is
+    added: the run's last row is its last evaluation. :mod:`agents.tuning` prunes its trials
+    and ends them on its wall-clock budget through it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop = False
+
+    def on_evaluation(self, row: dict[str, float]) -> None:
+        """Called with each evaluation's row (the keys of ``eval.csv``)."""
+
+    def _on_step(self) -> bool:
+        return not self.stop
+
+
 class EvalAndProgress(BaseCallback):
-    """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar.
+    """Evaluates every ``eval_freq`` env steps on fixed seeds; shows a progress bar in the
+    budget's unit: training seconds of ``max_train_seconds`` (evaluation excluded, as the
+    budget counts them; the env steps beside them), else env steps.
 
     Evaluations happen between a rollout and the next (at the first rollout start at least
     ``eval_freq`` steps after the last one) and when training ends, so each evaluates the
@@ -90,7 +115,8 @@ class EvalAndProgress(BaseCallback):
 
     Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
     evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``. When
-    ``best_path`` is given, the policy of the best evaluation so far is kept there.
+    ``best_path`` is given, the policy of the best evaluation so far is kept there. Each row
+    is handed to the ``listeners``; one that sets its ``stop`` ends training.
     """
 
     def __init__(
@@ -101,16 +127,20 @@ class EvalAndProgress(BaseCallback):
         progress: bool,
         on_steps: Callable[[int], None] | None = None,
         best_path: Path | None = None,
+        listeners: Sequence[EvalListener] = (),
     ):
         super().__init__()
         self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
         self.best_path = best_path
+        self.listeners = list(listeners)
+        self.stopped = False  # a listener stopped the run
         self.on_steps = on_steps
         self.rows: list[dict[str, float]] = []
         self.progress = progress
         self.next_eval = 0
         self.eval_seconds = 0.0
         self.wall_before = 0.0  # wall seconds of earlier runs of the same agent (resumed)
+        self.postfix: dict[str, str] = {}
 
     def state(self) -> dict[str, Any]:
         """What a resumed run needs to go on exactly where this one was."""
@@ -130,13 +160,13 @@ class EvalAndProgress(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.start = time.perf_counter()
-        self.bar = tqdm(
-            total=self.cfg.total_timesteps,
-            initial=self.num_timesteps,
-            unit="step",
-            desc=self.cfg.run_name,
-            disable=not self.progress,
-            dynamic_ncols=True,
+        budget = self.cfg.max_train_seconds
+        self.bar = budget_bar(
+            self.cfg.run_name,
+            seconds=budget,
+            steps=self.cfg.total_timesteps,
+            progress=self.progress,
+            initial=0 if budget is not None else self.num_timesteps,
         )
         if not self.rows:
             self._evaluate()
@@ -172,24 +202,41 @@ class EvalAndProgress(BaseCallback):
             save_agent(self.model, self.best_path)
         self.logger.record("eval/mean_return", row["mean_return"])
         self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
-        self.bar.set_postfix(eval_return=f"{row['mean_return']:.1f}", refresh=False)
+        self.postfix["eval_return"] = f"{row['mean_return']:.1f}"
+        self.bar.set_postfix(self.postfix, refresh=False)
         self.next_eval = self.num_timesteps + self.cfg.eval_freq
+        for listener in self.listeners:
+            listener.on_evaluation(row)
 
     def _on_rollout_start(self) -> None:
         # Here, after the previous update: a row's policy is the one trained on its steps.
         if self.num_timesteps >= self.next_eval:
             self._evaluate()
 
+    def train_seconds(self) -> float:
+        """Training seconds of this process's run so far, evaluation excluded: what
+        ``max_train_seconds`` counts."""
+        return time.perf_counter() - self.start - self.eval_seconds
+
     def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
+        budget = self.cfg.max_train_seconds
+        training = self.train_seconds()
+        if budget is None:
+            self.bar.update(self.training_env.num_envs)
+        elif not self.bar.disable and int(training) > self.bar.n:  # once a second, with steps
+            self.postfix["steps"] = count(self.num_timesteps)
+            self.bar.set_postfix(self.postfix, refresh=False)
+            advance(self.bar, training)
         if self.on_steps is not None:
             self.on_steps(self.training_env.num_envs)
-        budget = self.cfg.max_train_seconds
-        training = time.perf_counter() - self.start - self.eval_seconds
+        if any(listener.stop for listener in self.listeners):
+            self.stopped = True
+            return False
         return budget is None or training < budget  # False stops learn() at once
 
     def _on_training_end(self) -> None:
-        if not self.rows or self.rows[-1]["steps"] != self.num_timesteps:
+        self.stopped = self.stopped or any(listener.stop for listener in self.listeners)
+        if not self.stopped and (not self.rows or self.rows[-1]["steps"] != self.num_timesteps):
             self._evaluate()
         self.bar.close()
 
@@ -255,10 +302,15 @@ def _read_info(bundle: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and "agent" in info else None
 
 
-def _same_run(recorded: dict[str, Any], cfg: AgentConfig) -> bool:
-    """Settings that must agree to resume (the device may change)."""
+def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
+    """Settings that must agree to resume (the device may change). The model and M folders
+    of an older record, relative, are read from the bundle ``out`` first (worldvae.records)."""
     now = json.loads(json.dumps(cfg.to_dict()))
-    return {k: v for k, v in recorded.items() if k != "device"} == {
+    old = dict(recorded)
+    for key in ("model_dir", "memory_dir"):
+        if isinstance(old.get(key), str):
+            old[key] = record_path(recorded_path(old[key], out, key) or old[key])
+    return {k: v for k, v in old.items() if k != "device"} == {
         k: v for k, v in now.items() if k != "device"
     }
 
@@ -287,7 +339,7 @@ def _claim_bundle(out: Path, cfg: AgentConfig, overwrite: bool) -> dict[str, Any
             )
         remove_owned(out, AGENT_ENTRIES)
         return None
-    if not _same_run(info["agent"], cfg):
+    if not _same_run(info["agent"], cfg, out):
         raise ValueError(
             f"{out} holds an unfinished agent run with other settings; re-run with the same "
             "settings to resume it, pass --overwrite to replace it, or choose another --out"
@@ -314,12 +366,18 @@ def train_agent(
     A complete bundle is refused unless ``overwrite`` (replace) or ``skip_complete`` (return
     it as is, for resumable comparisons). An unfinished bundle of the same settings (a killed
     run) continues from its last checkpoint. A folder holding anything an agent bundle does
-    not is refused, ``overwrite`` or not. ``callbacks`` (SB3 callbacks) run beside ours;
+    not is refused, ``overwrite`` or not. ``callbacks`` (SB3 callbacks) run beside ours; an
+    :class:`EvalListener` among them is also told of each evaluation and may stop the run;
     ``on_steps(n)`` is called after every vectorised step with the env steps it took.
+
+    Settings the run cannot train with are refused before anything is written
+    (:func:`agents.preflight.check_agent_run`); a new run that fails before its first env step
+    removes what it wrote, so the corrected command starts afresh.
 
     Raises:
         FileExistsError: a complete bundle without ``overwrite``, or a folder that is not one.
         RunDirBusyError: another process is writing ``out_dir``.
+        ValueError, CheckpointError: settings, env or model the run cannot train with.
     """
     out = Path(out_dir)
     done = _read_info(out)
@@ -331,9 +389,29 @@ def train_agent(
             done["steps_per_second"],
             skipped=True,
         )
+    check_agent_run(cfg)
+    steps = StepWatch(on_steps)
     with RunDirLock(out, "train-agent"):
         resumed = _claim_bundle(out, cfg, overwrite)
-        return _train(cfg, out, resumed, progress, subprocess_envs, on_steps, callbacks or [])
+        try:
+            return _train(cfg, out, resumed, progress, subprocess_envs, steps, callbacks or [])
+        except BaseException:
+            if resumed is None and not steps.started:  # nothing trained: leave nothing behind
+                remove_owned(out, AGENT_ENTRIES)
+            raise
+
+
+class StepWatch:
+    """``on_steps`` that also records whether training took its first env step."""
+
+    def __init__(self, on_steps: Callable[[int], None] | None):
+        self.on_steps = on_steps
+        self.started = False
+
+    def __call__(self, n: int) -> None:
+        self.started = True
+        if self.on_steps is not None:
+            self.on_steps(n)
 
 
 def _train(
@@ -375,16 +453,21 @@ def _train(
         from stable_baselines3.common.vec_env import VecNormalize
 
         env = VecNormalize(env, norm_obs=False, gamma=float(kwargs.get("gamma", 0.99)))
-    agent = algorithm.sb3_class()(
-        policy_name(cfg),
-        env,
-        seed=cfg.seed,
-        device=cfg.device,
-        tensorboard_log=str(out / "tb"),
-        policy_kwargs=policy_kwargs(cfg, out),
-        verbose=0,
-        **kwargs,
-    )
+    try:
+        agent = algorithm.sb3_class()(
+            policy_name(cfg),
+            env,
+            seed=cfg.seed,
+            device=cfg.device,
+            tensorboard_log=str(out / "tb"),
+            policy_kwargs=policy_kwargs(cfg, out),
+            verbose=0,
+            **kwargs,
+        )
+    except AssertionError as e:  # SB3 checks its arguments with assert
+        raise ValueError(
+            f"{algorithm.title} refused the hyperparameters: {e}; change them (--hyperparams)"
+        ) from e
     return _learn(cfg, out, info, agent, env, eval_env, resumed, progress, on_steps, callbacks)
 
 
@@ -399,7 +482,7 @@ def _bundle_info(cfg: AgentConfig, out: Path, resumed: dict[str, Any] | None) ->
         }
         if cfg.model_dir:
             info["model_sha256"] = copy_model(cfg.model_dir, out)
-            info["model_source"] = str(cfg.model_dir)
+            info["model_source"] = record_path(cfg.model_dir)
             model_env = read_env_spec(out / "model")  # None: a model that records no env
             if model_env is not None:
                 warn_on_backend_mismatch(
@@ -419,8 +502,18 @@ def _memory(
         return None, {}
     if fresh:
         info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
-        info["memory_source"] = str(cfg.memory_dir)
-    return load_memory(out / MEMORY_DIR, device=cfg.device)
+        info["memory_source"] = record_path(cfg.memory_dir)
+    return _bundle_memory(out, cfg.device)
+
+
+def _bundle_memory(bundle: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """M's copy in ``bundle`` and its record, whose ``latent_data`` (relative in an older
+    record) is read from the copy's folder first, then the working folder (worldvae.records)."""
+    memory, info = load_memory(bundle / MEMORY_DIR, device=device)
+    where = recorded_path(info.get("latent_data"), bundle / MEMORY_DIR, "M's latent dataset")
+    if where is not None:
+        info["latent_data"] = str(where)
+    return memory, info
 
 
 def _training_env(
@@ -439,9 +532,13 @@ def _training_env(
         env = build_vec_env(
             cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
         )
-    if isinstance(env, VecLatentObservation):
+    if isinstance(env, (VecLatentObservation, VecLatentMemoryObservation)):
+        info["encode_runtime"] = env.runtime
         info["encode_precision"] = env.precision
-        logger.info("encoding latents in %s", env.precision)
+        logger.info("encoding latents on %s in %s", env.runtime, env.precision)
+    if isinstance(env, VecLatentObservation):
+        info["thread_budget"] = env.thread_budget
+        logger.info("encode threads %s", env.thread_budget)
     return env
 
 
@@ -459,7 +556,13 @@ def _learn(
 ) -> AgentResult:
     """SB3's learn loop with our evaluations and checkpoints, then the complete bundle."""
     evaluator = EvalAndProgress(
-        eval_env, cfg, out / EVAL_CSV, progress, on_steps, best_path=out / BEST_AGENT_FILE
+        eval_env,
+        cfg,
+        out / EVAL_CSV,
+        progress,
+        on_steps,
+        best_path=out / BEST_AGENT_FILE,
+        listeners=[c for c in callbacks if isinstance(c, EvalListener)],
     )
     checkpointer = CheckpointAndReset(cfg, out, evaluator)
     if resumed is not None:
@@ -522,9 +625,9 @@ def bundle_env(spec: dict[str, Any]) -> VecEnv:
     """
     cfg = AgentConfig.from_dict(spec["cfg"])
     bundle = Path(spec["bundle"])
-    memory, extra = load_memory(bundle / MEMORY_DIR, device="cpu")
+    memory, extra = _bundle_memory(bundle, "cpu")
     if spec["dream"]:
-        return build_dream_vec_env(cfg, 1, cfg.seed, memory, extra["latent_data"])
+        return build_dream_vec_env(cfg, 1, cfg.seed, memory, _latent_data(cfg, extra))
     model = load_model(bundle / MODEL_DIR, device="cpu")
     return build_vec_env(cfg, 1, cfg.seed, model, memory=memory)
 

@@ -89,6 +89,14 @@ class TrainRun:
     on_steps: Callable[[int], None] | None
 
 
+# The action spaces of SB3's on-policy algorithms (PPO, A2C, RecurrentPPO).
+ANY_ACTIONS: tuple[type[gym.Space], ...] = (
+    gym.spaces.Box,
+    gym.spaces.Discrete,
+    gym.spaces.MultiDiscrete,
+    gym.spaces.MultiBinary,
+)
+
 # ``train(run)`` -> the entries of the bundle's ``config.json`` (``final_mean_return``,
 # ``train_seconds``, ``steps_per_second`` at least); ``load(bundle, observation_space,
 # action_space)`` -> an agent with SB3's ``predict``.
@@ -107,6 +115,9 @@ class Algorithm:
         extra: the ``worldvae`` extra that installs ``sb3_module`` when it is optional.
         recurrent: its policies carry an LSTM (``MlpLstmPolicy``, ``CnnLstmPolicy``).
         train, load: the hooks of an algorithm that SB3 does not train.
+        action_spaces: the action spaces it can act in (SB3 asserts them only when the agent
+            is built; :mod:`agents.preflight` checks them before a run writes anything).
+        obs_kinds: the arms it trains on (empty: every arm).
     """
 
     name: str
@@ -117,6 +128,8 @@ class Algorithm:
     recurrent: bool = False
     train: TrainHook | None = None
     load: LoadHook | None = None
+    action_spaces: tuple[type[gym.Space], ...] = ANY_ACTIONS
+    obs_kinds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         hooks = (self.train is not None, self.load is not None)
@@ -202,8 +215,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     for a in (
         _sb3("ppo", "PPO"),
         _sb3("a2c", "A2C"),
-        _sb3("dqn", "DQN"),
-        _sb3("sac", "SAC"),
+        _sb3("dqn", "DQN", action_spaces=(gym.spaces.Discrete,)),
+        _sb3("sac", "SAC", action_spaces=(gym.spaces.Box,)),
         Algorithm(
             "recurrentppo",
             "RecurrentPPO",
@@ -212,7 +225,14 @@ ALGORITHMS: dict[str, Algorithm] = {
             extra="contrib",
             recurrent=True,
         ),
-        Algorithm("cmaes", "CMA-ES controller", train=_train_cmaes, load=load_controller),
+        Algorithm(
+            "cmaes",
+            "CMA-ES controller",
+            train=_train_cmaes,
+            load=load_controller,
+            action_spaces=(gym.spaces.Discrete, gym.spaces.Box),
+            obs_kinds=("latent+h",),
+        ),
     )
 }
 

@@ -51,6 +51,7 @@ def _latent(venv: VecEnv, opts: dict[str, Any], model: Encoder | None) -> VecEnv
         action_history=int(opts.get("action_history", 0)),
         sample=bool(opts.get("sample", False)),
         precision=str(opts.get("precision", "auto")),
+        runtime=str(opts.get("runtime", "auto")),
     )
 
 
@@ -69,7 +70,8 @@ class Arm:
             ``random`` and ``pca`` are controls derived from it (see :mod:`agents.control_arms`).
         obs_keys: the options its hyperparameter section may set.
         wrap_env: applied to each single env before vectorising (None: nothing).
-        wrap_vec: applied to the monitored VecEnv, with the obs options and the loaded model.
+        wrap_vec: applied to the monitored VecEnv, with the obs options (and the run's
+            ``runtime``, see :func:`agents.environments.wrap_observations`) and the loaded model.
         needs_state: the env must have a known true state (:func:`envs.state.has_state`).
         loads_model: the wrapper needs the model loaded (the policy loads it otherwise).
         needs_memory: the arm also needs the memory model M (``--memory``); its env is built

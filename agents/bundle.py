@@ -123,6 +123,59 @@ class Bundle:
 AGENT_CHOICES = ("final", "best")
 
 
+def check_finite_policy(agent: Any, agent_file: Path) -> None:
+    """Refuse an SB3 agent whose policy holds NaN or infinity: every action would be garbage.
+
+    Raises:
+        ValueError: naming the file.
+    """
+    bad = [n for n, p in agent.policy.named_parameters() if not bool(p.isfinite().all())]
+    if bad:
+        raise ValueError(
+            f"{agent_file} holds non-finite weights (NaN or infinity, in {', '.join(bad[:3])}); "
+            "the policy is damaged (its training diverged, or the file was altered): re-train "
+            "the agent, or evaluate its other policy (--which final or best)"
+        )
+
+
+def read_agent_info(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of the finished agent directory ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no ``config.json``, holds an unfinished run (its
+            policy not written yet: the message says how to resume it), or lacks its policy.
+        ValueError: the ``config.json`` is unreadable or not an agent's (a VAE's or M's run
+            directory, say).
+    """
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not an agent directory (it lacks {CONFIG_FILE}); train one with "
+            "`worldvae train-agent` and pass its --out"
+        )
+    try:
+        info = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file} is unreadable ({e}); re-train the agent") from e
+    if not isinstance(info, dict) or "agent" not in info:
+        raise ValueError(
+            f"{path} is not an agent directory: its {CONFIG_FILE} is not an agent's (a VAE's "
+            "or M's run directory?); pass the --out of a `worldvae train-agent` run"
+        )
+    if info.get("status") != "complete":
+        raise FileNotFoundError(
+            f"{path} holds an unfinished train-agent run (no final policy yet); resume it by "
+            "re-running the `worldvae train-agent` command that started it (the same options "
+            "and --out: it continues from its last checkpoint), then evaluate it"
+        )
+    if not ((path / AGENT_FILE).is_file() or (path / CONTROLLER_FILE).is_file()):
+        raise FileNotFoundError(
+            f"{path} is a finished agent directory without its policy ({AGENT_FILE} or "
+            f"{CONTROLLER_FILE}); restore it or re-train the agent with --overwrite"
+        )
+    return info
+
+
 def load_bundle(path: str | Path, device: str = "auto", which: str = "final") -> Bundle:
     """Load an agent directory, refusing one whose model files changed since training.
 
@@ -135,18 +188,7 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
         ValueError: the model's hash differs from the one recorded at training time.
     """
     path = Path(path)
-    cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file() or not (
-        (path / AGENT_FILE).is_file() or (path / CONTROLLER_FILE).is_file()
-    ):
-        raise FileNotFoundError(
-            f"{path} is not an agent directory (it lacks {CONFIG_FILE} or {AGENT_FILE}); train one with `worldvae train-agent`"
-        )
-    info = json.loads(cfg_file.read_text())
-    if info.get("status") != "complete":
-        raise FileNotFoundError(
-            f"{path} holds an unfinished training run; re-run `worldvae train-agent` to finish it"
-        )
+    info = read_agent_info(path)
     cfg = AgentConfig.from_dict(info["agent"])
     if which not in AGENT_CHOICES:
         raise ValueError(f"which must be one of {AGENT_CHOICES}, got {which!r}")
@@ -191,5 +233,6 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
             policy_kwargs(cfg, path),
             device=device,
         )
+        check_finite_policy(agent, agent_file)
     probe.close()
     return Bundle(path=path, config=cfg, agent=agent, model=model, info=info, memory=memory)

@@ -11,7 +11,6 @@ each episode exactly as in training. The env is made from the agent's recorded e
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from agents.agent_config import AgentConfig
 from agents.algorithms import get_algorithm
 from agents.arms import get_arm
-from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, CONFIG_FILE, load_bundle
+from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, load_bundle, read_agent_info
 from agents.environments import is_recurrent, wrap_observations
 from worldvae.envspec import EnvSpec
 
@@ -186,13 +185,7 @@ class AgentPolicySpec:
 
     def config(self) -> AgentConfig:
         """The agent's recorded configuration."""
-        cfg_file = Path(self.path) / CONFIG_FILE
-        if not cfg_file.is_file():
-            raise FileNotFoundError(
-                f"{self.path} is not an agent directory (no {CONFIG_FILE}); train one with "
-                "`worldvae train-agent` and pass its --out"
-            )
-        return AgentConfig.from_dict(json.loads(cfg_file.read_text())["agent"])
+        return AgentConfig.from_dict(read_agent_info(Path(self.path))["agent"])
 
     def check(self) -> None:
         """Refuse an agent that cannot act on frames, before any worker starts."""

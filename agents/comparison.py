@@ -9,25 +9,27 @@ fixed-seed episodes, and aggregated as Agarwal et al. (2021) recommend (:mod:`ag
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.agent_config import AgentConfig, resolve_config
 from agents.agent_training import train_agent
 from agents.algorithms import sb3_algorithm_names
 from agents.arms import check_arms, get_arm
+from agents.bundle import BEST_AGENT_FILE, is_complete
 from agents.control_arms import arm_model_dir, vae_data_dir
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
+from agents.progress import RunsProgress
 from agents.statistics import (
     bootstrap_ci,
     first_crossing,
@@ -40,9 +42,11 @@ from agents.statistics import (
 from envs.registry import ENV_ID_HELP
 from worldvae.atomic import atomic_open, write_json
 from worldvae.config_fields import check_ranges, option, option_from
-from worldvae.data.manifest import Manifest
+from worldvae.data.manifest import MANIFEST_NAME, Manifest
 from worldvae.envspec import read_env_spec
+from worldvae.records import check_dataset_for_model, record_path
 from worldvae.vae.io import resolve_model_dir
+from worldvae.workers import parent_bound_pool
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +118,25 @@ class CompareConfig:
         help="training wall-clock budget of each run in seconds, evaluation excluded",
     )
 
+    runtime: str = option_from(AgentConfig, "runtime")
+
     def __post_init__(self) -> None:
         check_ranges(self)
 
     def resolved_data_dir(self) -> str | None:
-        if self.data_dir is not None:
-            return self.data_dir
-        return vae_data_dir(self.model_dir) if self.model_dir else None
+        """The VAE's dataset: ``data_dir``, else the one the VAE run records (None if
+        unknown), checked against the env spec the model records.
+
+        Raises:
+            ValueError: the dataset's frames are not those the model was trained on (the
+                dataset, the model and the fields that differ are named).
+        """
+        data_dir = self.data_dir
+        if data_dir is None and self.model_dir:
+            data_dir = vae_data_dir(self.model_dir)
+        if data_dir is not None and self.model_dir and (Path(data_dir) / MANIFEST_NAME).is_file():
+            check_dataset_for_model(data_dir, self.model_dir)
+        return data_dir
 
     def arm_env_given(self) -> dict[str, Any]:
         """The env spec every arm gets, as explicit choices: the spec the VAE records (else its
@@ -145,6 +161,7 @@ class CompareConfig:
             "env_given": self.arm_env_given(),
             "deterministic_eval": self.deterministic_eval,
             "max_train_seconds": self.max_train_seconds,
+            "runtime": self.runtime,
         }
         if self.n_envs is not None:
             fields["n_envs"] = self.n_envs
@@ -212,62 +229,89 @@ def _steps_logged(run: Run) -> int:
         return 0
 
 
-def train_runs(runs: list[Run], workers: int, subprocess_envs: bool, progress: bool) -> None:
-    """Train every run under one progress bar: env steps done of the total, runs finished, ETA.
+def train_runs(
+    runs: list[Run],
+    workers: int,
+    subprocess_envs: bool,
+    progress: bool,
+    callbacks: list[BaseCallback] | None = None,
+) -> None:
+    """Train every run not yet complete under one progress bar (:class:`RunsProgress`).
 
-    With ``workers > 1`` runs train in parallel processes and the bar follows their evaluation
-    logs; with one worker it follows every step.
+    Under a wall-clock budget (``max_train_seconds``) the bar counts seconds of the stage's
+    budget (each run's, ``workers`` runs at a time), so its ETA is time, with the env steps
+    beside it; otherwise env steps of the runs' total. It moves every second, from the clock
+    and the steps each run reports; with ``workers > 1`` runs train in parallel processes and
+    their steps come from their evaluation logs. ``callbacks`` (SB3 callbacks) are handed to
+    every run when they train in this process (``workers == 1``).
     """
-    total = sum(r.config.total_timesteps for r in runs)
-    bar = tqdm(
-        total=total, unit="step", unit_scale=True, desc="compare", disable=not progress,
-        dynamic_ncols=True,
-    )  # fmt: skip
-    finished = 0
-
-    def show() -> None:
-        bar.set_postfix(runs=f"{finished}/{len(runs)}", refresh=True)
-
-    show()
-    try:
-        if workers > 1:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures: dict[Future[bool], Run] = {
-                    pool.submit(_train_run_in_worker, run, subprocess_envs): run for run in runs
-                }
-                done_steps = 0
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        f.result()  # re-raise a failed run's error here
-                        finished += 1
-                        done_steps += futures[f].config.total_timesteps
-                    live = sum(
-                        min(_steps_logged(futures[f]), futures[f].config.total_timesteps)
-                        for f in pending
-                    )  # an algorithm may round its last rollout past the budget
-                    bar.update(done_steps + live - bar.n)
-                    show()
+    todo = []
+    for run in runs:
+        if is_complete(run.path):
+            logger.info("%s skipped (complete)", run.config.run_name)
         else:
-            for run in runs:
-                start = bar.n
-                r = train_agent(
-                    run.config,
-                    run.path,
-                    skip_complete=True,
-                    progress=False,
-                    subprocess_envs=subprocess_envs,
-                    on_steps=bar.update,
-                )
-                bar.update(start + run.config.total_timesteps - bar.n)
-                finished += 1
-                show()
-                logger.info(
-                    "%s %s", run.config.run_name, "skipped (complete)" if r.skipped else "trained"
-                )
-    finally:
-        bar.close()
+            todo.append(run)
+    if not todo:
+        return
+    if callbacks and workers > 1:
+        raise ValueError("callbacks run in this process: train with workers=1 to pass them")
+    budgets = {run.config.max_train_seconds for run in todo}
+    seconds = budgets.pop() if len(budgets) == 1 else None  # one clock for every run, or steps
+    slots = min(workers, len(todo))
+    with RunsProgress([r.config.total_timesteps for r in todo], seconds, slots, progress) as bar:
+        if slots > 1:
+            _train_in_processes(todo, slots, subprocess_envs, bar)
+            return
+        for i, run in enumerate(todo):
+            bar.start(i)
+            train_agent(
+                run.config,
+                run.path,
+                skip_complete=True,
+                progress=False,
+                subprocess_envs=subprocess_envs,
+                on_steps=functools.partial(bar.add_steps, i),
+                callbacks=callbacks,
+            )
+            bar.finish(i, _steps_logged(run))
+            logger.info("%s trained", run.config.run_name)
+
+
+def _train_in_processes(
+    runs: list[Run], slots: int, subprocess_envs: bool, bar: RunsProgress
+) -> None:
+    """Train ``runs`` in ``slots`` worker processes, telling ``bar`` of their progress: a
+    run's clock starts when it writes its first evaluation row (``eval.csv``, written again on
+    resume) in this stage, so a worker's start-up is not counted as its training."""
+    since = time.time()
+    with parent_bound_pool(slots) as pool:
+        futures: dict[Future[bool], int] = {
+            pool.submit(_train_run_in_worker, run, subprocess_envs): i for i, run in enumerate(runs)
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in (*done, *pending):
+                i = futures[f]
+                if not bar.started(i) and (at := _first_row_time(runs[i], since)) is not None:
+                    bar.start(i, at)
+                bar.set_steps(i, _steps_logged(runs[i]))
+            for f in done:
+                f.result()  # re-raise a failed run's error here
+                bar.finish(futures[f])
+                logger.info("%s trained", runs[futures[f]].config.run_name)
+
+
+def _first_row_time(run: Run, since: float) -> float | None:
+    """When (``time.perf_counter``'s clock) ``run`` wrote ``eval.csv``, if it did after
+    ``since`` (``time.time``'s clock); None otherwise."""
+    try:
+        written = (run.path / "eval.csv").stat().st_mtime
+    except OSError:
+        return None
+    if written < since:
+        return None
+    return time.perf_counter() - max(0.0, time.time() - written)
 
 
 def _read_curve(bundle: Path) -> dict[str, np.ndarray]:
@@ -277,6 +321,21 @@ def _read_curve(bundle: Path) -> dict[str, np.ndarray]:
         k: np.array([float(r[k]) for r in rows])
         for k in ("steps", "seconds", "wall_seconds", "mean_return")
     }
+
+
+def best_policy(runs_dir: Path, runs: list[str]) -> tuple[str, str, int]:
+    """The run, policy (``"best"`` or ``"final"``) and step of the highest periodic
+    evaluation among ``runs``; a run that kept no best policy offers its final one."""
+    candidates = []
+    for run in runs:
+        info = json.loads((runs_dir / run / "config.json").read_text())
+        kept = info.get("best") and (runs_dir / run / BEST_AGENT_FILE).is_file()
+        if kept:
+            candidates.append((info["best"]["mean_return"], run, "best", info["best"]["steps"]))
+        else:
+            candidates.append((info["final_mean_return"], run, "final", info["steps"]))
+    _, run, which, step = max(candidates, key=lambda c: c[0])
+    return run, which, int(step)
 
 
 def random_baseline(cfg: AgentConfig, n_episodes: int, seed: int) -> np.ndarray:
@@ -566,6 +625,16 @@ def write_results(result: ComparisonResult) -> None:
             "random_return": result.random_return,
             "threshold": result.threshold,
             "timings": result.timings,
-            "config": asdict(result.config),
+            "config": recorded_config(result.config),
         },
     )
+
+
+def recorded_config(cfg: CompareConfig) -> dict[str, Any]:
+    """``cfg`` as ``results.json`` records it: its folders and files absolute, so that the
+    record names the same ones read from any working folder (:mod:`worldvae.records`)."""
+    d = asdict(cfg)
+    for key in ("model_dir", "data_dir", "memory_dir", "hyperparams_file"):
+        if d[key]:
+            d[key] = record_path(d[key])
+    return d

@@ -22,6 +22,7 @@ import torch
 from agents.arms import get_arm
 from worldvae.data import EpisodeDataset
 from worldvae.pca import fit_pca, is_pca_dir
+from worldvae.records import record_path, recorded_path
 from worldvae.vae import Autoencoder, save_model
 from worldvae.vae.io import WEIGHTS_NAME, read_model_config, resolve_model_dir
 
@@ -29,13 +30,18 @@ PCA_FIT_FRAMES = 2_000
 
 
 def vae_data_dir(model_dir: str | Path) -> str | None:
-    """The dataset a VAE run was trained on, as its run config records it (None if unknown)."""
+    """The dataset a VAE run was trained on, as its run config records it (None if unknown).
+
+    The record holds an absolute path; an older one's relative path is read beside the run
+    first, then under the working folder (:func:`worldvae.records.recorded_path`).
+    """
     cfg = Path(model_dir) / "config.json"
     try:
         root = json.loads(cfg.read_text()).get("data", {}).get("root")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
-    return str(root) if root and Path(root).is_dir() else None
+    path = recorded_path(root, model_dir, "the VAE's dataset") if isinstance(root, str) else None
+    return str(path) if path is not None and path.is_dir() else None
 
 
 def random_encoder_dir(
@@ -60,7 +66,7 @@ def random_encoder_dir(
     if data_dir is not None:
         frames = _training_frames(data_dir, config.frame_shape, n_frames)
         standardise_code(model, frames)
-        extra |= {"standardised": True, "standardised_on": str(data_dir)}
+        extra |= {"standardised": True, "standardised_on": record_path(data_dir)}
     return save_model(model, target, extra=extra)
 
 

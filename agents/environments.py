@@ -70,9 +70,14 @@ def wrap_observations(cfg: AgentConfig, venv: VecEnv, model: Encoder | None, mem
         if model is None or memory is None:
             raise ValueError(f"a {cfg.obs} env needs the VAE and the memory model M")
         return VecLatentMemoryObservation(
-            venv, model, memory, sample=bool(cfg.obs_options.get("sample", False))
+            venv,
+            model,
+            memory,
+            sample=bool(cfg.obs_options.get("sample", False)),
+            runtime=cfg.runtime,
         )
-    return arm.wrap_vec(venv, cfg.obs_options, model)
+    # the runtime is a run setting, not an obs option: it travels beside them to the encoder
+    return arm.wrap_vec(venv, cfg.obs_options | {"runtime": cfg.runtime}, model)
 
 
 def is_recurrent(agent: Any) -> bool:
@@ -87,13 +92,15 @@ def evaluate_policy_seeded(
     n_episodes: int,
     seed: int,
     deterministic: bool = True,
-    on_step: Callable[[VecEnv, np.ndarray], None] | None = None,
+    before_action: Callable[[VecEnv, float], None] | None = None,
 ) -> np.ndarray:
     """Returns of ``n_episodes`` episodes, episode ``i`` reset with seed ``seed + i``.
 
     ``venv`` must hold one env. The same seeds for every agent make their scores comparable.
     With ``deterministic=False`` the policy samples its actions, torch seeded with ``seed + i``
-    per episode, so a stochastic evaluation is reproducible too.
+    per episode, so a stochastic evaluation is reproducible too. ``before_action(venv,
+    return_so_far)`` is called before each action, while the env shows what the agent acts on
+    (after an episode's last step a ``VecEnv`` has already reset to the next one).
     """
     if venv.num_envs != 1:
         raise ValueError(f"evaluation uses one env, got {venv.num_envs}")
@@ -108,6 +115,8 @@ def evaluate_policy_seeded(
         obs = venv.reset()
         done, state, start = False, None, np.ones((1,), dtype=bool)
         while not done:
+            if before_action is not None:
+                before_action(venv, float(returns[i]))
             if recurrent:  # the LSTM's state runs through the episode, reset at its start
                 action, state = agent.predict(
                     obs, state=state, episode_start=start, deterministic=deterministic
@@ -118,8 +127,6 @@ def evaluate_policy_seeded(
             obs, reward, dones, _ = venv.step(action)
             returns[i] += float(reward[0])
             done = bool(dones[0])
-            if on_step is not None:
-                on_step(venv, np.asarray(obs))
     return returns
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from agents.arms import ARMS, check_arms
-from agents.bundle import BEST_AGENT_FILE
-from agents.comparison import ComparisonResult
+from agents.comparison import ComparisonResult, best_policy
 from agents.evaluation import evaluate_bundle
+from agents.preflight import check_arms_fit
 from agents.presets import PRESETS, CanonicalStage, Preset, build_preset, default_out
 from agents.ray_runs import run_comparison_on_cluster
 from agents.report import write_report
@@ -29,6 +29,7 @@ from envs import collect
 from envs.cluster import cluster_cpus, connect_ray, uses_ray
 from envs.collector import CollectResult
 from envs.factory import resolve_spec
+from envs.policies import PolicySpec
 from worldvae.atomic import write_json
 from worldvae.data import EpisodeDataset
 from worldvae.diagnostics import inspect_model
@@ -96,14 +97,8 @@ def run_pipeline(
     """
     name = name or (preset if isinstance(preset, str) else "custom")
     chosen = build_preset(preset, settings)
-    # the data and the model exist later; only what can be known now is checked here
-    check_arms(
-        chosen.compare.obs_kinds,
-        chosen.env.env_id,
-        model_dir="(trained below)",
-        data_dir="(collected below)",
-    )
     env = resolve_spec(chosen.env)
+    check_before_collecting(chosen, env)
     out = Path(out_dir or default_out(name, chosen))
     out.mkdir(parents=True, exist_ok=True)
     run = PipelineRun(chosen, name, out, env, progress, cluster, cpus_per_run, gpus_per_run)
@@ -114,13 +109,60 @@ def run_pipeline(
     if any(ARMS[o].needs_memory for o in chosen.compare.obs_kinds):
         memory = train_memory_stage(run, data, vae)
     result = compare_stage(run, data, vae, memory, collected.total_frames)
-    reporter = Reporter(run, data, vae, result, command)
+    reporter = Reporter(run, data, vae, result, command, memory)
     report = reporter.write()
     if chosen.canonical.episodes:  # the report above stands if this last stage is cut short
         report = reporter.write([canonical_stage(run, result)])
     reporter.save_timings()
     print(f"[4/4] report: {report}", flush=True)
     return report
+
+
+# How the pipeline gets frames large enough for the pixel arm's CNN.
+PIPELINE_FRAMES_FIX = (
+    "set --frame-size 36 or more (env.frame_size), or leave pixel out of --obs (compare.obs_kinds)"
+)
+
+
+def check_before_collecting(preset: Preset, env: EnvSpec) -> None:
+    """What can be checked before the data and the models exist: the collection policy, the
+    arms against the env, the agents' algorithm against its actions, their hyperparameters (``compare.overrides``
+    and ``compare.hyperparams_file`` included), the pixel arm's frame size and the shifted
+    env.
+
+    Raises:
+        ValueError: one line naming the setting and the fix.
+    """
+    if isinstance(preset.collect.policy, str):
+        try:
+            PolicySpec.parse(preset.collect.policy)
+        except ValueError as e:
+            problem = str(e)
+            if preset.collect.policy.startswith(("agent:", "best-agent:")):
+                problem = (
+                    "the pipeline collects with random, brownian or sb3:ALGO:PATH; collect a "
+                    "round of data with a trained agent by `worldvae collect --policy agent:RUN`"
+                )
+            raise ValueError(f"collect.policy: {problem}") from None
+    stage = preset.compare
+    check_arms(
+        stage.obs_kinds, env.env_id, model_dir="(trained below)", data_dir="(collected below)"
+    )
+    cfg = stage.config(
+        env_id=env.env_id,
+        model_dir=None,
+        data_dir=None,
+        vae_frames=0,
+        env_given=env.options(),
+        memory_dir=None,
+    )
+    check_arms_fit(
+        cfg.agent_config("pixel", cfg.seeds[0]),
+        cfg.obs_kinds,
+        cfg.shifted_env_kwargs,
+        PIPELINE_FRAMES_FIX,
+        where="compare.overrides (applied over agents/hyperparams)",
+    )
 
 
 def collect_stage(run: PipelineRun) -> CollectResult:
@@ -195,12 +237,21 @@ def canonical_stage(run: PipelineRun, result: ComparisonResult) -> str:
 
 class Reporter:
     """The report of one invocation (``out/report``), written again as sections are added;
-    the stage times summed with the earlier invocations' (``report/timings.json``)."""
+    the stage times summed with the earlier invocations' (``report/timings.json``). It embeds
+    a GIF of the best agent playing, and M's dream beside the real frames when M (``memory``,
+    its run directory) was trained."""
 
     def __init__(
-        self, run: PipelineRun, data: Path, vae: Path, result: ComparisonResult, command: str
+        self,
+        run: PipelineRun,
+        data: Path,
+        vae: Path,
+        result: ComparisonResult,
+        command: str,
+        memory: Path | None = None,
     ):
         self.run, self.result = run, result
+        self.dream_gif = memory / "images" / "dream.gif" if memory else None
         model = load_model(vae, device="cpu")
         pictures = inspect_model(model, EpisodeDataset(data), vae / "inspect", n_frames=512)
         self.images = {k: Path(pictures["files"][k]) for k in ("reconstructions", "traversals")}
@@ -227,6 +278,8 @@ class Reporter:
             machine=machine_description(),
             extra_sections=sections or [],
             invocations=len(self.previous) + 1,
+            video=True,
+            dream_gif=self.dream_gif,
         )
 
     def save_timings(self) -> None:
@@ -248,21 +301,6 @@ def summed_times(invocations: list[dict[str, float]]) -> dict[str, float]:
         for stage, secs in times.items():
             total[stage] = round(total.get(stage, 0.0) + float(secs), 1)
     return total
-
-
-def best_policy(runs_dir: Path, runs: list[str]) -> tuple[str, str, int]:
-    """The run, policy (``"best"`` or ``"final"``) and step of the highest periodic
-    evaluation among ``runs``; a run that kept no best policy offers its final one."""
-    candidates = []
-    for run in runs:
-        info = json.loads((runs_dir / run / "config.json").read_text())
-        kept = info.get("best") and (runs_dir / run / BEST_AGENT_FILE).is_file()
-        if kept:
-            candidates.append((info["best"]["mean_return"], run, "best", info["best"]["steps"]))
-        else:
-            candidates.append((info["final_mean_return"], run, "final", info["steps"]))
-    _, run, which, step = max(candidates, key=lambda c: c[0])
-    return run, which, int(step)
 
 
 def canonical_score(result: ComparisonResult, path: Path, settings: CanonicalStage) -> str:

@@ -178,6 +178,7 @@ class CompareStage:
     deterministic_eval: bool = option_from(CompareConfig, "deterministic_eval")
     probe: bool = option_from(CompareConfig, "probe")
     max_train_seconds: float | None = option_from(CompareConfig, "max_train_seconds")
+    runtime: str = option_from(CompareConfig, "runtime")
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -185,13 +186,14 @@ class CompareStage:
     def config(
         self,
         env_id: str,
-        model_dir: str,
-        data_dir: str,
+        model_dir: str | None,
+        data_dir: str | None,
         vae_frames: int,
         env_given: dict[str, Any],
         memory_dir: str | None,
     ) -> CompareConfig:
-        """The comparison, with the fields filled at run time."""
+        """The comparison, with the fields filled at run time (``model_dir`` and
+        ``data_dir`` None before V and its data exist)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["overrides"] = self.overrides.get(self.algo, {})
         return CompareConfig(

@@ -3,21 +3,34 @@
 Every arm is plotted and tabulated. Curves are sample-efficiency curves (IQM over runs at each
 point, with a 95% bootstrap band); ``profiles.png`` holds the performance profiles of the final
 returns; the table gives IQMs with stratified-bootstrap CIs and the probability of improvement
-over the pixel arm (Agarwal et al. 2021).
+over the pixel arm (Agarwal et al. 2021). On request the report embeds animated GIFs: the best
+agent playing one episode of gymnasium's env (``best_agent.gif``) and M's open-loop dream beside
+the real frames (``m_dream.gif``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.comparison import ComparisonResult
+from agents.comparison import ComparisonResult, best_policy
+from agents.evaluation import VideoOptions, record_episode_video
 from agents.statistics import performance_profile_band, sample_efficiency_curve
-from worldvae.atomic import atomic_open, atomic_path
+from worldvae.atomic import atomic_open, atomic_path, write_json
 from worldvae.versions import library_versions
+
+logger = logging.getLogger(__name__)
+
+BEST_AGENT_GIF = "best_agent.gif"
+DREAM_GIF = "m_dream.gif"
+# A GIF of a few MB at most: 200 pixels wide, one frame in two, at most 300 frames (a
+# CarRacing-v3 episode at frame skip 2 is 500 agent steps, so 250 frames).
+REPORT_VIDEO = VideoOptions(width=200, every=2, max_frames=300)
 
 COLORS = {
     "pixel": "#1f77b4",
@@ -322,6 +335,65 @@ def _reproduce_lines(command: str, machine: str | None) -> list[str]:
     return lines
 
 
+def best_agent_video(result: ComparisonResult, out: Path) -> list[str]:
+    """Film the comparison's best policy (:func:`~agents.comparison.best_policy` over every
+    run) playing gymnasium's env from the evaluation seed into ``out/best_agent.gif``; return
+    the report's section. The film is kept, and reused while the same policy is the best
+    (``best_agent.json``); a policy that cannot be filmed gets a line saying why."""
+    if not result.runs:
+        return []
+    runs_dir, seed, env_id = result.out_dir / "runs", result.config.eval_seed, result.config.env_id
+    run, which, step = best_policy(runs_dir, [r["run"] for r in result.runs])
+    key = {"run": run, "which": which, "step": step, "seed": seed, "backend": "gymnasium"}
+    record = out / "best_agent.json"
+    done = json.loads(record.read_text()) if record.is_file() else {}
+    head = ["", "## The best agent at play", ""]
+    if {k: done.get(k) for k in key} != key or not (out / BEST_AGENT_GIF).is_file():
+        try:
+            clip = record_episode_video(
+                runs_dir / run,
+                out / BEST_AGENT_GIF,
+                seed,
+                which=which,
+                backend="gymnasium",
+                options=REPORT_VIDEO,
+            )
+        except (ValueError, ImportError, OSError) as e:
+            logger.warning("no video of the best agent %s: %s", run, e)
+            return [*head, f"No video of `{run}`: {e}"]
+        done = key | {"return": clip.episode_return, "frames": clip.n_frames}
+        write_json(record, done)
+    policy = (
+        f"the policy of its best evaluation (step {step:,})"
+        if which == "best"
+        else "its final policy"
+    )
+    return [
+        *head,
+        f"![the best agent playing {env_id}]({BEST_AGENT_GIF})",
+        "",
+        f"`{run}`, {policy}, on gymnasium's {env_id} from seed {seed}: return "
+        f"{done['return']:.1f} (one frame in {REPORT_VIDEO.every}, {REPORT_VIDEO.width} "
+        "pixels wide).",
+    ]
+
+
+def _dream_lines(dream_gif: Path | None, out: Path) -> list[str]:
+    """M's dream beside the real frames (its run's ``images/dream.gif``), copied into ``out``."""
+    if dream_gif is None or not dream_gif.is_file():
+        return []
+    shutil.copy2(dream_gif, out / DREAM_GIF)
+    return [
+        "",
+        "## M's dream",
+        "",
+        f"![M's open-loop dream beside the real frames]({DREAM_GIF})",
+        "",
+        "Left, a held-out episode as V reconstructs it; right, M dreaming it open-loop from its "
+        "first frame under the same actions. Where they part, M's predictions drift.",
+    ]
+
+
 def write_report(
     result: ComparisonResult,
     out_dir: str | Path,
@@ -331,18 +403,25 @@ def write_report(
     machine: str | None = None,
     extra_sections: list[str] | None = None,
     invocations: int = 1,
+    video: bool = False,
+    dream_gif: Path | None = None,
 ) -> Path:
     """Write the report directory; returns the path of ``report.md``.
 
     ``extra_sections`` (Markdown) go after the VAE's pictures, before the command;
     ``invocations`` > 1 says the stage times are sums over a resumed command's runs.
+    ``video`` embeds a GIF of the best agent playing (:func:`best_agent_video`);
+    ``dream_gif`` (M's ``images/dream.gif``) embeds M's dream beside the real frames.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _copy_artifacts(result, out, vae_images)
     lines = _intro_lines(result) + _results_table(result) + _figure_lines(result)
+    if video:
+        lines += best_agent_video(result, out)
     if vae_images:
         lines += ["", "## The VAE", ""] + [f"![{n}](vae_{n}.png)" for n in vae_images]
+    lines += _dream_lines(dream_gif, out)
     lines += _stage_time_lines(stage_times, result.timings, invocations)
     for section in extra_sections or []:
         lines += ["", section]

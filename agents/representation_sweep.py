@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,21 @@ from agents.agent_config import resolve_config
 from agents.agent_training import train_agent
 from agents.statistics import normalized_auc
 from worldvae.atomic import write_json
+from worldvae.config_fields import check_ranges, option
 from worldvae.envspec import EnvSpec, as_frame_size
 from worldvae.family_sweep import SweepConfig, run_sweep
+from worldvae.records import record_path
 from worldvae.representation import RepresentationConfig
+from worldvae.rundir import RunDirLock, check_folder, check_ours, remove_owned
+from worldvae.workers import parent_bound_pool
 
 logger = logging.getLogger(__name__)
 
 RETURN_FILE = "return.json"
+# What a representation sweep's folder holds; a folder holding anything else is refused.
+SWEEP_ENTRIES = ("data", "shifted", "sweep", "agents", "report")
+# What ``overwrite`` removes: all made from the models; the collected frames are kept.
+REPLACED_ENTRIES = ("sweep", "agents", "report")
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,8 @@ class SweepPreset:
 
     ``shifted_env_id`` (another env's frames) or ``shifted_env_kwargs`` (the same env changed,
     e.g. ``domain_randomize=True``) gives the anomaly AUROC its out-of-distribution frames.
-    ``return_steps = 0`` skips the downstream agents.
+    ``return_steps = 0`` skips the downstream agents. Fields declared with
+    :func:`~worldvae.config_fields.option` are range-checked (and are ``worldvae sweep`` flags).
     """
 
     env_id: str
@@ -55,12 +62,15 @@ class SweepPreset:
     max_steps: int | None = None
     label_budgets: tuple[int, ...] = (50, 500, 5000)
     test_frames: int = 2000
-    return_steps: int = 20_000
+    return_steps: int = option(20_000, "latent PPO steps per model (0: no agents)", 0, 10**11)
     agent_overrides: dict[str, Any] = field(default_factory=dict)
     n_envs: int = 4
     eval_freq: int = 2_000
     eval_episodes: int = 5
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 PRESETS: dict[str, SweepPreset] = {
@@ -211,7 +221,7 @@ def downstream_returns(
     ]
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with parent_bound_pool(max(1, min(workers, len(jobs)))) as pool:
             results = list(pool.map(_train_return, *zip(*jobs, strict=True), [threads] * len(jobs)))
     else:
         results = []
@@ -220,6 +230,33 @@ def downstream_returns(
             print(f"[agents] {i + 1}/{len(jobs)} {rows[i]['run']}", flush=True)
     for row, res in zip(rows, results, strict=True):
         row.update(res)
+
+
+def sweep_config(
+    preset: SweepPreset, data: str | Path, shifted: str | Path | None = None
+) -> SweepConfig:
+    """The family sweep ``preset`` runs on the dataset folder ``data`` (paths recorded
+    absolute), every setting checked; nothing is read or written.
+
+    Raises:
+        ValueError: a setting out of range, an unknown kind, or a model its class refuses.
+    """
+    scoring = RepresentationConfig(
+        label_budgets=preset.label_budgets, test_frames=preset.test_frames
+    ).to_dict()
+    return SweepConfig(
+        data=record_path(data),
+        shifted=record_path(shifted) if shifted else None,
+        kinds=preset.kinds,
+        betas=preset.betas,
+        seeds=preset.seeds,
+        model=preset.model,
+        epochs=preset.epochs,
+        batch_size=preset.batch_size,
+        max_steps=preset.max_steps,
+        workers=preset.workers,
+        scoring=scoring,
+    )
 
 
 def run_representation_sweep(
@@ -234,13 +271,44 @@ def run_representation_sweep(
     """Collect (unless ``data`` is given), train, score, run agents, report; returns report.md.
 
     With ``data`` the env is the dataset's; ``shifted`` is then an optional dataset of
-    shifted frames (without one, the anomaly AUROC is left out).
+    shifted frames (without one, the anomaly AUROC is left out). Every setting is checked
+    before anything is written; the sweep holds ``out_dir``'s
+    :class:`~worldvae.rundir.RunDirLock` for its whole life, refuses a folder holding what it
+    does not write, and ``overwrite`` removes only what it made from the models
+    (:data:`REPLACED_ENTRIES`; the collected frames are kept).
+
+    Raises:
+        ValueError: a setting out of range, or a dataset without states.
+        ForeignDirError: ``out_dir`` is a file, or holds what a sweep does not write.
+        RunDirBusyError: another process is writing ``out_dir``.
     """
+    from worldvae.data import EpisodeDataset
+    from worldvae.representation import require_states
+
+    out = Path(out_dir)
+    sweep_config(preset, data if data is not None else out / "data", shifted)
+    if data is not None:
+        require_states(EpisodeDataset(data))
+    check_folder(out)
+    check_ours(out, SWEEP_ENTRIES, "representation sweep")  # before the lock makes the folder
+    with RunDirLock(out, "sweep"):
+        if overwrite:
+            remove_owned(out, REPLACED_ENTRIES)
+        return _sweep_in(preset, out, data, shifted, command, progress)
+
+
+def _sweep_in(
+    preset: SweepPreset,
+    out: Path,
+    data: str | Path | None,
+    shifted: str | Path | None,
+    command: str,
+    progress: bool,
+) -> Path:
+    """The stages of :func:`run_representation_sweep` in the claimed, locked folder ``out``."""
     from agents.representation_report import write_sweep_report
     from worldvae.data import EpisodeDataset
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if data is None:
@@ -251,24 +319,9 @@ def run_representation_sweep(
     dataset = EpisodeDataset(data_dir)
     env_id = dataset.manifest.env_id
     preset = replace(preset, env_id=env_id)
-    scoring = RepresentationConfig(
-        label_budgets=preset.label_budgets, test_frames=preset.test_frames
-    ).to_dict()
-    cfg = SweepConfig(
-        data=str(data_dir),
-        shifted=str(shifted_dir) if shifted_dir else None,
-        kinds=preset.kinds,
-        betas=preset.betas,
-        seeds=preset.seeds,
-        model=preset.model,
-        epochs=preset.epochs,
-        batch_size=preset.batch_size,
-        max_steps=preset.max_steps,
-        workers=preset.workers,
-        scoring=scoring,
-    )
+    cfg = sweep_config(preset, data_dir, shifted_dir)
     t = time.perf_counter()
-    rows, controls = run_sweep(cfg, out / "sweep", overwrite=overwrite)
+    rows, controls = run_sweep(cfg, out / "sweep")
     timings["train_and_score"] = time.perf_counter() - t
     if preset.return_steps > 0:
         t = time.perf_counter()

@@ -179,22 +179,34 @@ def resolve_backend(
     return backend
 
 
-def make_envpool(task: EnvpoolTask, seeds: list[int], max_episode_steps: int | None) -> Any:
+def make_envpool(
+    task: EnvpoolTask,
+    seeds: list[int],
+    max_episode_steps: int | None,
+    batch_size: int | None = None,
+    num_threads: int = 0,
+) -> Any:
     """An envpool gymnasium pool of ``len(seeds)`` envs, env ``i`` seeded with ``seeds[i]``.
 
-    Seeds are taken modulo ``2**31`` (envpool's int32 range).
+    Seeds are taken modulo ``2**31`` (envpool's int32 range). ``batch_size`` below the number
+    of envs makes an async pool (``recv`` returns the first ``batch_size`` envs to finish);
+    ``num_threads`` is envpool's worker threads (0: its default, one per core).
     """
     import envpool
 
     kwargs = dict(task.kwargs)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
+    if num_threads:
+        kwargs["num_threads"] = int(num_threads)
     n = len(seeds)
     # envpool takes int32 seeds; SB3 and the collector use the uint32 range.
     seeds = [int(s) % 2**31 for s in seeds]
     with warnings.catch_warnings():  # envpool's float64 action bounds, cast by gymnasium
         warnings.filterwarnings("ignore", message=".*precision lowered by casting.*")
-        return envpool.make_gymnasium(task.task_id, num_envs=n, batch_size=n, seed=seeds, **kwargs)
+        return envpool.make_gymnasium(
+            task.task_id, num_envs=n, batch_size=batch_size or n, seed=seeds, **kwargs
+        )
 
 
 def envpool_spaces(pool: Any) -> tuple[Any, Any]:

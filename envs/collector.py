@@ -2,7 +2,8 @@
 
 Each worker process builds its env once, then plays episodes whose indices the parent hands
 out. Episode ``i`` is reset with ``episode_seed(seed, i)`` and written atomically as
-``episodes/ep_{i:07d}.npz`` by the worker, so:
+``episodes/ep_{i:07d}.npz`` by the worker's writer thread (:class:`~worldvae.data.writer.
+EpisodeWriter`: the next episode is played while the last one is compressed and written), so:
 
 * the same command gives the same episodes, whatever the number of workers;
 * a killed run leaves only whole episodes, and re-running the same command skips them.
@@ -42,11 +43,17 @@ from worldvae.data.manifest import (
     Manifest,
     episode_index,
     episode_seed,
+    list_episode_files,
 )
-from worldvae.data.writer import open_dataset_dir, write_dataset_episode
+from worldvae.data.writer import EpisodeWriter, open_dataset_dir
 from worldvae.envspec import EnvSpec
 from worldvae.versions import library_versions
-from worldvae.workers import exit_with_parent, get_while_parent_lives
+from worldvae.workers import (
+    check_local_workers,
+    children_ignore_sigint,
+    exit_with_parent,
+    get_while_parent_lives,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ class CollectConfig:
         "best-agent:RUN (its best evaluated policy)",
     )
     seed: int = option(0, "master seed", 0, 2**32 - 1)
-    compress: bool = option(True, "zlib-compress the episode files", flag="--no-compress")
+    compress: bool = option(True, "zstd-compress the episode files", flag="--no-compress")
     record_state: bool | None = option(
         None,
         "store the env's true state per frame (default: on for classic control, MiniGrid and "
@@ -100,10 +107,38 @@ class CollectResult:
     total_episodes: int
     total_frames: int
     seconds: float
+    startup_seconds: float | None = None  # until the first local worker had built its env
 
     @property
     def frames_per_second(self) -> float:
         return self.new_frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_frames_per_second(self) -> float | None:
+        """Frames/s once the first worker runs: ``seconds`` less worker start-up (process
+        start, imports, env creation), which a long collection pays once; None on Ray."""
+        if self.startup_seconds is None or self.seconds <= self.startup_seconds:
+            return None
+        return self.new_frames / (self.seconds - self.startup_seconds)
+
+
+def _report_steps(results: mp.Queue, index: int, n_steps: int) -> None:
+    """A worker's progress message: ``n_steps`` more steps of episode ``index`` played."""
+    results.put(("steps", index, n_steps))
+
+
+def _exit_worker(results: mp.Queue) -> None:
+    """End a worker process at once, once its messages have reached the pipe to the parent
+    (its episodes are on disk already). Python's own teardown of a process that imported
+    torch and envpool takes seconds (3 s measured under load, for every collect call), and
+    nothing in it is needed. Called outside a child process it returns, ending nothing."""
+    if mp.parent_process() is None:
+        return None
+    results.close()
+    results.join_thread()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _worker(
@@ -117,7 +152,12 @@ def _worker(
     record_state: bool = False,
     parent_pid: int | None = None,
     torch_threads: int = 1,
+    codec: str | None = None,
+    background_writes: bool = True,
 ) -> None:
+    """Play the episodes handed out on ``tasks`` until a None; report ``("ready", -1, 0)``
+    once the env is built, ``("steps", i, n)`` while playing, ``("done", i, n_frames)`` once
+    episode ``i`` is on disk, and ``("error", i, traceback)`` on a failure (then stop)."""
     exit_with_parent(parent_pid or os.getppid())  # never outlive the collector
     try:
         env = make_env(env_spec)
@@ -125,24 +165,36 @@ def _worker(
         if "torch" in sys.modules:  # a policy with a network: the workers share the cores
             sys.modules["torch"].set_num_threads(torch_threads)
         state_fn = state_reader(env_spec.env_id) if record_state else None
+        writer = EpisodeWriter(
+            dataset_dir,
+            compress=compress,
+            codec=codec,
+            background=background_writes,
+            on_written=lambda i, n: results.put(("done", i, n)),
+        )
     except Exception:
         results.put(("error", -1, traceback.format_exc()))
         return
-    while (index := get_while_parent_lives(tasks, parent_pid or os.getppid())) is not None:
-        try:
+    results.put(("ready", -1, 0))
+    index = -1  # the episode last handed to this worker
+    try:
+        while (task := get_while_parent_lives(tasks, parent_pid or os.getppid())) is not None:
+            index = task
+            writer.check()  # a failed write stops the worker before it plays another episode
             episode = play_episode(
                 env,
                 actor,
                 episode_seed(master_seed, index),
-                lambda n: results.put(("steps", index, n)),
+                partial(_report_steps, results, index),
                 state_fn,
             )
-            n_frames = write_dataset_episode(dataset_dir, index, episode, compress)
-            results.put(("done", index, n_frames))
-        except Exception:
-            results.put(("error", index, traceback.format_exc()))
-            return
+            writer.submit(index, episode)  # blocks while the writer is behind
+        writer.close()  # every episode played is on disk (and reported) before the worker ends
+    except Exception:
+        results.put(("error", index, traceback.format_exc()))
+        return
     env.close()
+    _exit_worker(results)
 
 
 def collection_manifest(
@@ -192,7 +244,7 @@ def drop_beyond_prefix(
 ) -> None:
     """Delete the episodes this run finished past index ``last`` (some while the workers were
     stopping): they are not part of the dataset. Episodes there before the run are kept."""
-    for path in episodes_dir.glob("ep_*.npz"):
+    for path in list_episode_files(episodes_dir.parent):
         index = episode_index(path)
         if index > last and index not in before:
             path.unlink()
@@ -207,6 +259,8 @@ def _check_settings(
     on_ray = uses_ray(cluster)
     if on_ray:  # an unreachable or malformed cluster is refused before anything is written
         connect_ray(cluster)
+    else:  # more processes than the cores can run would only fill the memory
+        check_local_workers(n_workers)
     CollectConfig(  # the budget, the ranges
         n_episodes=n_episodes, n_frames=n_frames, n_workers=n_workers, seed=seed
     )
@@ -268,6 +322,7 @@ class _WorkerPool:
     results: mp.Queue
     workers: list[Any] = field(default_factory=list)
     in_flight: set[int] = field(default_factory=set)
+    ready_at: float | None = None  # when the first worker had built its env (perf_counter)
 
     def hand_out(self, todo: Iterator[int], n: int) -> None:
         """Put up to ``n`` more episode indices from ``todo`` on the task queue."""
@@ -309,6 +364,9 @@ class _WorkerPool:
             if kind == "steps":
                 on_steps(payload)
                 continue
+            if kind == "ready":
+                self.ready_at = self.ready_at or time.perf_counter()
+                continue
             self.in_flight.discard(index)
             if not on_done(index, payload):
                 return
@@ -337,10 +395,16 @@ def _play_locally(
     compress: bool,
     record_state: bool,
     on_steps: Callable[[int], Any],
-) -> None:
+    codec: str | None = None,
+    background_writes: bool = True,
+) -> float | None:
     """Play the episodes ``todo`` hands out in ``n_workers`` local processes until ``on_done``
     returns False; the workers report steps to ``on_steps``. The local counterpart of
-    :func:`envs.ray_collect.play_on_ray`; every worker has stopped when this returns."""
+    :func:`envs.ray_collect.play_on_ray`; every worker has stopped when this returns.
+
+    Returns:
+        When the first worker had built its env (``time.perf_counter()``), None if none did.
+    """
     ctx = mp.get_context("spawn")
     pool = _WorkerPool(ctx.Queue(), ctx.Queue())
     try:
@@ -358,23 +422,32 @@ def _play_locally(
                     bool(record_state),
                     os.getpid(),
                     max(1, (os.cpu_count() or 1) // n_workers),
+                    codec,
+                    background_writes,
                 ),
                 daemon=True,
             )
             for _ in range(n_workers)
         ]
-        for w in pool.workers:
-            w.start()
+        with children_ignore_sigint():  # Ctrl-C is the collector's: one line, no tracebacks
+            for w in pool.workers:
+                w.start()
         pool.hand_out(todo, 2 * n_workers)
         pool.serve(todo, on_done, on_steps)
     finally:
         pool.stop()
+    return pool.ready_at
 
 
 def _collect_result(
-    out: Path, done: dict[int, int], before: dict[int, int], start: float
+    out: Path,
+    done: dict[int, int],
+    before: dict[int, int],
+    start: float,
+    ready_at: float | None = None,
 ) -> CollectResult:
-    """What the collection did: ``before`` held the episodes found, ``done`` holds them all."""
+    """What the collection did: ``before`` held the episodes found, ``done`` holds them all;
+    the first local worker was ready at ``ready_at``."""
     new = {i: n for i, n in done.items() if i not in before}
     return CollectResult(
         out_dir=out,
@@ -383,6 +456,7 @@ def _collect_result(
         total_episodes=len(done),
         total_frames=sum(done.values()),
         seconds=time.perf_counter() - start,
+        startup_seconds=None if ready_at is None else ready_at - start,
     )
 
 
@@ -400,6 +474,8 @@ def collect(
     progress: bool = True,
     record_state: bool | None = CollectConfig.record_state,
     cluster: str = "local",
+    codec: str | None = None,
+    background_writes: bool = True,
 ) -> CollectResult:
     """Collect ``n_episodes`` episodes or at least ``n_frames`` frames into ``out_dir``.
 
@@ -415,7 +491,7 @@ def collect(
         policy: ``"random"``, ``"brownian"``, ``"sb3:ALGO:PATH"``, a :class:`PolicySpec`, or
             another policy factory (``agents.collection.AgentPolicySpec``: a trained agent).
         seed: master seed; episode seeds derive from it.
-        compress: zlib-compress episode files (game frames shrink several-fold).
+        compress: compress episode files (game frames shrink several-fold).
         overwrite: delete what ``out_dir`` holds and start afresh.
         progress: show a progress bar with frames/s.
         record_state: store the env's true state per frame (``states`` in each episode, names
@@ -426,6 +502,8 @@ def collect(
             a Ray task (one CPU; ``n_workers`` at once) writing the same file as a local worker
             would, so a Ray collection equals a local one for the same seed and resumes the
             same way (see :mod:`envs.ray_collect`).
+        codec: how to compress (:mod:`worldvae.data.codecs`); None: as the dataset's format.
+        background_writes: local workers write on a thread, playing on (False: the same files).
     """
     on_ray = _check_settings(cluster, n_episodes, n_frames, n_workers, seed)
     budget = n_episodes or n_frames or 0  # exactly one of them is given, and >= 1
@@ -440,6 +518,7 @@ def collect(
     start, before = time.perf_counter(), dict(done)
     bar = _progress_bar(env_spec.env_id, n_frames, done, progress)
     on_done = _recorder(done, bar, enough, count_frames=on_ray and n_frames is not None)
+    ready_at = None
     try:
         if enough() is not None:
             pass  # the dataset already holds the budget
@@ -449,9 +528,9 @@ def collect(
                 n_workers, compress, bool(record_state),
             )  # fmt: skip
         else:
-            _play_locally(
-                env_spec, spec, seed, out, todo, on_done,
-                n_workers, compress, bool(record_state), bar.update,
+            ready_at = _play_locally(
+                env_spec, spec, seed, out, todo, on_done, n_workers, compress,
+                bool(record_state), bar.update, codec, background_writes,
             )  # fmt: skip
     finally:
         bar.close()
@@ -459,4 +538,4 @@ def collect(
     if last is None:  # only reachable when the play above stopped early
         raise RuntimeError("collection stopped before its budget was met")
     drop_beyond_prefix(out / EPISODES_DIR, last, before, done)
-    return _collect_result(out, done, before, start)
+    return _collect_result(out, done, before, start, ready_at)

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from envs.latent import check_frame_space, encode_step, resolve_model
+from envs.latent import check_frame_space, encode_step, frame_encoder, model_frames, resolve_model
 from worldvae.data.latents import ActionSpec, EncodeResult, encode_dataset
 from worldvae.encoders import Encoder
 from worldvae.memory import MDNRNN, load_memory
@@ -169,6 +169,11 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         memory: M (loaded, or a memory model / ``train-rnn`` run directory).
         sample: draw latents from the posterior instead of taking its mean.
         device: where models given as paths are loaded.
+        runtime: the V's inference runtime, ``"auto"``, ``"torch"`` or ``"openvino"``
+            (:func:`envs.latent.frame_encoder`, in fp32); the one chosen is ``self.runtime``.
+
+    As :class:`~envs.latent.LatentObservation`, it takes the raw frames of the env a model
+    directory records, and applies the recorded preprocessing.
 
     Observation space: float32 ``Box((D + H,))``.
 
@@ -184,6 +189,7 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         memory: MDNRNN | str | Path,
         sample: bool = False,
         device: str = "auto",
+        runtime: str = "auto",
     ):
         gym.utils.RecordConstructorArgs.__init__(
             self,
@@ -191,17 +197,22 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             memory=str(memory) if isinstance(memory, (str, Path)) else memory,
             sample=sample,
             device=device,
+            runtime=runtime,
         )
+        vae = resolve_model(model, device)
+        env, self.env_spec = model_frames("LatentMemoryObservation", env, model, vae)
         gym.Wrapper.__init__(self, env)
         self.model, self.memory, spec = resolve_models(
             "LatentMemoryObservation",
             env.observation_space,
             env.action_space,
-            model,
+            vae,
             memory,
             device,
         )
         self.sample = sample
+        self.encoder = frame_encoder(self.model, runtime, "fp32", sample)
+        self.runtime, self.precision = self.encoder.name, self.encoder.precision
         self.tracker = MemoryTracker(self.memory, 1, spec)
         self.observation_space = memory_space(self.memory)
         self.z = np.zeros(self.model.latent_dim, np.float32)
@@ -209,7 +220,7 @@ class LatentMemoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _encode(self, frame: np.ndarray) -> np.ndarray:
         self.last_frame = frame
-        return np.asarray(self.model.encode(frame, sample=self.sample), np.float32)
+        return np.asarray(self.encoder(frame), np.float32)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -240,6 +251,7 @@ class VecLatentMemoryObservation(VecEnvWrapper):
         memory: MDNRNN | str | Path,
         sample: bool = False,
         device: str = "auto",
+        runtime: str = "auto",
     ):
         self.model, self.memory, spec = resolve_models(
             "VecLatentMemoryObservation",
@@ -250,6 +262,8 @@ class VecLatentMemoryObservation(VecEnvWrapper):
             device,
         )
         self.sample = sample
+        self.encoder = frame_encoder(self.model, runtime, "fp32", sample)
+        self.runtime, self.precision = self.encoder.name, self.encoder.precision
         self.tracker = MemoryTracker(self.memory, venv.num_envs, spec)
         super().__init__(venv, observation_space=memory_space(self.memory))
         self.z = np.zeros((venv.num_envs, self.model.latent_dim), np.float32)
@@ -257,7 +271,7 @@ class VecLatentMemoryObservation(VecEnvWrapper):
         self.last_frames: np.ndarray | None = None
 
     def _encode(self, frames: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.encode(frames, sample=self.sample), np.float32)
+        return np.asarray(self.encoder(frames), np.float32)
 
     def _stacked(self) -> np.ndarray:
         return np.stack([self.tracker.observation(self.z[i], i) for i in range(self.num_envs)])

@@ -3,10 +3,18 @@
 Per env, :func:`preprocess_frames` chains :class:`FramePreprocess` (crop, alpha, grayscale:
 gymnasium has no crop, and its ``GrayscaleObservation`` weighs the channels differently) and
 gymnasium's ``ResizeObservation``. :class:`FrameTransform` does all four steps on a batch for
-backends that step many envs at once, with the same result.
+backends that step many envs at once, with the same result. A batched backend that steps its
+envs one by one hands each group of finished envs on as a :class:`FrameChunk` (to a consumer
+registered through a :class:`FrameChunkSource`), so that their frames are encoded while the
+others still step.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import cv2
 import gymnasium as gym
@@ -14,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import RepeatAction, ResizeObservation
 
-from worldvae.envspec import EnvSpec
+from worldvae.envspec import EnvSpec, as_frame_size
 
 
 def is_image_space(space: gym.Space) -> bool:
@@ -87,32 +95,81 @@ class FrameTransform:
         return out
 
 
+@dataclass(frozen=True)
+class FrameChunk:
+    """Preprocessed frames of the envs whose step has finished, handed on while others step.
+
+    Attributes:
+        env_ids: the envs, int ``(K,)``.
+        done_ids: those of them whose episode ended in this step, int ``(D,)``.
+        frames: uint8 ``(K + D, height, width, C)``: the observations of ``env_ids`` (for a
+            finished episode, the first frame of the next one), then the terminal frames of
+            ``done_ids``, in that order; preprocessed together by one
+            :meth:`FrameTransform.batch` call.
+    """
+
+    env_ids: np.ndarray
+    done_ids: np.ndarray
+    frames: np.ndarray
+
+
+FrameConsumer = Callable[[FrameChunk], None]
+
+
+@runtime_checkable
+class FrameChunkSource(Protocol):
+    """A VecEnv that hands each step's frames to a consumer in chunks as its envs finish.
+
+    Within ``with venv.frame_consumer(consume, min_chunk):`` every ``step_wait`` calls
+    ``consume`` with chunks of at least ``min_chunk`` envs (the last one may be smaller), each
+    env exactly once, before it returns the same frames as usual.
+    """
+
+    def frame_consumer(
+        self, consume: FrameConsumer, min_chunk: int = 1
+    ) -> AbstractContextManager[None]: ...
+
+
 class FramePreprocess(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Crop, drop alpha and grayscale uint8 frames to ``(H', W', C)``; no resizing.
+    """Crop, drop alpha, grayscale and (with ``size``) resize uint8 frames to ``(H', W', C)``.
 
     Args:
         env: env with a uint8 image observation space.
         crop: pixels removed from ``(top, bottom, left, right)``, e.g. ``(0, 12, 0, 0)`` drops
-            CarRacing's dashboard strip.
+            CarRacing's dashboard strip; a list does as well (what a YAML file gives).
         grayscale: output one channel (kept as ``C = 1``), by ``cv2.COLOR_RGB2GRAY``.
+        size: output ``(height, width)``, or one int for square frames (``cv2.INTER_AREA``,
+            as gymnasium's ``ResizeObservation``); None keeps the size left by the crop.
 
-    The work is done by :class:`FrameTransform`, which batched backends share.
+    The work is done by :class:`FrameTransform`, which batched backends share. The arguments
+    are plain YAML literals, so the wrapper can be named in an RL zoo ``env_wrapper``::
+
+        env_wrapper:
+          - envs.preprocessing.FramePreprocess: {crop: [0, 12, 0, 0], grayscale: true, size: 64}
     """
 
     def __init__(
         self,
         env: gym.Env,
-        crop: tuple[int, int, int, int] | None = None,
+        crop: Sequence[int] | None = None,
         grayscale: bool = False,
+        size: int | Sequence[int] | None = None,
     ):
-        gym.utils.RecordConstructorArgs.__init__(self, crop=crop, grayscale=grayscale)
+        gym.utils.RecordConstructorArgs.__init__(self, crop=crop, grayscale=grayscale, size=size)
         gym.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not is_image_space(space) or space.shape is None:
             raise ValueError(
                 f"FramePreprocess requires a uint8 (H, W, C) Box observation space, got {space}"
             )
-        self.transform = FrameTransform(space.shape, crop=crop, grayscale=grayscale)
+        if crop is not None and len(crop) != 4:
+            raise ValueError(f"FramePreprocess crop must be (top, bottom, left, right), got {crop}")
+        self.transform = FrameTransform(
+            space.shape,
+            size=None if size is None else as_frame_size(size),
+            crop=None if crop is None else (int(crop[0]), int(crop[1]), int(crop[2]), int(crop[3])),
+            grayscale=bool(grayscale),
+        )
         self.observation_space = spaces.Box(0, 255, self.transform.out_shape, np.uint8)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:

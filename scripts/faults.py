@@ -5,14 +5,22 @@ Every case runs the ``worldvae`` command in subprocesses on tiny budgets (CartPo
 
 * the exit status (non-zero for a refusal or a failure, zero for a success);
 * that a failure printed exactly one ``worldvae: error:`` line and no traceback;
-* that nothing was lost: after a ``kill -9`` and a re-run, the dataset, the VAE weights or the
-  agent's weights equal those of an uninterrupted reference run, bit for bit; a refused writer
-  changed nothing; no worker process outlived its parent.
+* that nothing was lost: after a ``kill -9`` and a re-run, the dataset, the VAE, M or agent
+  weights equal those of an uninterrupted reference run, bit for bit; a refused writer
+  changed nothing; no worker process outlived its parent;
+* that a refusal left nothing behind that would block the corrected command (its ``--out``,
+  temporaries beside it): the "leftovers" column.
+
+Besides kills and concurrent writers it runs the folder rules of ``data merge``, ``collect``,
+``inspect`` and ``data info``; SIGKILL and SIGTERM of a ``compare`` with a worker pool; the
+refusals before any work (``train-agent``, ``compare``, ``pipeline --set``, ``sweep``, worker
+caps, memory estimates, an unreachable ``--cluster``); data and models that read back intact
+but cannot be used; records read from another working folder; and Ctrl-C.
 
 It prints a Markdown table (one row per case). The full-disk cases need ``mount -t tmpfs``
 (root); where mounting is not allowed they are reported as skipped.
 
-    python scripts/faults.py --trials 5 --out runs/faults
+    python scripts/faults.py --trials 1 --out runs/faults
 """
 
 from __future__ import annotations
@@ -22,16 +30,25 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worldvae.data.episodes import EPISODE_KEYS, read_episode  # noqa: E402
+from worldvae.data.manifest import EPISODES_DIR, MANIFEST_NAME  # noqa: E402
+from worldvae.rundir import LOCK_NAME, RunDirLock  # noqa: E402
+
 ENV = os.environ | {
     "PYTHONPATH": str(ROOT),
     "SDL_VIDEODRIVER": "dummy",
@@ -42,6 +59,7 @@ COLLECT = ["collect", "--env", "CartPole-v1", "--frame-size", "16", "--workers",
            "--seed", "0"]  # fmt: skip
 VAE = ["--epochs", "3", "--batch-size", "32", "--channels", "8,16", "--latent-dim", "4",
        "--checkpoint-every", "20", "--seed", "0", "--device", "cpu"]  # fmt: skip
+KILLS = (signal.SIGKILL, signal.SIGTERM)
 HYPERPARAMS = "ppo:\n  n_steps: 64\n  batch_size: 64\n  n_epochs: 1\n"
 
 
@@ -53,6 +71,7 @@ class Row:
     one_line: bool | None = None
     lost: int = 0
     orphans: int = 0
+    leftovers: int = 0
     note: str = ""
 
     def add(self, code: int, one: bool | None = None, lost: bool = False) -> None:
@@ -134,9 +153,8 @@ def kill9_at(proc: subprocess.Popen, delay: float) -> tuple[bool, int]:
 
 def dataset_arrays(root: Path) -> dict[str, dict[str, np.ndarray]]:
     out = {}
-    for path in sorted((root / "episodes").glob("ep_*.npz")):
-        with np.load(path, allow_pickle=False) as z:
-            out[path.name] = {k: z[k] for k in z.files}
+    for path in sorted((root / EPISODES_DIR).glob("ep_*.npz")):
+        out[path.name] = read_episode(path, EPISODE_KEYS)
     return out
 
 
@@ -644,24 +662,589 @@ def not_ours(work: Path, model: Path, hp: Path) -> list[Row]:
     return rows
 
 
+# ---- folder rules, pools, refusals before work (each found by an earlier run of this script) --
+SMALL = [*COLLECT, "--max-episode-steps", "20"]
+
+
+def error_line(stderr: str) -> str:
+    line = next((x for x in stderr.splitlines() if x.startswith("worldvae: error:")), "")
+    return line.removeprefix("worldvae: error: ")
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (the lock file aside) with its bytes (None for a folder)."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.name != LOCK_NAME
+    }
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, proc: subprocess.Popen) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def lock_free(folder: Path) -> bool:
+    try:
+        with RunDirLock(folder, "faults"):
+            return True
+    except RuntimeError:
+        return False
+
+
+def tiny_model(path: Path, frame_size: int = 16, nan: bool = False) -> Path:
+    """An untrained VAE of CartPole frames of ``frame_size`` pixels, recording its env spec."""
+    import torch
+
+    from worldvae.envspec import EnvSpec
+    from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
+
+    torch.manual_seed(0)
+    cfg = AutoencoderConfig(
+        kind="vae", frame_shape=(frame_size, frame_size, 3), latent_dim=4, channels=(4, 8)
+    )
+    model = Autoencoder(cfg)
+    if nan:
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[0] = float("nan")
+    spec = EnvSpec("CartPole-v1", frame_size=(frame_size, frame_size), backend="gymnasium")
+    return save_model(model, path, extra={"data": spec.to_dict()})
+
+
+def refused_row(case: str, argv: list[str], out: Path, said: str = "", **kw: Any) -> Row:
+    """Run a command that must be refused before it writes ``out``."""
+    t = time.time()
+    code, err = worldvae(argv, **kw)
+    took = time.time() - t
+    row = Row(case)
+    row.add(code, is_one_line(err))
+    row.leftovers = int(out.exists() or out.is_symlink())
+    line = error_line(err)
+    row.note = (("" if said in line else f"MISSING '{said}': ") + line)[:110]
+    if code == 0:
+        row.note = "NOT REFUSED"
+    row.note += f" ({took:.0f} s)" if took > 10 else ""
+    return row
+
+
+def merge_cases(work: Path, a: Path, b: Path) -> list[Row]:
+    rows = []
+    merge = ["data", "merge", str(a), str(b), "--overwrite", "--out"]
+
+    row = Row("data merge --overwrite into a folder a collect is writing")
+    out = work / "merge_busy"
+    first = spawn([*COLLECT, "--episodes", "300", "--out", str(out)], work / "mb.log")
+    wait_until(lambda: (out / EPISODES_DIR).is_dir(), 120, first)
+    code, err = worldvae([*merge, str(out)])
+    during = first.poll() is None
+    row.add(code, is_one_line(err))
+    first.wait()
+    verify, _ = worldvae(["data", "verify", str(out)])
+    n = len(list((out / EPISODES_DIR).glob("ep_*.npz")))
+    row.add(first.returncode, None, first.returncode != 0 or verify != 0 or n != 300)
+    row.note = (
+        f"merge refused naming the collect's PID: {f'PID {first.pid}' in err} "
+        f"(collect still running: {during}); collect ended with {n} of 300 episodes, "
+        f"verify {'ok' if verify == 0 else 'FAILED'}"
+    )
+    rows.append(row)
+
+    row = Row("data merge --overwrite --out a regular file")
+    target = work / "merge_file.txt"
+    target.write_text("mine")
+    listing = names(work)
+    code, err = worldvae([*merge, str(target)])
+    row.add(code, is_one_line(err), target.read_text() != "mine")
+    row.leftovers = len(names(work) - listing)
+    row.note = error_line(err)[:110]
+    rows.append(row)
+
+    row = Row("data merge --overwrite into a dataset holding foreign files")
+    out = work / "merge_foreign"
+    shutil.copytree(a, out)
+    (out / "notes.txt").write_text("mine")
+    (out / EPISODES_DIR / "README").write_text("mine")
+    before, listing = tree(out), names(work)
+    code, err = worldvae([*merge, str(out)])
+    row.add(code, is_one_line(err), tree(out) != before)
+    row.leftovers = len(names(work) - listing)
+    (out / "notes.txt").unlink()
+    (out / EPISODES_DIR / "README").unlink()
+    code2, _ = worldvae([*merge, str(out)])
+    row.add(code2, None, code2 != 0)
+    row.note = (
+        f"names both: {'notes.txt' in err and 'episodes/README' in err}; "
+        f"once moved out, the merge runs: {code2 == 0}"
+    )
+    rows.append(row)
+
+    row = Row("data merge --overwrite --out a symbolic link to a dataset")
+    real = work / "merge_real"
+    shutil.copytree(b, real)
+    link = work / "merge_link"
+    link.symlink_to(real)
+    before, listing = tree(real), names(work)
+    code, err = worldvae([*merge, str(link)])
+    row.add(code, is_one_line(err), not link.is_symlink() or tree(real) != before)
+    row.leftovers = len(names(work) - listing)
+    codes = [worldvae([*merge, str(real)])[0] for _ in range(2)]
+    for c in codes:
+        row.add(c, None, c != 0)
+    row.leftovers += len(names(work) - listing)
+    row.note = f"{error_line(err)[:70]}; merge into the folder itself, twice: {codes}"
+    rows.append(row)
+    return rows
+
+
+def foreign_out_cases(work: Path, a: Path, data: Path, vae: Path) -> list[Row]:
+    rows = []
+    row = Row("collect --overwrite into a dataset with a foreign file in episodes/")
+    ds = work / "collect_foreign"
+    shutil.copytree(a, ds)
+    (ds / EPISODES_DIR / "README").write_text("mine")
+    before = tree(ds)
+    argv = [*SMALL, "--episodes", "2", "--seed", "1", "--overwrite", "--out", str(ds)]
+    code, err = worldvae(argv)
+    row.add(code, is_one_line(err), tree(ds) != before)
+    (ds / EPISODES_DIR / "README").unlink()
+    code2, _ = worldvae(argv)
+    row.add(code2, None, code2 != 0)
+    row.note = f"names episodes/README: {'episodes/README' in err}; without it: exit {code2}"
+    rows.append(row)
+
+    notes = work / "foreign_notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    commands = {
+        "inspect --out a folder of notes": (
+            ["inspect", str(vae), "--data", str(data), "--frames", "32", "--device", "cpu",
+             "--out"], notes, work / "inspect_new"),
+        "data info --mosaic into a folder of notes": (
+            ["data", "info", str(data), "--n", "16", "--mosaic"], notes / "m.png",
+            work / "pics" / "m.png"),
+    }  # fmt: skip
+    for case, (argv, bad, good) in commands.items():
+        row = Row(case)
+        code, err = worldvae([*argv, str(bad)])
+        row.add(code, is_one_line(err), names(notes) != {"keep.txt"})
+        code2, _ = worldvae([*argv, str(good)])
+        row.add(code2, None, code2 != 0)
+        row.note = f"{error_line(err)[:80]}; into a new folder: exit {code2}"
+        rows.append(row)
+    return rows
+
+
+def compare_argv(model: Path, hp: Path, out: Path, steps: int = 2048) -> list[str]:
+    return ["compare", "--env", "CartPole-v1", "--model", str(model), "--obs", "latent",
+            "--seeds", "2", "--workers", "2", "--steps", str(steps), "--eval-freq",
+            str(steps // 2), "--eval-episodes", "1", "--final-episodes", "1", "--n-envs", "2",
+            "--hyperparams", str(hp), "--no-probe", "--out", str(out)]  # fmt: skip
+
+
+def killed_compare(work: Path, model: Path, hp: Path, sig: signal.Signals) -> Row:
+    row = Row(f"{sig.name} to compare --workers 2: pool workers exit, re-run not refused")
+    out = work / f"compare_{sig.name.lower()}"
+    log = work / f"compare_{sig.name.lower()}.log"
+    argv = compare_argv(model, hp, out)
+    proc = spawn(argv, log)
+    started = wait_until(lambda: len(list(out.glob(f"runs/*/{LOCK_NAME}"))) >= 2, 300, proc)
+    time.sleep(1.0)
+    below = descendants(proc.pid)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(alive(k) for k in below):
+        time.sleep(0.2)
+    row.orphans = sum(alive(k) for k in below)
+    text = log.read_text()
+    one = None
+    if sig == signal.SIGTERM:
+        one = "worldvae: terminated" in text and "Traceback" not in text
+    row.add(128 - proc.returncode if proc.returncode < 0 else proc.returncode, one)
+    free = all(lock_free(f) for f in [out, *sorted(out.glob("runs/*"))])
+    code, err = worldvae(argv)
+    row.add(code, None if code == 0 else is_one_line(err), code != 0 or not started)
+    row.note = (
+        f"both runs under way: {started}; {len(below)} processes below it; locks free: {free}; "
+        f"the same command re-run: exit {code}"
+    )
+    return row
+
+
+def latent_data(work: Path, data: Path, vae: Path) -> Path:
+    lat = work / "latents_m"
+    if not lat.exists():
+        code, err = worldvae(
+            ["encode-data", "--data", str(data), "--model", str(vae), "--out", str(lat)]
+        )
+        assert code == 0, err
+    return lat
+
+
+def rnn_argv(lat: Path, out: Path) -> list[str]:
+    return ["train-rnn", "--data", str(lat), "--out", str(out), "--epochs", "4",
+            "--hidden-size", "16", "--n-gaussians", "2", "--batch-size", "8", "--seq-len", "16",
+            "--checkpoint-every", "5", "--seed", "0", "--device", "cpu"]  # fmt: skip
+
+
+def kill_train_rnn(work: Path, lat: Path, trials: int, rng: random.Random) -> Row:
+    row = Row("kill -9 during train-rnn, then --resume")
+    ref = work / "rnn_ref"
+    t = time.time()
+    code, err = worldvae(rnn_argv(lat, ref))
+    assert code == 0, err
+    duration = time.time() - t
+    weights = Path("checkpoints") / "last" / "model.safetensors"
+    n_killed = 0
+    for i in range(trials):
+        out = work / f"rnn_{i}"
+        proc = spawn(rnn_argv(lat, out), work / f"rnn_{i}.log")
+        n_killed += kill9_at(proc, kill_time(rng, duration))[0]
+        argv = rnn_argv(lat, out)
+        code, err = worldvae([*argv, "--resume"] if out.exists() else argv)
+        row.add(
+            code,
+            None if code == 0 else is_one_line(err),
+            not same_file(out / weights, ref / weights),
+        )
+    killed_note(row, n_killed, duration)
+    return row
+
+
+def agent_refusals(work: Path, vae: Path, hp: Path) -> list[Row]:
+    (work / "neg_lr.yaml").write_text("ppo:\n  learning_rate: -0.001\n")
+    (work / "nan_lr.yaml").write_text("ppo:\n  learning_rate: .nan\n")
+    out = work / "agent_refused"
+    base = ["train-agent", "--env", "CartPole-v1", "--steps", "64", "--n-envs", "1",
+            "--eval-episodes", "1", "--eval-freq", "32", "--max-episode-steps", "20",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    latent = ["--obs", "latent", "--model", str(vae)]
+    cases = {
+        "pixel frames of 16 px": (["--obs", "pixel", "--frame-size", "16"], "36x36"),
+        "--algo cmaes --obs latent": ([*latent, "--algo", "cmaes"], "latent+h"),
+        "--algo sac on CartPole's discrete actions": ([*latent, "--algo", "sac"], "Discrete(2)"),
+        "a negative learning rate": (
+            [*latent, "--hyperparams", str(work / "neg_lr.yaml")], "learning_rate"),
+        "a NaN learning rate": ([*latent, "--hyperparams", str(work / "nan_lr.yaml")], "finite"),
+    }  # fmt: skip
+    rows = [
+        refused_row(f"train-agent refused before its first step: {case}", [*base, *opts], out, said)
+        for case, (opts, said) in cases.items()
+    ]
+    row = Row("train-agent: the corrected command, in the refused ones' folder")
+    code, err = worldvae([*base, *latent, "--hyperparams", str(hp)])
+    row.add(code, None if code == 0 else is_one_line(err), code != 0)
+    row.note = error_line(err)[:110]
+    rows.append(row)
+    return rows
+
+
+def frame_size_refusals(work: Path) -> list[Row]:
+    v32 = tiny_model(work / "v32", 32)
+    out = work / "refused_32"
+    return [
+        refused_row(
+            "compare with a V of 32 px frames and the pixel arm",
+            ["compare", "--env", "CartPole-v1", "--model", str(v32), "--steps", "64", "--seeds",
+             "1", "--out", str(out)], out, "at least 36x36"),
+        refused_row(
+            "pipeline --set env.frame_size=32",
+            ["pipeline", "--preset", "smoke", "--set", "env.frame_size=32", "--out", str(out)],
+            out, "at least 36x36"),
+    ]  # fmt: skip
+
+
+def records_elsewhere(work: Path, hp: Path) -> Row:
+    """A project made with relative paths, compared from another folder with its own ./data."""
+    row = Row("compare --obs pca from another folder holding its own ./data")
+    proj, elsewhere = work / "proj", work / "elsewhere"
+    proj.mkdir()
+    elsewhere.mkdir()
+    steps = [
+        (proj, [*SMALL, "--frames", "600", "--out", "data"]),
+        (proj, ["train-vae", "--data", "data", "--out", "vae", *VAE]),
+        (elsewhere, [*SMALL, "--frames", "200", "--frame-skip", "2", "--out", "data"]),
+    ]
+    for cwd, argv in steps:
+        code, err = worldvae(argv, cwd=cwd)
+        assert code == 0, err
+    argv = ["compare", "--env", "CartPole-v1", "--model", str(proj / "vae"), "--obs", "pca",
+            "--seeds", "1", "--steps", "256", "--eval-freq", "128", "--eval-episodes", "1",
+            "--final-episodes", "1", "--n-envs", "2", "--hyperparams", str(hp), "--no-probe",
+            "--out", "cmp"]  # fmt: skip
+    code, err = worldvae(argv, cwd=elsewhere)
+    skips = []
+    for cfg in (elsewhere / "cmp").rglob("config.json"):
+        data = json.loads(cfg.read_text()).get("extra_info", {}).get("data", {})
+        if "env_options" in data:
+            skips.append((data["env_options"].get("frame_skip"), data.get("root")))
+    ok = code == 0 and bool(skips) and all(s == 1 for s, _ in skips)
+    row.add(code, None if code == 0 else is_one_line(err), not ok)
+    row.note = (
+        "the PCA arm fitted on the V's own frames (frame_skip 1), not on ./data (frame_skip 2)"
+        if ok
+        else f"WRONG DATA: {skips} {error_line(err)[:80]}"
+    )
+    return row
+
+
+def cluster_refusals(work: Path, vae: Path) -> list[Row]:
+    out = work / "cluster_out"
+    rows = []
+    for name, argv in {
+        "collect": [*SMALL, "--episodes", "1", "--out", str(out)],
+        "compare": ["compare", "--env", "CartPole-v1", "--model", str(vae), "--obs", "latent",
+                    "--steps", "64", "--seeds", "1", "--out", str(out)],
+    }.items():  # fmt: skip
+        t = time.time()
+        row = refused_row(
+            f"{name} --cluster 127.0.0.1:1 (nothing listening)",
+            [*argv, "--cluster", "127.0.0.1:1"],
+            out,
+            "no Ray cluster answers",
+        )
+        took = time.time() - t
+        row.lost += int(took >= 10)
+        row.note = f"{row.note[:80]}; failed in {took:.1f} s"
+        rows.append(row)
+    return rows
+
+
+def sweep_refusals(work: Path, data: Path) -> list[Row]:
+    out = work / "sweep_out"
+    base = ["sweep", "--preset", "smoke", "--data", str(data), "--kinds", "ae",
+            "--return-steps", "0", "--out"]  # fmt: skip
+    rows = [
+        refused_row(f"sweep {' '.join(flags)}", [*base, str(out), *flags], out, named)
+        for flags, named in (
+            (["--epochs", "0"], "--epochs"),
+            (["--workers", "0"], "--workers"),
+            (["--kinds", "ae,vqvae"], "--kinds"),
+        )
+    ]
+    notes = work / "sweep_notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    for flags in ([], ["--overwrite"]):
+        row = refused_row(
+            f"sweep --out a folder of notes {' '.join(flags)}".strip(),
+            [*base, str(notes), *flags],
+            work / "never",
+            "keep.txt",
+        )
+        row.lost = int(names(notes) != {"keep.txt"})
+        rows.append(row)
+    return rows
+
+
+def pipeline_set_refusals(work: Path) -> list[Row]:
+    out = work / "pipeline_refused"
+    settings = {
+        "vae.epochs={bad": "not a JSON value",
+        "agent_steps=many": "agent_steps",
+        "compare.algo=sac": "Discrete",
+        "collect.policy=nope": "collect.policy",
+        'compare.overrides={"ppo": {"learning_rate": -1}}': "learning_rate",
+    }
+    return [
+        refused_row(
+            f"pipeline --set {setting}",
+            ["pipeline", "--preset", "smoke", "--set", setting, "--out", str(out)],
+            out,
+            said,
+        )
+        for setting, said in settings.items()
+    ]
+
+
+def _rewrite(path: Path, **members: np.ndarray) -> None:
+    """Write an episode again with some members replaced (pickling allowed, numpy's default)."""
+    np.savez_compressed(path, **(read_episode(path) | members))  # type: ignore[arg-type]
+
+
+def unusable_data(work: Path, source: Path) -> list[Row]:
+    """Data that reads back intact but cannot be used: verify names it, training refuses it."""
+
+    def lying_manifest(root: Path) -> str:
+        manifest = json.loads((root / MANIFEST_NAME).read_text())
+        (root / MANIFEST_NAME).write_text(json.dumps(manifest | {"frame_shape": [32, 32, 3]}))
+        return MANIFEST_NAME
+
+    def episode(root: Path) -> Path:
+        return sorted((root / EPISODES_DIR).glob("ep_*.npz"))[2]
+
+    def other_size(root: Path) -> str:
+        path = episode(root)
+        _rewrite(path, frames=np.ascontiguousarray(read_episode(path)["frames"][:, :8, :8]))
+        return path.name
+
+    def object_array(root: Path) -> str:
+        path = episode(root)
+        actions = read_episode(path)["actions"]
+        _rewrite(path, actions=np.array([{"a": int(x)} for x in actions], dtype=object))
+        return path.name
+
+    def short_rewards(root: Path) -> str:
+        path = episode(root)
+        _rewrite(path, rewards=read_episode(path)["rewards"][:-1])
+        return path.name
+
+    def stray_copy(root: Path) -> str:
+        shutil.copy(episode(root), root / EPISODES_DIR / "ep_0000001 copy.npz")
+        return "ep_0000001 copy.npz"
+
+    spoils: dict[str, Callable[[Path], str]] = {
+        "a manifest whose frame shape lies": lying_manifest,
+        "an episode of another frame size": other_size,
+        "a member holding a pickled object array": object_array,
+        "rewards shorter than actions": short_rewards,
+        "a stray 'ep_0000001 copy.npz'": stray_copy,
+    }
+    rows = []
+    for i, (case, spoil) in enumerate(spoils.items()):
+        root = work / f"unusable_{i}"
+        shutil.copytree(source, root)
+        name = spoil(root)
+        r = subprocess.run(
+            [sys.executable, "-m", "worldvae", "data", "verify", str(root)],
+            capture_output=True, text=True, env=ENV,
+        )  # fmt: skip
+        named = any(x.startswith("unusable: ") and name in x for x in r.stdout.splitlines())
+        out = work / f"unusable_vae_{i}"
+        code, err = worldvae(["train-vae", "--data", str(root), "--out", str(out), *VAE,
+                              "--batch-size", "4"])  # fmt: skip
+        row = Row(f"unusable data: {case}")
+        row.add(r.returncode)
+        row.add(code, is_one_line(err), not named)
+        row.leftovers = int(out.exists())
+        row.note = f"verify names it unusable: {named}; train-vae: {error_line(err)[:70]}"
+        rows.append(row)
+    return rows
+
+
+def model_refusals(work: Path, data: Path) -> list[Row]:
+    huge = tiny_model(work / "v_huge")
+    cfg = json.loads((huge / "config.json").read_text())
+    cfg["model"]["frame_shape"] = [1_000_000, 1_000_000, 3]
+    (huge / "config.json").write_text(json.dumps(cfg))
+    nan = tiny_model(work / "v_nan", nan=True)
+    out = work / "model_refused"
+    agent = ["train-agent", "--env", "CartPole-v1", "--obs", "latent", "--steps", "64",
+             "--device", "cpu", "--out", str(out), "--model"]  # fmt: skip
+    encode = ["encode-data", "--data", str(data), "--out", str(out), "--model"]
+    return [
+        refused_row("train-agent with a V whose config.json says 10^6 x 10^6 frames",
+                    [*agent, str(huge)], out, "does not describe the weights"),
+        refused_row("encode-data with a V whose config.json says 10^6 x 10^6 frames",
+                    [*encode, str(huge)], out, "does not describe the weights"),
+        refused_row("train-agent with NaN weights in V", [*agent, str(nan)], out, "non-finite"),
+        refused_row("encode-data with NaN weights in V", [*encode, str(nan)], out, "non-finite"),
+    ]  # fmt: skip
+
+
+def cap_refusals(work: Path, lat: Path) -> list[Row]:
+    out = work / "cap_refused"
+    return [
+        refused_row("collect --workers 256", [*SMALL, "--episodes", "1", "--workers", "256",
+                    "--out", str(out)], out, "at most"),
+        refused_row("train-rnn --hidden-size 16384", ["train-rnn", "--data", str(lat), "--out",
+                    str(out), "--hidden-size", "16384", "--device", "cpu"], out, "GiB"),
+    ]  # fmt: skip
+
+
+def interruptions(work: Path, data: Path, vae: Path, hp: Path) -> list[Row]:
+    rows = []
+    row = Row("Ctrl-C (SIGINT) of train-vae")
+    out = work / "vae_sigint"
+    log = work / "vae_sigint.log"
+    proc = spawn(["train-vae", "--data", str(data), "--out", str(out), *VAE, "--epochs", "1000"],
+                 log)  # fmt: skip
+    wait_until(lambda: (out / "checkpoints" / "last").exists(), 300, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    text = log.read_text()
+    lines = [x for x in text.splitlines() if x.startswith("worldvae: interrupted")]
+    row.add(proc.returncode, len(lines) == 1 and "Traceback" not in text)
+    row.note = lines[0][:110] if lines else "NO interruption line"
+    row.lost = int(not lines or "--resume" not in lines[0])
+    rows.append(row)
+
+    row = Row("early Ctrl-C of collect --workers 2 (the whole process group)")
+    log = work / "collect_sigint.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worldvae", *COLLECT, "--workers", "2", "--episodes", "1000",
+             "--out", str(work / "collect_sigint")],
+            stdout=f, stderr=subprocess.STDOUT, env=ENV, start_new_session=True,
+        )  # fmt: skip
+    wait_until(lambda: len(descendants(proc.pid)) >= 2, 120, proc)
+    time.sleep(0.3)  # the workers are still importing their modules
+    below = descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(2.0)
+    row.orphans = sum(alive(k) for k in below)
+    text = log.read_text()
+    clean = "Traceback" not in text and "KeyboardInterrupt" not in text
+    lines = [x for x in text.splitlines() if x.startswith("worldvae: interrupted")]
+    row.add(proc.returncode, clean and len(lines) == 1)
+    row.note = lines[0][:110] if lines else "NO interruption line"
+    rows.append(row)
+
+    rows.append(
+        refused_row(
+            "evaluate --workers 0",
+            ["evaluate", str(work / "agent_refused"), "--workers", "0"],
+            work / "never",
+            ">= 1",
+        )
+    )
+    row = Row("evaluate an unfinished agent run (killed)")
+    out = work / "agent_unfinished"
+    proc = spawn(agent_argv(vae, out, hp), work / "unfinished.log")
+    wait_until(lambda: (out / "checkpoints").is_dir(), 300, proc)
+    kill9_at(proc, 0.0)
+    code, err = worldvae(["evaluate", str(out)])
+    row.add(code, is_one_line(err))
+    line = error_line(err)
+    row.lost = int("train-agent" not in line)
+    row.note = line[:110]
+    rows.append(row)
+    return rows
+
+
 def table(rows: list[Row]) -> str:
     lines = [
-        "| case | trials | exit codes | one error line | data lost | orphans | note |",
-        "|---|---|---|---|---|---|---|",
+        "| case | trials | exit codes | one error line | data lost | orphans | leftovers | note |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         one = "-" if r.one_line is None else ("yes" if r.one_line else "NO")
         codes = ", ".join(str(c) for c in r.exits) or "-"
         lines.append(
-            f"| {r.case} | {r.trials} | {codes} | {one} | {r.lost} | {r.orphans} | {r.note} |"
+            f"| {r.case} | {r.trials} | {codes} | {one} | {r.lost} | {r.orphans} | "
+            f"{r.leftovers} | {r.note} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=5, help="kill trials per command")
-    p.add_argument("--pipeline-trials", type=int, default=2)
+    p.add_argument("--trials", type=int, default=1, help="kill trials per command")
+    p.add_argument("--pipeline-trials", type=int, default=None, help="default: --trials")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "faults")
     p.add_argument("--only", default="", help="comma list of case groups to run")
@@ -689,6 +1272,20 @@ def main() -> None:
     ref_agent = work / "ref_agent"
     reference("agent", agent_argv(ref_vae, ref_agent, hp))
     print("references took " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
+
+    def small() -> tuple[Path, Path]:
+        """Two small datasets of CartPole frames (6 and 3 episodes of at most 20 steps)."""
+        a, b = work / "small_a", work / "small_b"
+        for out, n, seed in ((a, 6, 0), (b, 3, 1)):
+            if not out.exists():
+                code, err = worldvae([*SMALL, "--episodes", str(n), "--seed", str(seed),
+                                      "--out", str(out)])  # fmt: skip
+                assert code == 0, err
+        return a, b
+
+    def latents() -> Path:
+        return latent_data(work, ref_data, ref_vae)
+
     groups = set(filter(None, args.only.split(",")))
     rows: list[Row] = []
 
@@ -708,13 +1305,27 @@ def main() -> None:
                 kill_train_agent(work, ref_vae, ref_agent, hp, took["agent"], args.trials, rng)
             ],
         ),
-        ("pipeline", lambda: [kill_pipeline(work, args.pipeline_trials, rng)]),
+        ("pipeline", lambda: [kill_pipeline(work, args.pipeline_trials or args.trials, rng)]),
         ("concurrent", lambda: concurrent_writers(work, ref_data, ref_vae, hp)),
         ("bitflip", lambda: [bit_flip(work, ref_data)]),
         ("diskfull", lambda: disk_full(work, ref_data, ref_vae)),
         ("world", lambda: world_model_dirs(work, ref_data, ref_vae)),
         ("ours", lambda: not_ours(work, ref_vae, hp)),
         ("badinput", lambda: bad_input(work, ref_data, ref_vae)),
+        ("merge", lambda: merge_cases(work, *small())),
+        ("foreign", lambda: foreign_out_cases(work, small()[0], ref_data, ref_vae)),
+        ("pools", lambda: [killed_compare(work, ref_vae, hp, s) for s in KILLS]),
+        ("rnn", lambda: [kill_train_rnn(work, latents(), args.trials, rng)]),
+        ("agentrefused", lambda: agent_refusals(work, ref_vae, hp)),
+        ("framesize", lambda: frame_size_refusals(work)),
+        ("records", lambda: [records_elsewhere(work, hp)]),
+        ("cluster", lambda: cluster_refusals(work, ref_vae)),
+        ("sweep", lambda: sweep_refusals(work, ref_data)),
+        ("pipelineset", lambda: pipeline_set_refusals(work)),
+        ("unusable", lambda: unusable_data(work, small()[0])),
+        ("models", lambda: model_refusals(work, ref_data)),
+        ("caps", lambda: cap_refusals(work, latents())),
+        ("interrupt", lambda: interruptions(work, ref_data, ref_vae, hp)),
     ]
     for name, step in steps:
         if want(name):

@@ -91,15 +91,16 @@ def test_an_sb3_entry_trains_a_few_steps_and_its_bundle_loads(tmp_path):
 
 def test_cmaes_on_other_observations_than_z_h_is_refused(tmp_path):
     with pytest.raises(
-        ValueError, match=r"the CMA-ES controller reads \[z, h\]: use --obs latent\+h"
+        ValueError, match=r"CMA-ES controller\) trains on --obs latent\+h only, got --obs state"
     ):
         train_agent(_state_cfg("cmaes"), tmp_path / "a", progress=False)
-    assert not (tmp_path / "a" / "controller.safetensors").exists()
+    assert not (tmp_path / "a").exists()  # refused before anything was written
 
 
-def test_sac_on_discrete_actions_is_refused_by_sb3(tmp_path):
-    with pytest.raises(AssertionError, match=r"only supports .*Box.* but Discrete"):
+def test_sac_on_discrete_actions_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"--algo sac acts in Box .* Discrete\(2\) actions"):
         train_agent(_state_cfg("sac"), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -25,6 +25,7 @@ def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
         "results.json",
         "vae_reconstructions.png",
         "vae_traversals.png",
+        "best_agent.gif",
     } <= files
     assert cv2.imread(str(out / "report" / "curves.png")) is not None
     text = report.read_text()
@@ -67,6 +68,7 @@ def test_a_latent_h_arm_gets_its_memory_model_trained_by_the_pipeline(tmp_path):
     info = json.loads(next((out / "compare" / "runs").glob("*latent+h*/config.json")).read_text())
     assert info["memory_sha256"]
     assert "| latent+h |" in report.read_text()
+    assert "](m_dream.gif)" in report.read_text() and (out / "report" / "m_dream.gif").is_file()
     from agents.cli.compare_commands import PIPELINE_ENTRIES
     from worldvae.rundir import foreign_entries
 

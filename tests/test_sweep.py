@@ -16,7 +16,8 @@ import pytest
 
 from agents.cli.main import main
 from agents.representation_report import rank_correlations, write_sweep_report
-from worldvae.data import Episode, Manifest, episode_filename, write_episode
+from worldvae.data import Episode, Manifest, episode_filename, read_episode, write_episode
+from worldvae.data.episodes import EPISODE_KEYS
 from worldvae.data.manifest import EPISODES_DIR
 from worldvae.family_sweep import SCORES_FILE, SweepConfig, run_sweep, sweep_grid
 from worldvae.representation import RepresentationConfig, factor_units
@@ -83,12 +84,12 @@ def square_data(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("square")
     data = write_square_dataset(root / "data")
     shifted = write_square_dataset(root / "shifted", n_episodes=2, seed=5)
-    frames = np.load(shifted / EPISODES_DIR / episode_filename(0))["frames"]
+    frames = read_episode(shifted / EPISODES_DIR / episode_filename(0), ("frames",))["frames"]
     assert frames.max() > 0
     # shift: an inverted picture (dark square on a white background)
     for i in range(2):
         path = shifted / EPISODES_DIR / episode_filename(i)
-        d = dict(np.load(path))
+        d = read_episode(path, (*EPISODE_KEYS, "states"))
         d["frames"] = 255 - d["frames"]
         write_episode(
             path,
@@ -99,6 +100,7 @@ def square_data(tmp_path_factory) -> tuple[Path, Path]:
                 d["terminated"],
                 d["truncated"],
                 int(d["seed"]),
+                states=d["states"],
             ),
         )
     return data, shifted

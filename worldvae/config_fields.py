@@ -30,8 +30,9 @@ def option(
 ) -> Any:
     """A dataclass field carrying its help text and valid range (the CLI is built from them).
 
-    ``low``/``high`` bound the value (inclusive; ``low_open`` makes ``low`` exclusive); for a
-    tuple field they bound every element, and ``max_len`` makes it hold 1 to ``max_len``
+    ``low``/``high`` bound the value (inclusive; ``low_open`` makes ``low`` exclusive) and
+    ``choices`` lists its values; for a tuple field they bind every element, and ``max_len``
+    makes it hold 1 to ``max_len``
     elements. :func:`check_ranges` enforces them in ``__post_init__`` and the command line at
     parse time. ``flag`` is the field's command-line flag when it is not ``--field-name``
     (see :func:`agents.cli.options.add_config_options`). Without a default the field is
@@ -91,8 +92,9 @@ def range_error(name: str, value: Any, meta: dict[str, Any]) -> str | None:
         if high is not None and v > high:
             return f"{name} must be <= {high}, got {value}"
     choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        return f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}"
+    bad = [v for v in values if v not in choices] if choices is not None else []
+    if bad:  # a tuple field's choices bind every element, as its low and high do
+        return f"{name} must be one of {', '.join(map(str, choices or ()))}; got {bad[0]!r}"
     return None
 
 

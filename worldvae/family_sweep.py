@@ -19,23 +19,28 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from worldvae.atomic import write_json
-from worldvae.config_fields import check_ranges, option_from, reject_unknown_keys
+from worldvae.config_fields import check_ranges, option, option_from, reject_unknown_keys
+from worldvae.records import record_path, recorded_path
 from worldvae.representation import RepresentationConfig
+from worldvae.rundir import RunDirLock, check_folder, check_ours, remove_owned
 from worldvae.vae.config import KINDS, AutoencoderConfig
 from worldvae.vae.trainer import TrainConfig
+from worldvae.workers import parent_bound_pool
 
 logger = logging.getLogger(__name__)
 
 SCORES_FILE = "representation.json"
 CONTROLS_FILE = "controls.json"
 SWEEP_FILE = "sweep.json"
+# What a sweep folder holds (its runs' own folders and the lock aside); ``overwrite`` removes
+# these and nothing else, and a folder holding anything else is refused.
+SWEEP_ENTRIES = (SWEEP_FILE, "runs", CONTROLS_FILE)
+MAX_SEEDS = 1000
 
 # The :class:`TrainConfig` fields a sweep sets, the same for every run (the training budget).
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "warmup_steps", "max_steps")
@@ -107,9 +112,17 @@ class SweepConfig:
     """
 
     data: str
-    kinds: tuple[str, ...] = ("ae", "dae", "vae", "beta-vae")
-    betas: tuple[float, ...] = (4.0, 16.0)
-    seeds: tuple[int, ...] = (0,)
+    kinds: tuple[str, ...] = option(
+        ("ae", "dae", "vae", "beta-vae"),
+        f"autoencoder kinds, a comma list of {', '.join(KINDS)}",
+        choices=KINDS,
+    )
+    betas: tuple[float, ...] = option(
+        (4.0, 16.0), "betas of beta-vae, a comma list", 0.0, 1e6, low_open=True, flag="--beta"
+    )
+    seeds: tuple[int, ...] = option(
+        (0,), "training seeds, a comma list", 0, 2**32 - 1, max_len=MAX_SEEDS
+    )
     model: dict[str, Any] = field(default_factory=lambda: {"latent_dim": 32})
     shifted: str | None = None
     epochs: int = option_from(TrainConfig, "epochs")
@@ -117,11 +130,30 @@ class SweepConfig:
     lr: float = option_from(TrainConfig, "lr")
     warmup_steps: int = option_from(TrainConfig, "warmup_steps")
     max_steps: int | None = option_from(TrainConfig, "max_steps")
-    workers: int = 1
+    workers: int = option(1, "runs trained and scored at once, in separate processes", 1, 1024)
     scoring: dict[str, Any] = field(default_factory=lambda: RepresentationConfig().to_dict())
 
     def __post_init__(self) -> None:
+        """Check every setting, so that a sweep is refused before it writes anything.
+
+        Raises:
+            ValueError: a value out of range, an unknown kind, or a model or scoring
+                configuration its class refuses.
+        """
         check_ranges(self)
+        for run in self.runs():
+            AutoencoderConfig.from_dict(dict(run.model))  # frame_shape: the data's, later
+            self.train_config(run)
+        self.representation_config()
+
+    def with_paths_recorded(self) -> SweepConfig:
+        """This sweep with ``data`` and ``shifted`` absolute, as ``sweep.json`` records them
+        (:mod:`worldvae.records`)."""
+        return replace(
+            self,
+            data=record_path(self.data),
+            shifted=record_path(self.shifted) if self.shifted else None,
+        )
 
     def runs(self) -> list[SweepRun]:
         return sweep_grid(self.kinds, self.betas, self.seeds, self.model)
@@ -203,7 +235,7 @@ def run_one(cfg: SweepConfig, run: SweepRun, out_dir: str, threads: int = 0) -> 
         "beta": run.model.get("beta") if run.model["kind"] == "beta-vae" else None,
         "seed": run.seed,
         "train_seconds": float((history.get("history") or [{}])[-1].get("seconds", 0.0)),
-        "model_dir": str(run_dir),
+        "model_dir": record_path(run_dir),
     }
     write_json(scores_path, {"identity": identity, "scores": scores})
     return scores
@@ -229,32 +261,38 @@ def score_controls(cfg: SweepConfig, out_dir: str | Path) -> dict[str, Any]:
     return controls
 
 
-def _as_written_now(old: dict[str, Any]) -> dict[str, Any]:
-    """A ``sweep.json`` as this version writes it: keys it lacks take their defaults (left as
-    read when it is not a sweep config at all)."""
+def _as_written_now(old: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A ``sweep.json`` of the folder ``out`` as this version writes it: keys it lacks take
+    their defaults, and its dataset paths, relative in an older one, are read from ``out``
+    first, then from the working folder (left as read when it is not a sweep config at all)."""
     try:
-        return SweepConfig.from_dict(old).to_dict()
+        cfg = SweepConfig.from_dict(old)
     except (TypeError, ValueError):
         return old
+    data = recorded_path(cfg.data, out, "the sweep's dataset")
+    shifted = recorded_path(cfg.shifted, out, "the sweep's shifted dataset")
+    cfg = replace(cfg, data=str(data), shifted=str(shifted) if shifted else None)
+    return cfg.with_paths_recorded().to_dict()
 
 
 def _check_sweep_dir(cfg: SweepConfig, out: Path, overwrite: bool) -> None:
+    """Under the folder's lock: refuse ``out`` when it holds what a sweep does not write, or
+    a sweep with other settings (unless ``overwrite``, which removes a sweep's own entries
+    and nothing else); then write ``sweep.json``, its paths absolute."""
+    check_ours(out, SWEEP_ENTRIES, "sweep")
     path = out / SWEEP_FILE
     old = _read_json(path)
-    new = cfg.to_dict()
-    if old is not None:
-        old = _as_written_now(old)
-    if old is not None and old != new and not overwrite:
-        changed = sorted(k for k in new if old.get(k) != new[k])
-        raise ValueError(
-            f"{out} holds a sweep with other settings (differs in {changed}); re-run with the "
-            "same options to resume it, choose another --out, or pass --overwrite"
-        )
-    if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    new = cfg.with_paths_recorded().to_dict()
+    if old is not None and not overwrite:
+        old = _as_written_now(old, out)
+        if old != new:
+            changed = sorted(k for k in new if old.get(k) != new[k])
+            raise ValueError(
+                f"{out} holds a sweep with other settings (differs in {changed}); re-run with "
+                "the same options to resume it, choose another --out, or pass --overwrite"
+            )
+    if overwrite:
+        remove_owned(out, SWEEP_ENTRIES)
     write_json(path, new)
 
 
@@ -263,23 +301,40 @@ def run_sweep(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Train and score every run of ``cfg`` (resuming what is done), then the controls.
 
+    The sweep holds the folder's :class:`~worldvae.rundir.RunDirLock` for its whole life and
+    records its dataset paths absolute (:mod:`worldvae.records`).
+
     Returns:
         (one scores dict per run, in grid order; the controls' scores).
 
     Raises:
-        ValueError: ``out_dir`` holds a sweep with other settings (unless ``overwrite``).
+        ValueError: ``out_dir`` holds a sweep with other settings (unless ``overwrite``), or
+            the dataset holds no states.
+        ForeignDirError: ``out_dir`` is a file, or holds what a sweep does not write
+            (``overwrite`` or not); nothing is changed.
+        RunDirBusyError: another process is writing ``out_dir``.
     """
     from worldvae.data import EpisodeDataset
     from worldvae.representation import require_states
 
     require_states(EpisodeDataset(cfg.data))
+    cfg = cfg.with_paths_recorded()
     out = Path(out_dir)
-    _check_sweep_dir(cfg, out, overwrite)
+    check_folder(out)
+    check_ours(out, SWEEP_ENTRIES, "sweep")  # before the lock makes the folder
+    with RunDirLock(out, "sweep"):
+        _check_sweep_dir(cfg, out, overwrite)
+        return train_and_score(cfg, out)
+
+
+def train_and_score(cfg: SweepConfig, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train and score every run of ``cfg`` into the sweep folder ``out``, claimed by
+    :func:`run_sweep`, then the controls; returns what :func:`run_sweep` does."""
     runs = cfg.runs()
     workers = max(1, min(cfg.workers, len(runs)))
     if workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with parent_bound_pool(workers) as pool:
             futures = [pool.submit(run_one, cfg, r, str(out), threads) for r in runs]
             rows = [f.result() for f in futures]
     else:

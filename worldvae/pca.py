@@ -138,6 +138,16 @@ class PCAEncoder:
             w = load_file(str(directory / "model.safetensors"))
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             raise ValueError(f"{directory} is not a readable PCA encoder directory ({e})") from e
+        if w["scale"].shape != (config.latent_dim,):
+            raise ValueError(
+                f"{directory / 'model.safetensors'}: scale {w['scale'].shape} does not fit "
+                f"{config.latent_dim} components (config.json); restore the encoder or fit it again"
+            )
+        if not all(np.isfinite(w[k]).all() for k in ("mean", "components", "scale")):
+            raise ValueError(
+                f"{directory / 'model.safetensors'} holds non-finite values (NaN or infinity); "
+                "the encoder is damaged: fit it again"
+            )
         return cls(config, w["mean"], w["components"], w["scale"])
 
 

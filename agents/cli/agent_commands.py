@@ -6,9 +6,15 @@ import argparse
 from pathlib import Path
 
 from agents.agent_config import AgentConfig
-from agents.cli.common import add_backend_argument, add_frame_arguments, env_choices
+from agents.cli.common import (
+    add_backend_argument,
+    add_frame_arguments,
+    add_workers_flags,
+    env_choices,
+)
 from agents.cli.options import add_config_options, bounded, config_values, field_help
 from envs.registry import ENV_ID_HELP
+from worldvae.workers import max_local_workers
 
 # The arms an agent trains on alone; random and pca need the encoders a comparison derives.
 STANDALONE_OBS = ("pixel", "latent", "encoder", "latent+h")
@@ -55,7 +61,7 @@ def add_train_agent_parser(sub: argparse._SubParsersAction) -> None:
 def run_train_agent(args: argparse.Namespace) -> int:
     from agents.agent_config import memory_env_given, resolve_config
     from agents.agent_training import train_agent
-    from agents.preflight import check_env_and_model
+    from agents.preflight import check_trained_on
 
     fields = config_values(args, args.agent_fields)
     if fields["n_envs"] is None:  # the hyperparameters' n_envs
@@ -71,7 +77,8 @@ def run_train_agent(args: argparse.Namespace) -> int:
         cfg = type(cfg).from_dict(
             cfg.to_dict() | {"obs_options": cfg.obs_options | {"freeze": False}}
         )
-    check_env_and_model(cfg.env, cfg.model_dir, args.allow_env_mismatch)
+    if cfg.model_dir:  # the rest is checked by train_agent before it writes anything
+        check_trained_on(cfg.model_dir, cfg.env_id, args.allow_env_mismatch)
     out = args.out or Path("runs") / "agents" / cfg.run_name
     r = train_agent(cfg, out, overwrite=args.overwrite, subprocess_envs=args.subproc)
     print(
@@ -87,7 +94,14 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=None, help="first episode seed (default: the agent's eval seed)"
     )
-    p.add_argument("--video", type=Path, default=None, help="write the first episode as MP4")
+    p.add_argument(
+        "--video",
+        type=video_path,
+        default=None,
+        metavar="PATH",
+        help="film the first episode: PATH.mp4 or PATH.gif, the env as it renders (not the "
+        "agent's smaller observation) with the return written on each frame",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--backend",
@@ -96,7 +110,13 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="play on this backend instead of the one the agent trained on (e.g. gymnasium's "
         "own CarRacing-v3 tracks, to compare with published scores)",
     )
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the episodes")
+    p.add_argument(
+        "--workers",
+        type=bounded(int, 1),
+        default=1,
+        help=f"processes sharing the episodes (1..{max_local_workers()} on this machine)",
+    )
+    add_workers_flags(p, ("--workers", "workers"))
     p.add_argument(
         "--which",
         default="final",
@@ -105,6 +125,16 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "(default final)",
     )
     p.set_defaults(func=run_evaluate)
+
+
+def video_path(text: str) -> Path:
+    """``--video``'s argument: a path ending in ``.mp4`` or ``.gif``."""
+    from worldvae.video import check_video_path
+
+    try:
+        return check_video_path(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

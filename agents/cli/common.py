@@ -6,10 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from agents.cli.errors import UsageError
 from agents.cli.options import add_config_options, bounded, field_help
 from envs.backends import BACKENDS
+from envs.cluster import uses_ray
 from envs.registry import ENV_ID_HELP
 from worldvae.envspec import MAX_FRAME_SIZE, MIN_FRAME_SIZE, EnvSpec
+from worldvae.workers import local_workers_error
 
 
 def parse_env_kwarg(item: str) -> tuple[str, Any]:
@@ -119,3 +122,38 @@ def add_cluster_arguments(p: argparse.ArgumentParser, per_run: bool = False) -> 
             default=0.0,
             help="with --cluster: GPUs per run; fractions share one (default 0)",
         )
+
+
+def add_workers_flags(p: argparse.ArgumentParser, *flags: tuple[str, str]) -> None:
+    """Name the ``(flag, dest)`` pairs of ``p`` that count local worker processes, for
+    :func:`check_worker_counts`."""
+    p.set_defaults(worker_flags=flags)
+
+
+def check_local_workers_flag(command: str, flag: str, value: int) -> None:
+    """Refuse ``value`` local worker processes for ``flag`` outside 1 to 4 per core (at
+    least 8): each worker holds its own env and model, and more of them than the cores can
+    run only fill the memory.
+
+    Raises:
+        UsageError: naming the flag, the cap and how it derives from the cores.
+    """
+    message = local_workers_error(value, flag)
+    if message:
+        raise UsageError(f"{command}: {message} (see: worldvae {command} --help)")
+
+
+def check_worker_counts(args: argparse.Namespace) -> None:
+    """Check every worker-count flag the command named (:func:`add_workers_flags`) right after
+    parsing, before anything runs; on a Ray cluster (``--cluster``) the counts are the
+    cluster's, not this machine's, and are not capped here.
+
+    Raises:
+        UsageError: a count outside 1..the cap (see :func:`check_local_workers_flag`).
+    """
+    if uses_ray(getattr(args, "cluster", "local")):
+        return
+    for flag, dest in getattr(args, "worker_flags", ()):
+        value = getattr(args, dest, None)
+        if value is not None:
+            check_local_workers_flag(args.command, flag, value)

@@ -10,7 +10,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import add_backend_argument, add_cluster_arguments
+from agents.cli.common import (
+    add_backend_argument,
+    add_cluster_arguments,
+    add_workers_flags,
+    check_local_workers_flag,
+)
 from agents.cli.errors import UsageError
 from agents.cli.options import _argument_spec, add_config_options, bounded, config_values
 from agents.comparison import CompareConfig
@@ -24,6 +29,11 @@ from worldvae.rundir import RunDirLock, check_ours
 # What the two commands write in --out; a folder holding anything else is refused.
 COMPARE_ENTRIES = ("runs", "controls", "results.csv", "results.json", "report")
 PIPELINE_ENTRIES = ("data", "vae", "latents", "rnn", "compare", "report", "canonical.json")
+# How a comparison gets frames large enough for the pixel arm's CNN: they are V's.
+COMPARE_FRAMES_FIX = (
+    "the pixel arm plays the frames V was trained on: collect and train V with --frame-size "
+    "36 or more, or leave pixel out of --obs"
+)
 # The pipeline's flags whose command-line form is not their field's: the env id (a field
 # without option metadata), a square frame side, the backends by name (--seeds is a count).
 PIPELINE_FLAG_FORMS: dict[str, dict[str, Any]] = {
@@ -53,12 +63,13 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
         help="accept a model trained on another env",
     )
     add_cluster_arguments(p, per_run=True)
+    add_workers_flags(p, ("--workers", "workers"))
     p.set_defaults(func=run_compare)
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from agents.arms import get_arm
-    from agents.preflight import check_env_and_model
+    from agents.arms import check_arms, get_arm
+    from agents.preflight import check_arms_fit, check_env_and_model
     from agents.ray_runs import run_comparison_on_cluster
     from agents.report import write_report
     from worldvae.versions import machine_description
@@ -70,12 +81,11 @@ def run_compare(args: argparse.Namespace) -> int:
         env_given={"backend": args.backend},
     )
     # before the first agent trains, not after the pixel ones
+    check_arms(cfg.obs_kinds, cfg.env_id, cfg.model_dir, cfg.resolved_data_dir())
     needs_model = any(get_arm(obs).model == "vae" for obs in cfg.obs_kinds)
-    check_env_and_model(
-        cfg.agent_config("pixel", cfg.seeds[0]).env,
-        cfg.model_dir if needs_model else None,
-        args.allow_env_mismatch,
-    )
+    pixel = cfg.agent_config("pixel", cfg.seeds[0])
+    check_env_and_model(pixel.env, cfg.model_dir if needs_model else None, args.allow_env_mismatch)
+    check_arms_fit(pixel, cfg.obs_kinds, cfg.shifted_env_kwargs, COMPARE_FRAMES_FIX)
     check_ours(args.out, COMPARE_ENTRIES, "compare")
     with RunDirLock(args.out, "compare"):
         result = run_comparison_on_cluster(
@@ -86,6 +96,7 @@ def run_compare(args: argparse.Namespace) -> int:
             args.out / "report",
             "worldvae " + shlex.join(sys.argv[1:]),
             machine=machine_description(),
+            video=True,
         )
     print(f"report: {report}")
     return 0
@@ -159,6 +170,24 @@ def pipeline_settings(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return settings
 
 
+def check_pipeline_workers(preset: Preset, cluster: str) -> None:
+    """Refuse more local worker processes than this machine runs, from a flag or ``--set``:
+    the final scoring's always (it runs here), the collection's and the comparison's unless
+    a Ray cluster runs them.
+
+    Raises:
+        UsageError: naming the setting and the cap.
+    """
+    counts = [("--eval-workers", preset.canonical.workers)]
+    if not uses_ray(cluster):
+        counts += [
+            ("--workers", preset.compare.workers),
+            ("collect.n_workers", preset.collect.n_workers),
+        ]
+    for flag, value in counts:
+        check_local_workers_flag("pipeline", flag, value)
+
+
 def run_pipeline_command(args: argparse.Namespace) -> int:
     from agents.pipeline import run_pipeline
 
@@ -168,6 +197,7 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
         preset = build_preset(args.preset, settings)
     except ValueError as e:
         raise UsageError(f"pipeline: {e} (see: worldvae pipeline --help)") from None
+    check_pipeline_workers(preset, args.cluster)
     out = args.out or default_out(args.preset, preset)
     check_ours(out, PIPELINE_ENTRIES, "pipeline")
     with RunDirLock(out, "pipeline"):

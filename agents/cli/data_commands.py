@@ -9,8 +9,15 @@ from typing import Any
 from agents.cli.common import (
     add_cluster_arguments,
     add_env_arguments,
+    add_workers_flags,
     env_choices,
     new_env_spec,
+)
+from agents.cli.minari_commands import (
+    add_export_minari_parser,
+    add_minari_source_options,
+    data_source,
+    open_data_source,
 )
 from agents.cli.options import add_config_options, bounded, config_values
 from envs.collector import CollectConfig
@@ -34,6 +41,7 @@ def add_collect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds first")
     p.set_defaults(collect_fields=settings)
     add_cluster_arguments(p)
+    add_workers_flags(p, ("--workers", "n_workers"))
     p.set_defaults(func=run_collect)
 
 
@@ -89,18 +97,25 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect an episode dataset")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     info = data_sub.add_parser("info", help="counts, return statistics and a mosaic PNG")
-    info.add_argument("dir", type=Path)
+    info.add_argument(
+        "dir", type=data_source, help="dataset directory, or minari:NAME (a Minari dataset)"
+    )
     info.add_argument(
         "--mosaic",
         type=Path,
         default=None,
-        help="PNG path (default DIR/mosaic.png), in the dataset or in a new or empty folder",
+        help="PNG path (default DIR/mosaic.png; none for a Minari dataset), in the dataset or "
+        "in a new or empty folder",
     )
     info.add_argument(
         "--n", type=bounded(int, 1, 4096), default=64, help="frames in the mosaic (1..4096)"
     )
+    add_minari_source_options(info)
     info.set_defaults(func=run_info)
-    verify = data_sub.add_parser("verify", help="read every episode and check its checksums")
+    verify = data_sub.add_parser(
+        "verify",
+        help="read every episode through its checksums and check it against the manifest",
+    )
     verify.add_argument("dir", type=Path)
     verify.set_defaults(func=run_verify)
     merge = data_sub.add_parser(
@@ -111,13 +126,19 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("--out", required=True, type=Path, help="the merged dataset directory")
     merge.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     merge.set_defaults(func=run_merge)
+    add_export_minari_parser(data_sub)
 
 
 def run_info(args: argparse.Namespace) -> int:
     from worldvae.data import EpisodeDataset
     from worldvae.data.writer import MOSAIC_NAME
 
-    ds = EpisodeDataset(args.dir)
+    source = open_data_source(args, args.dir)
+    if isinstance(source, EpisodeDataset) and args.mosaic is None:  # Minari's folder stays as is
+        _show_info(source, None, args.n)
+        print("mosaic     none (give --mosaic PNG for one)")
+        return 0
+    ds = source if isinstance(source, EpisodeDataset) else EpisodeDataset(source)
     mosaic = args.mosaic or ds.root / MOSAIC_NAME
     if mosaic.is_dir():
         raise ValueError(
@@ -150,8 +171,9 @@ def _check_mosaic_folder(mosaic: Path) -> None:
         )
 
 
-def _show_info(ds: Any, mosaic: Path, n: int) -> Path:
-    """Print the dataset's numbers and write its mosaic of ``n`` frames; return its path."""
+def _show_info(ds: Any, mosaic: Path | None, n: int) -> Path | None:
+    """Print the dataset's numbers and write its mosaic of ``n`` frames (unless ``mosaic`` is
+    None); return its path."""
     from worldvae.images import image_grid, save_png
 
     m = ds.manifest
@@ -170,27 +192,27 @@ def _show_info(ds: Any, mosaic: Path, n: int) -> Path:
         f"min {s['return_min']:.2f}  max {s['return_max']:.2f}"
     )
     print(f"versions   {', '.join(f'{k} {v}' for k, v in sorted(m.versions.items()))}")
+    if mosaic is None:
+        return None
     frames = ds.sample_frames(n)
     scale = max(1, 128 // max(m.frame_shape[:2]))
     return Path(save_png(mosaic, image_grid(frames, n_cols=8, scale=scale)))
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from worldvae.data import EpisodeDataset
-    from worldvae.data.episodes import verify_episode
+    """Name every unusable file of the dataset and what is wrong with it; 1 when there is one."""
+    from worldvae.data.dataset import verify_dataset
 
-    ds = EpisodeDataset(args.dir, skip_corrupt=True)
-    bad = list(ds.corrupt)
-    for info in ds.episodes:
-        try:
-            verify_episode(info.path)
-        except Exception as e:
-            bad.append(info.path)
-            print(f"corrupt: {e}")
-    print(f"{len(ds.episodes) + len(ds.corrupt) - len(bad)} episodes intact, {len(bad)} corrupt")
-    if bad:
-        print("delete the corrupt files and re-run the collect command to re-collect them")
-    return 1 if bad else 0
+    report = verify_dataset(args.dir)
+    for name, problem in report.bad:
+        print(f"unusable: {name}: {problem}")
+    print(f"{len(report.intact)} episodes intact, {len(report.bad)} unusable")
+    if report.bad:
+        print(
+            "move the unusable episode files out of the dataset and re-run the collect command "
+            "to re-collect them (an episode is a pure function of its seed)"
+        )
+    return 1 if report.bad else 0
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ is known, the fix.
 
 from __future__ import annotations
 
+import argparse
 import errno
 from typing import Any
 
@@ -80,3 +81,23 @@ def describe(e: BaseException) -> tuple[str, int]:
 def details(e: BaseException) -> Any:
     """Extra text an exception carries for ``--debug`` (a worker's own traceback)."""
     return getattr(e, "details", None)
+
+
+def interrupted(args: argparse.Namespace | None, what: str = "interrupted") -> str:
+    """The line after Ctrl-C (``what``: how the command stopped): the command to run next to
+    go on where this one stopped.
+
+    A command with ``--resume`` (train-vae, train-rnn) continues only with it, and not with
+    ``--overwrite`` (which starts afresh); the others continue when run again as they were,
+    without ``--overwrite``.
+    """
+    if args is None:
+        return what
+    if hasattr(args, "resume"):
+        if getattr(args, "overwrite", False):
+            return f"{what}; re-run the command with --resume instead of --overwrite to continue"
+        if not args.resume:
+            return f"{what}; re-run the same command with --resume to continue"
+    elif getattr(args, "overwrite", False):
+        return f"{what}; re-run the command without --overwrite to continue where it stopped"
+    return f"{what}; re-run the same command to continue"

@@ -49,10 +49,11 @@ def number_list(
     low: float | None = None,
     high: float | None = None,
     length: int | None = None,
+    low_open: bool = False,
 ) -> Callable[[str], tuple]:
     """``"32,64,128"`` -> ``(32, 64, 128)``: a comma list of ``kind``, each range-checked
     (``length`` of them when given)."""
-    one = bounded(kind, low, high)
+    one = bounded(kind, low, high, low_open)
     what = "integers" if kind is int else "numbers"
 
     def parse(text: str) -> tuple[Any, ...]:
@@ -73,6 +74,22 @@ def str_list(text: str) -> tuple[str, ...]:
     if not parts:
         raise argparse.ArgumentTypeError(f"expected a comma list, got {text!r}")
     return parts
+
+
+def choice_list(choices: tuple[Any, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``"ae,vae"`` -> ``("ae", "vae")``: a comma list of which each item is one of ``choices``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        parts = str_list(text)
+        bad = [p for p in parts if p not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"{bad[0]!r} is not one of {', '.join(map(str, choices))}"
+            )
+        return parts
+
+    parse.__name__ = "list"
+    return parse
 
 
 def count_range(high: int) -> Callable[[str], tuple[int, ...]]:
@@ -195,7 +212,11 @@ def _argument_spec(
     elif kind is tuple:
         element = args[0] if args else str
         fixed = len(args) if args and args[-1] is not Ellipsis else None
-        parse = str_list if element is str else number_list(int, meta["low"], meta["high"], fixed)
+        if element is str:
+            parse = str_list if meta["choices"] is None else choice_list(meta["choices"])
+        else:
+            number = float if element is float else int
+            parse = number_list(number, meta["low"], meta["high"], fixed, meta["low_open"])
         spec.update(type=parse, help=text + shown)
     elif meta["choices"] is not None:
         spec.update(choices=meta["choices"], help=text + shown)

@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from agents.cli.minari_commands import add_minari_source_options, data_source, open_data_source
 from agents.cli.options import add_config_options, bounded, config_values
 from worldvae.vae.config import AutoencoderConfig
 from worldvae.vae.trainer import TrainConfig
@@ -31,7 +32,13 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
         "processes or GPUs: torchrun --nproc-per-node N -m worldvae train-vae ... "
         "(--batch-size is the global batch; see docs/scaling.md).",
     )
-    p.add_argument("--data", required=True, type=Path, help="dataset directory")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=data_source,
+        help="dataset directory, or minari:NAME (a Minari dataset of image observations, "
+        "streamed episode by episode)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run directory")
     model = p.add_argument_group("model (every field of AutoencoderConfig)")
     train = p.add_argument_group("training (every field of TrainConfig)")
@@ -41,6 +48,7 @@ def add_train_vae_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    add_minari_source_options(p)
     p.set_defaults(func=run_train_vae)
 
 
@@ -51,11 +59,12 @@ def run_train_vae(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         model=config_values(args, args.model_fields), **config_values(args, args.train_fields)
     )
+    data = open_data_source(args, args.data, cfg.val_fraction)
     with distributed(cfg.device) as ctx:
         if not ctx.is_main:  # one copy of the progress and the log lines: rank 0's
             logging.getLogger().setLevel(logging.WARNING)
         r = train_autoencoder(
-            args.data,
+            data,
             args.out,
             cfg,
             resume=args.resume,
@@ -105,11 +114,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     from worldvae.atomic import write_json
     from worldvae.data import EpisodeDataset
     from worldvae.diagnostics import inspect_model
+    from worldvae.records import check_dataset_for_model
     from worldvae.rundir import RunDirLock, check_folder, check_ours
     from worldvae.vae import load_model
 
     model = load_model(args.model, device=args.device)
     dataset = EpisodeDataset(args.data)
+    check_dataset_for_model(args.data, args.model)  # its frames must be the model's
     shifted = EpisodeDataset(args.shifted, val_fraction=0.0) if args.shifted else None
     out = args.out or args.model / "inspect"
     check_folder(out)

@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
@@ -39,6 +40,12 @@ from agents.agent_checkpoint import CHECKPOINT_DIR
 from agents.agent_checkpoint import STATE as STATE_FILE
 from worldvae.atomic import atomic_dir, atomic_open, atomic_path, write_json
 from worldvae.config_fields import reject_unknown_keys
+from worldvae.workers import (
+    check_local_workers,
+    children_ignore_sigint,
+    exit_with_parent,
+    get_while_parent_lives,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +144,29 @@ class LinearController:
 def load_controller(
     bundle: str | Path, observation_space: gym.Space, action_space: gym.Space
 ) -> LinearController:
-    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled)."""
-    tensors = load_file(str(Path(bundle) / CONTROLLER_FILE))
+    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled).
+
+    Raises:
+        ValueError: the file is unreadable, its shapes do not fit the spaces, or it holds NaN
+            or infinity (the file named).
+    """
+    path = Path(bundle) / CONTROLLER_FILE
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable controller file ({e}); re-train it") from e
     obs_dim = int(np.prod(observation_space.shape or ()))
     c = LinearController(obs_dim, action_space)
-    if tensors["weight"].shape != c.weight.shape:
+    shapes = {k: tensors[k].shape if k in tensors else None for k in ("weight", "bias")}
+    if shapes != {"weight": c.weight.shape, "bias": c.bias.shape}:
         raise ValueError(
-            f"{bundle}: controller weight {tensors['weight'].shape} does not fit observations "
-            f"({obs_dim},) and {action_space}"
+            f"{path}: controller weight {shapes['weight']} and bias {shapes['bias']} do not fit "
+            f"observations ({obs_dim},) and {action_space}"
+        )
+    if not all(np.isfinite(tensors[k]).all() for k in ("weight", "bias")):
+        raise ValueError(
+            f"{path} holds non-finite weights (NaN or infinity); the controller is damaged: "
+            "re-train it"
         )
     c.weight, c.bias = tensors["weight"], tensors["bias"]
     return c
@@ -173,18 +195,13 @@ def build_scoring_env(spec: dict[str, Any]) -> VecEnv:
     return venv
 
 
-def _worker(spec: dict[str, Any], jobs: Any, results: Any) -> None:
+def _worker(spec: dict[str, Any], jobs: Any, results: Any, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)  # the trainer killed (OOM, kill -9) takes its workers along
     torch.set_num_threads(1)
     venv = build_scoring_env(spec)
     controller = LinearController(int(spec["obs_dim"]), venv.action_space)
-    parent = os.getppid()
     while True:
-        try:
-            job = jobs.get(timeout=5.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the trainer died without telling us: stop too
-                break
-            continue
+        job = get_while_parent_lives(jobs, parent_pid)
         if job is None:
             break
         index, params, seed = job
@@ -200,15 +217,20 @@ class CandidateScorer:
         self.spec = spec
         self.workers = workers
         self.procs: list[Any] = []
+        self.in_flight = False  # candidates handed out and not all scored
         if workers > 1:
+            check_local_workers(workers, "workers")
             ctx = mp.get_context("spawn")
             self.jobs, self.results = ctx.Queue(), ctx.Queue()
             self.procs = [
-                ctx.Process(target=_worker, args=(spec, self.jobs, self.results), daemon=True)
+                ctx.Process(
+                    target=_worker, args=(spec, self.jobs, self.results, os.getpid()), daemon=True
+                )
                 for _ in range(workers)
             ]
-            for p in self.procs:
-                p.start()
+            with children_ignore_sigint():
+                for p in self.procs:
+                    p.start()
         else:
             self.venv = build_scoring_env(spec)
             self.controller = LinearController(int(spec["obs_dim"]), self.venv.action_space)
@@ -221,6 +243,7 @@ class CandidateScorer:
                 self.controller.set_params(c)
                 out.append(rollouts(self.controller, self.venv, int(self.spec["rollouts"]), seed))
         else:
+            self.in_flight = True
             for i, c in enumerate(candidates):
                 self.jobs.put((i, np.asarray(c, np.float32), seed))
             got: dict[int, tuple[float, int]] = {}
@@ -233,15 +256,19 @@ class CandidateScorer:
                     continue
                 got[i] = (fitness, steps)
             out = [got[i] for i in range(len(candidates))]
+            self.in_flight = False
         return [f for f, _ in out], sum(s for _, s in out)
 
     def close(self) -> None:
+        """Stop the workers: at once when candidates are still in flight (an interrupted
+        generation), else after they finish."""
         for _ in self.procs:
             self.jobs.put(None)
         for p in self.procs:
-            p.join(timeout=30)
+            p.join(timeout=0.5 if self.in_flight else 30)
             if p.is_alive():
                 p.terminate()
+                p.join()
         if not self.procs:
             self.venv.close()
 

@@ -17,6 +17,7 @@ for discrete actions), ``rewards`` float32 ``(T,)``, ``terminated`` and ``trunca
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,9 +36,16 @@ from worldvae.data.dataset import (
     split_episodes,
     validation_indices,
 )
-from worldvae.data.episodes import CorruptEpisodeError, read_episode
-from worldvae.data.manifest import EPISODES_DIR, JsonManifest, episode_index
-from worldvae.envspec import EnvSpec
+from worldvae.data.episodes import (
+    CorruptEpisodeError,
+    InvalidEpisodeError,
+    MemberSpec,
+    check_layout,
+    read_episode,
+)
+from worldvae.data.manifest import EPISODES_DIR, JsonManifest, episode_index, list_episode_files
+from worldvae.envspec import EnvSpec, read_env_spec
+from worldvae.records import check_dataset_frames, record_path, recorded_path
 from worldvae.rundir import RunDirLock, check_ours, entries, remove_owned
 from worldvae.versions import library_versions
 
@@ -108,10 +116,10 @@ class LatentManifest(JsonManifest):
     """Describes a latent dataset; stored as ``latent_manifest.json`` at its root.
 
     Attributes:
-        source: the episode dataset's directory.
+        source: the episode dataset's directory (absolute; see :mod:`worldvae.records`).
         source_manifest: that dataset's manifest fields (env id, make_env options, ...).
         model_sha256: hash of the encoder's ``config.json`` and weights.
-        model_dir: where the encoder was read from.
+        model_dir: where the encoder was read from (absolute).
         model_config: the encoder's configuration.
         latent_dim: ``D``.
         action: the :class:`ActionSpec` as a dict.
@@ -143,6 +151,47 @@ class LatentManifest(JsonManifest):
     def env_spec(self) -> EnvSpec:
         """The env spec of the frames the latents were encoded from."""
         return EnvSpec.from_dict(self.source_manifest)
+
+    def layout(self) -> tuple[MemberSpec, ...]:
+        """The members of this dataset's episode files (see the module docstring)."""
+        latent = (self.latent_dim,)
+        return (
+            MemberSpec("mu", "f", 1, latent, source="the latent manifest's latent_dim"),
+            MemberSpec("logvar", "f", 1, latent, source="the latent manifest's latent_dim"),
+            MemberSpec("actions", "f", 0, (self.action_spec.dim,), source="its action spec"),
+            MemberSpec("rewards", "f"),
+            MemberSpec("terminated", "b"),
+            MemberSpec("truncated", "b"),
+            MemberSpec("seed", "iu", None),
+        )
+
+    def model_path(self, root: str | Path) -> Path:
+        """The encoder's folder; ``root`` is this manifest's dataset folder, against which a
+        relative path of an older manifest is read first (:func:`worldvae.records.recorded_path`)."""
+        return recorded_path(self.model_dir, root, "the encoder") or Path(self.model_dir)
+
+    def with_paths_read(self, root: str | Path) -> LatentManifest:
+        """This manifest with ``source`` and ``model_dir`` as they are written now (absolute),
+        read from ``root``, its dataset folder."""
+        source = recorded_path(self.source, root, "the episode dataset") or Path(self.source)
+        return dataclasses.replace(
+            self, source=record_path(source), model_dir=record_path(self.model_path(root))
+        )
+
+
+def check_latent_episode(path: str | Path, manifest: LatentManifest) -> None:
+    """Check a latent episode file against its dataset's ``manifest`` from its headers.
+
+    Raises:
+        CorruptEpisodeError: the file is unreadable.
+        InvalidEpisodeError: naming the file, what is wrong, and the fix.
+    """
+    root = Path(path).parent.parent
+    fix = (
+        f"encode the dataset afresh: `worldvae encode-data --data {manifest.source} --model "
+        f"{manifest.model_dir} --out {root} --overwrite`"
+    )
+    check_layout(path, manifest.layout(), fix)
 
 
 @dataclass(frozen=True)
@@ -181,9 +230,10 @@ def encode_dataset(
             or files a latent dataset does not hold (``ForeignDirError``, even with
             ``overwrite``).
         RunDirBusyError: another process is writing ``out``.
-        ValueError: the model's frame shape differs from the dataset's.
+        ValueError: the model's frame shape or recorded env spec differs from the dataset's.
     """
     ds = EpisodeDataset(data, val_fraction=0.0, skip_corrupt=skip_corrupt)
+    check_dataset_frames(ds.manifest.env_spec, data, read_env_spec(model_dir), model_dir)
     if tuple(model.config.frame_shape) != tuple(ds.frame_shape):
         raise ValueError(
             f"the model expects frames {tuple(model.config.frame_shape)}, the dataset {data} holds "
@@ -191,10 +241,10 @@ def encode_dataset(
         )
     out = Path(out)
     manifest = LatentManifest(
-        source=str(Path(data)),
+        source=record_path(data),
         source_manifest=ds.manifest.identity(),
         model_sha256=model_sha256,
-        model_dir=str(model_dir),
+        model_dir=record_path(model_dir),
         model_config=model.config.to_dict(),
         latent_dim=int(model.config.latent_dim),
         action=action_spec.to_dict(),
@@ -211,7 +261,7 @@ def _claim_latent_dir(out: Path, manifest: LatentManifest, overwrite: bool) -> N
     if entries(out):
         check_ours(out, LATENT_ENTRIES, "latent dataset")
     if (out / LATENT_MANIFEST).is_file():
-        old = LatentManifest.load(out)
+        old = LatentManifest.load(out).with_paths_read(out)
         if overwrite:
             remove_owned(out, LATENT_ENTRIES)
         elif old.identity() != manifest.identity():
@@ -247,13 +297,14 @@ def _encode_episodes(
     frames = 0
     for info in todo:
         ep = read_episode(info.path)
+        actions = _encoded_actions(action_spec, ep["actions"], info.path)
         mu, logvar = encode_frames(model, ep["frames"], batch_size)
         with atomic_path(out / EPISODES_DIR / info.path.name) as tmp:
             np.savez_compressed(
                 tmp,
                 mu=mu,
                 logvar=logvar,
-                actions=action_spec.encode(ep["actions"]),
+                actions=actions,
                 rewards=ep["rewards"].astype(np.float32),
                 terminated=ep["terminated"].astype(bool),
                 truncated=ep["truncated"].astype(bool),
@@ -262,8 +313,24 @@ def _encode_episodes(
         frames += len(mu)
         bar.update(1)
     bar.close()
-    total = len(list((out / EPISODES_DIR).glob("ep_*.npz")))
+    total = len(list_episode_files(out))
     return EncodeResult(out, len(todo), total, frames)
+
+
+def _encoded_actions(action_spec: ActionSpec, actions: np.ndarray, path: Path) -> np.ndarray:
+    """An episode's actions as M takes them.
+
+    Raises:
+        InvalidEpisodeError: they do not fit the env's action space (the file named).
+    """
+    try:
+        return action_spec.encode(actions)
+    except ValueError as e:
+        raise InvalidEpisodeError(
+            f"episode file {path} cannot be used: its actions do not fit the env's action space "
+            f"({e}); remove it from the dataset (`worldvae data verify {path.parent.parent}` "
+            "lists every unusable file) and re-run the collect command to re-collect it"
+        ) from e
 
 
 def encode_frames(model: Any, frames: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, ...]:
@@ -304,7 +371,10 @@ class LatentDataset:
         self.manifest = LatentManifest.load(self.root)
         self.val_fraction = val_fraction
         self.skip_corrupt = skip_corrupt
-        readable, _ = read_episode_rewards(self.root, skip_corrupt)
+        m = self.manifest
+        readable, _ = read_episode_rewards(
+            self.root, skip_corrupt, lambda p: check_latent_episode(p, m)
+        )
         infos = [LatentEpisodeInfo(path, episode_index(path), len(r)) for path, r in readable]
         if not infos:
             raise ValueError(

@@ -8,7 +8,7 @@ buffer; batches are drawn from the buffer. Peak memory is about
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ class FrameStream:
         skip_corrupt: log and skip unreadable episodes instead of raising.
         shard: which shard of a :class:`ShardedFrameStream` this stream reads; with ``seed``
             and ``epoch`` it fixes the order (shard 0 orders as an unsharded stream).
+        read_frames: reads one episode's frames (default: from its episode file); a dataset
+            of another store passes its own (:meth:`EpisodeDataset.read_frames`).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class FrameStream:
         drop_last: bool = False,
         skip_corrupt: bool = False,
         shard: int = 0,
+        read_frames: Callable[[EpisodeInfo], np.ndarray] | None = None,
     ):
         if batch_size < 1 or buffer_frames < 1:
             raise ValueError("batch_size and buffer_frames must be positive")
@@ -56,6 +59,7 @@ class FrameStream:
         self.drop_last = drop_last
         self.skip_corrupt = skip_corrupt
         self.shard = shard
+        self.read_frames = read_frames or _read_episode_frames
         self.epoch = 0
         self.peak_buffered_frames = 0
 
@@ -69,7 +73,7 @@ class FrameStream:
 
     def _frames(self, info: EpisodeInfo) -> np.ndarray | None:
         try:
-            return read_episode(info.path, keys=("frames",))["frames"]
+            return self.read_frames(info)
         except CorruptEpisodeError as e:
             if not self.skip_corrupt:
                 raise
@@ -112,6 +116,11 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return self.iter_batches()
+
+
+def _read_episode_frames(info: EpisodeInfo) -> np.ndarray:
+    """The frames of an episode file."""
+    return read_episode(info.path, keys=("frames",))["frames"]
 
 
 class _TorchFrameStream(IterableDataset):
@@ -167,6 +176,7 @@ def make_frame_loader(
         buffer_frames=buffer_frames,
         drop_last=drop_last,
         skip_corrupt=dataset.skip_corrupt,
+        read_frames=dataset.read_frames,
     )
     return _batch_loader(_TorchFrameStream(stream), num_workers, pin_memory, seed), stream
 
@@ -211,7 +221,7 @@ class ShardedFrameStream:
         n_shards: number of shards; fixed for a run.
         shard_ids: the shards this stream reads (default: all).
         batch_size: global batch size, a multiple of ``n_shards``.
-        shuffle, seed, skip_corrupt: as for :class:`FrameStream`.
+        shuffle, seed, skip_corrupt, read_frames: as for :class:`FrameStream`.
         buffer_frames: shuffle buffer of all shards together; each shard holds its share.
     """
 
@@ -225,6 +235,7 @@ class ShardedFrameStream:
         seed: int = 0,
         buffer_frames: int = 50_000,
         skip_corrupt: bool = False,
+        read_frames: Callable[[EpisodeInfo], np.ndarray] | None = None,
     ):
         if batch_size % n_shards:
             raise ValueError(
@@ -247,6 +258,7 @@ class ShardedFrameStream:
                 drop_last=True,
                 skip_corrupt=skip_corrupt,
                 shard=s,
+                read_frames=read_frames,
             )
             for s in self.shard_ids
         ]
@@ -330,6 +342,7 @@ def make_sharded_frame_loader(
         seed=seed,
         buffer_frames=buffer_frames,
         skip_corrupt=dataset.skip_corrupt,
+        read_frames=dataset.read_frames,
     )
     return _batch_loader(_TorchShardedStream(stream), num_workers, pin_memory, seed), stream
 

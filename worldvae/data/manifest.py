@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -11,10 +12,11 @@ import numpy as np
 
 from worldvae.atomic import write_json
 from worldvae.envspec import EnvSpec
+from worldvae.rundir import foreign_entries
 
 MANIFEST_NAME = "manifest.json"
 EPISODES_DIR = "episodes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: zstd-compressed episode members (worldvae.data.codecs); 1: zlib
 
 
 _M = TypeVar("_M", bound="JsonManifest")
@@ -57,7 +59,7 @@ class JsonManifest:
             raise FileNotFoundError(f"{root} is not a {cls.WHAT}: no {cls.FILE}; {cls.HOW}")
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
+        except (TypeError, KeyError, ValueError) as e:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path} is not a valid {cls.LABEL} ({e})") from e
 
 
@@ -90,6 +92,15 @@ class Manifest(JsonManifest):
     HOW: ClassVar[str] = "create one with `worldvae collect --env ENV --out DIR`"
     LABEL: ClassVar[str] = "dataset manifest"
 
+    def __post_init__(self) -> None:
+        shape = self.frame_shape
+        sides = [n for n in shape if isinstance(n, int | np.integer) and not isinstance(n, bool)]
+        if len(shape) != 3 or len(sides) != 3 or min(sides) < 1:
+            raise ValueError(f"frame_shape must be (H, W, C) of positive integers, got {shape!r}")
+        names = self.state_names
+        if names is not None and not all(isinstance(n, str) for n in names):
+            raise ValueError(f"state_names must be a list of names or null, got {names!r}")
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         d["frame_shape"] = tuple(d["frame_shape"])
@@ -106,10 +117,76 @@ def episode_seed(master_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([master_seed, index]).generate_state(1, dtype=np.uint32)[0])
 
 
+EPISODE_NAME_FORM = "ep_NNNNNNN.npz"  # the one accepted form: the index in seven digits
+_EPISODE_NAME = re.compile(r"ep_(\d+)\.npz")
+
+
+class StrayEpisodeFileError(ValueError):
+    """A dataset's ``episodes/`` folder holds names that are not episode files."""
+
+
 def episode_filename(index: int) -> str:
+    """The file name of episode ``index``: ``ep_0000012.npz`` (more digits past 9,999,999)."""
     return f"ep_{index:07d}.npz"
 
 
+def is_episode_name(name: str) -> bool:
+    """Whether ``name`` is exactly :func:`episode_filename` of some index: ``ep_1.npz`` and
+    ``ep_0000001 copy.npz`` are not (the first would be read as a second episode 1)."""
+    match = _EPISODE_NAME.fullmatch(name)
+    return match is not None and name == episode_filename(int(match[1]))
+
+
 def episode_index(path: str | Path) -> int:
-    """Inverse of :func:`episode_filename`."""
-    return int(Path(path).stem.split("_")[1])
+    """Inverse of :func:`episode_filename`.
+
+    Raises:
+        ValueError: the name is not an episode file's.
+    """
+    name = Path(path).name
+    if not is_episode_name(name):
+        raise ValueError(f"{path} is not an episode file (they are named {EPISODE_NAME_FORM})")
+    return int(name[3:-4])
+
+
+def scan_episode_files(root: str | Path) -> tuple[list[Path], list[str]]:
+    """The episode files of the dataset at ``root``, by index, and the other names in its
+    ``episodes/`` folder (the temporaries of a killed writer and the lock file aside).
+
+    Every command that reads or writes a dataset's episodes lists them here, so that collect,
+    ``data verify``, ``data merge`` and training agree on which files are episodes.
+    """
+    folder = Path(root) / EPISODES_DIR
+    episodes: list[Path] = []
+    stray: list[str] = []
+    for name in foreign_entries(folder, ()):
+        path = folder / name
+        if is_episode_name(name) and path.is_file():
+            episodes.append(path)
+        else:
+            stray.append(name)
+    return sorted(episodes, key=episode_index), stray
+
+
+def stray_names_message(root: str | Path, stray: list[str]) -> str:
+    """What is wrong with the ``stray`` names in ``root``'s ``episodes/`` folder, and the fix."""
+    folder = Path(root) / EPISODES_DIR
+    shown = ", ".join(repr(n) for n in stray[:5]) + (" ..." if len(stray) > 5 else "")
+    return (
+        f"{folder} holds {shown}, not named as an episode file is ({EPISODE_NAME_FORM}, e.g. "
+        f"{episode_filename(1)}; nothing else belongs there); nothing was read: move "
+        f"{'it' if len(stray) == 1 else 'them'} out of the folder"
+    )
+
+
+def list_episode_files(root: str | Path) -> list[Path]:
+    """The episode files of the dataset at ``root``, by index (:func:`scan_episode_files`).
+
+    Raises:
+        StrayEpisodeFileError: ``episodes/`` holds other names (named, with the fix): a copy
+            such as ``ep_0000001 copy.npz``, or ``ep_1.npz``, which would be episode 1 twice.
+    """
+    episodes, stray = scan_episode_files(root)
+    if stray:
+        raise StrayEpisodeFileError(stray_names_message(root, stray))
+    return episodes

@@ -6,26 +6,42 @@ checks the folder for a collection and says which episodes are already complete 
 resumes); :func:`write_dataset_episode` writes episode ``index`` atomically (a temporary file,
 then a rename), so a killed writer leaves no partial episode under a final name. Local worker
 processes and Ray tasks write through the same function, which is why their datasets are equal.
+:class:`EpisodeWriter` runs that function on a thread of its own, so that a collector's worker
+plays the next episode while the last one is compressed and written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import re
+import queue
 import shutil
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from worldvae.atomic import atomic_dir, recover_dir, remove_stale_temporaries
-from worldvae.data.episodes import CorruptEpisodeError, Episode, read_episode, verify_episode
+from worldvae.data.codecs import codec_of_format
+from worldvae.data.episodes import (
+    CorruptEpisodeError,
+    Episode,
+    check_episode,
+    read_episode,
+    verify_episode,
+)
 from worldvae.data.episodes import write_episode as _write_file
 from worldvae.data.manifest import (
     EPISODES_DIR,
+    FORMAT_VERSION,
     MANIFEST_NAME,
     Manifest,
     episode_filename,
     episode_index,
+    is_episode_name,
+    list_episode_files,
 )
 from worldvae.rundir import (
     ForeignDirError,
@@ -40,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 MOSAIC_NAME = "mosaic.png"  # written by ``worldvae data info``
 DATASET_ENTRIES = (MANIFEST_NAME, EPISODES_DIR, MOSAIC_NAME)  # all a dataset folder holds
-_EPISODE_NAME = re.compile(r"ep_\d+\.npz")
 
 
 class ForeignDatasetError(ForeignDirError, ValueError):
@@ -64,7 +79,7 @@ def dataset_foreign_entries(root: str | Path) -> list[str]:
         foreign += [
             f"{EPISODES_DIR}/{name}"
             for name in foreign_entries(episodes_dir, ())
-            if not _EPISODE_NAME.fullmatch(name)
+            if not is_episode_name(name)
         ]
     elif episodes_dir.exists() or episodes_dir.is_symlink():
         foreign.append(EPISODES_DIR)  # a file where the episodes' folder goes
@@ -103,7 +118,7 @@ def _remove_dataset_files(root: Path) -> None:
     else; the caller has checked that ``root`` holds nothing foreign."""
     episodes_dir = root / EPISODES_DIR
     if episodes_dir.is_dir():
-        remove_owned(episodes_dir, [n for n in entries(episodes_dir) if _EPISODE_NAME.fullmatch(n)])
+        remove_owned(episodes_dir, [n for n in entries(episodes_dir) if is_episode_name(n)])
         remove_stale_temporaries(episodes_dir)
     remove_owned(root, [MANIFEST_NAME, MOSAIC_NAME])
 
@@ -115,21 +130,27 @@ def open_dataset_dir(
 
     A folder of the same settings is resumed: its complete episodes are kept (every member's
     checksum verified; a corrupt one is deleted, to be written again) and returned as
-    ``{index: n_frames}``. Temporaries of a killed writer are removed. ``overwrite`` deletes
+    ``{index: n_frames}``; it keeps its episode format (``format_version``: one of format 1
+    goes on in zlib). Temporaries of a killed writer are removed. ``overwrite`` deletes
     the dataset's own files (episodes, manifest, mosaic) and nothing else. The caller holds
     the folder's :class:`~worldvae.rundir.RunDirLock`.
 
     Raises:
         ForeignDatasetError: ``root`` holds files that are not a dataset's (even with
             ``overwrite``; nothing is changed).
-        ValueError: ``root`` holds a dataset of other settings, or a dataset's files without
-            its manifest (unless ``overwrite``).
+        ValueError: ``root`` holds a dataset of other settings, of an episode format newer
+            than this code knows, or a dataset's files without its manifest (unless
+            ``overwrite``).
     """
     out = Path(root)
     episodes_dir = out / EPISODES_DIR
     check_dataset_folder(out)
     if (out / MANIFEST_NAME).exists():
-        old, new = Manifest.load(out).identity(), manifest.identity()
+        previous = Manifest.load(out)
+        if not overwrite:  # a re-run goes on in the dataset's own episode format
+            codec_of_format(previous.format_version)  # refuses a format of newer code
+            manifest = replace(manifest, format_version=previous.format_version)
+        old, new = previous.identity(), manifest.identity()
         if overwrite:
             _remove_dataset_files(out)
         elif old != new:
@@ -150,9 +171,10 @@ def open_dataset_dir(
     remove_stale_temporaries(episodes_dir)
     manifest.save(out)
     done: dict[int, int] = {}
-    for path in sorted(episodes_dir.glob("ep_*.npz")):
+    for path in list_episode_files(out):
         try:
             verify_episode(path)  # every member's CRC, frames included, not only the rewards
+            check_episode(path, manifest.frame_shape, manifest.state_names)
             done[episode_index(path)] = len(read_episode(path, keys=("rewards",))["rewards"]) + 1
         except CorruptEpisodeError as e:
             logger.warning("re-collecting: %s", e)
@@ -160,16 +182,148 @@ def open_dataset_dir(
     return done
 
 
+def dataset_codec(root: str | Path) -> str:
+    """The codec of the format of the dataset at ``root`` (see :mod:`worldvae.data.codecs`):
+    its manifest's ``format_version``, or the current format where it has no manifest yet."""
+    if not (Path(root) / MANIFEST_NAME).is_file():
+        return codec_of_format(FORMAT_VERSION)
+    return codec_of_format(Manifest.load(root).format_version)
+
+
 def write_dataset_episode(
-    root: str | Path, index: int, episode: Episode, compress: bool = True
+    root: str | Path,
+    index: int,
+    episode: Episode,
+    compress: bool = True,
+    codec: str | None = None,
 ) -> int:
     """Write ``episode`` as episode ``index`` of the dataset at ``root``, atomically; return
-    its number of frames (``T + 1``)."""
-    _write_file(episode_path(root, index), episode, compress=compress)
+    its number of frames (``T + 1``). ``codec`` None: that of the dataset's format, read from
+    its manifest."""
+    if compress and codec is None:
+        codec = dataset_codec(root)
+    _write_file(episode_path(root, index), episode, compress=compress, codec=codec or "none")
     return episode.length + 1
 
 
-MERGE_KEYS = ("env_id", "env_options", "frame_shape", "state_names", "format_version")
+class EpisodeWriteError(RuntimeError):
+    """Writing an episode failed on an :class:`EpisodeWriter`'s thread; raised where the
+    episodes are submitted, chained to the writer's own exception."""
+
+
+_STOP = object()  # tells the writer's thread that no more episodes come
+
+
+class EpisodeWriter:
+    """Writes the episodes of the dataset at ``root``, on a thread of its own by default.
+
+    Compressing and writing an episode (zstd, zlib and file writes release the GIL) then
+    overlaps with playing the next one. At most ``max_pending`` episodes wait in its queue:
+    :meth:`submit` blocks while it is full, so memory stays bounded and a slow disk slows the
+    player instead of piling episodes up. Each episode is written by
+    :func:`write_dataset_episode` (a temporary file, then a rename) and only then reported to
+    ``on_written(index, n_frames)`` (called on the writer's thread): a process killed meanwhile
+    loses the queued episodes and leaves no partial file, and a re-run writes them again.
+
+    The first failure stops the writer (the episodes queued after it are dropped): :meth:`check`,
+    the next :meth:`submit` and :meth:`close` raise :class:`EpisodeWriteError`, naming the
+    episode and the error. With ``background=False`` :meth:`submit` writes at once, in the
+    caller's thread, and reports the same way.
+
+    Example:
+        >>> with EpisodeWriter("data", on_written=print) as writer:  # doctest: +SKIP
+        ...     writer.submit(0, episode)
+        0 201
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        compress: bool = True,
+        codec: str | None = None,
+        background: bool = True,
+        max_pending: int = 2,
+        on_written: Callable[[int, int], Any] | None = None,
+    ):
+        if max_pending < 1:
+            raise ValueError(f"EpisodeWriter needs max_pending >= 1, got {max_pending}")
+        self.root = Path(root)
+        self.compress = compress
+        self.codec = (codec or dataset_codec(root)) if compress else "none"
+        self.on_written = on_written
+        self._error: EpisodeWriteError | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
+            self._thread.start()
+
+    def _write(self, index: int, episode: Episode) -> None:
+        try:
+            n_frames = write_dataset_episode(self.root, index, episode, self.compress, self.codec)
+            if self.on_written is not None:
+                self.on_written(index, n_frames)
+        except Exception as e:
+            self._error = EpisodeWriteError(
+                f"writing episode {index} to {episode_path(self.root, index)} failed: "
+                f"{type(e).__name__}: {e}"
+            )
+            raise self._error from e
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not _STOP:
+            if self._error is None:
+                with contextlib.suppress(EpisodeWriteError):  # kept in _error for the caller
+                    self._write(*item)
+
+    def check(self) -> None:
+        """Raise the writer's failure, if it had one.
+
+        Raises:
+            EpisodeWriteError: naming the episode that failed and why.
+        """
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, index: int, episode: Episode) -> None:
+        """Write ``episode`` as episode ``index``: queue it (blocking while ``max_pending``
+        episodes wait), or write it now without a thread.
+
+        Raises:
+            EpisodeWriteError: this or an earlier episode failed to be written.
+        """
+        self.check()
+        if self._thread is None:
+            self._write(index, episode)
+        else:
+            self._queue.put((index, episode))
+
+    def close(self) -> None:
+        """Write every episode submitted, stop the thread, and raise the writer's failure.
+
+        Raises:
+            EpisodeWriteError: an episode failed to be written.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self.check()
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(EpisodeWriteError):  # an error is already on its way
+            self.close()  # let the writer finish what it can; that error goes on
+
+
+# format_version is not among them: readers tell each file's format apart, so rounds of
+# data collected before and after a format change merge (the merge records the newest)
+MERGE_KEYS = ("env_id", "env_options", "frame_shape", "state_names")
 
 
 def merge_datasets(
@@ -270,9 +424,10 @@ def _link_episodes(roots: list[Path], manifests: list[Manifest], tmp: Path) -> M
     (tmp / EPISODES_DIR).mkdir()
     sources_info, index = [], 0
     for root, m in zip(roots, manifests, strict=True):
-        files = sorted((root / EPISODES_DIR).glob("ep_*.npz"))
+        files = list_episode_files(root)
         for path in files:
             verify_episode(path)
+            check_episode(path, m.frame_shape, m.state_names)
             dest = episode_path(tmp, index)
             try:
                 os.link(path, dest)
@@ -292,7 +447,7 @@ def _link_episodes(roots: list[Path], manifests: list[Manifest], tmp: Path) -> M
         policy={"name": "merged", "params": {"sources": sources_info}},
         seed=base.seed,
         versions=base.versions,
-        format_version=base.format_version,
+        format_version=max(m.format_version for m in manifests),
         state_names=base.state_names,
     )
     merged.save(tmp)

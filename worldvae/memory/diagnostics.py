@@ -1,4 +1,5 @@
-"""What M learned: next-step likelihood, reward and done accuracy, dream strips decoded by V."""
+"""What M learned: next-step likelihood, reward and done accuracy, dream strips and dream videos
+decoded by V."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from worldvae.data.latents import LatentDataset, SequenceStream
 from worldvae.images import image_grid
 from worldvae.memory.losses import mdn_nll
 from worldvae.memory.model import MDNRNN, sample_next
+from worldvae.video import as_rgb, put_label, side_by_side
 
 
 @torch.no_grad()
@@ -107,3 +109,38 @@ def dream_strip(
     ]
     scale = max(1, 96 // max(rows[0].shape[1:3]))
     return image_grid(np.stack(rows), pad=2, scale=scale)
+
+
+@torch.no_grad()
+def dream_video(
+    model: MDNRNN,
+    vae: Any,
+    episode: dict[str, np.ndarray],
+    n_steps: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+    pad: int = 2,
+) -> np.ndarray:
+    """Frames of a video, uint8 ``(T, S*H, 2*S*W + pad, 3)``: two panels side by side, each
+    upscaled ``S`` times (to about 128 pixels) and labelled.
+
+    Left, the real episode (V's reconstruction of the posterior mean of frames ``1..T``);
+    right, M's open-loop dream from the first real latent under the same actions, at
+    ``temperature`` (the third row of :func:`dream_strip`, for ``T = min(n_steps, episode
+    length)`` steps). Where they part is where M's predictions drift.
+    """
+    mu, actions = episode["mu"], episode["actions"]
+    n = min(n_steps, len(actions))
+    dreamed, _, _ = dream_rollout(model, mu[0], actions[:n], temperature, seed)
+    real = vae.decode(np.ascontiguousarray(mu[1 : n + 1], np.float32))
+    dream = vae.decode(np.ascontiguousarray(dreamed, np.float32))
+    scale = max(1, 128 // max(real.shape[1:3]))
+    frames = []
+    for t in range(n):
+        left, right = (
+            as_rgb(x[t]).repeat(scale, axis=0).repeat(scale, axis=1) for x in (real, dream)
+        )
+        frames.append(
+            side_by_side(put_label(left, f"real t={t + 1}"), put_label(right, "M's dream"), pad)
+        )
+    return np.stack(frames)

@@ -9,7 +9,7 @@ from typing import Any
 from worldvae.devices import resolve_device
 from worldvae.memory.config import MemoryConfig
 from worldvae.memory.model import MDNRNN
-from worldvae.vae.io import CONFIG_NAME, CheckpointError, load_weights, resolve_model_dir
+from worldvae.vae.io import CONFIG_NAME, CheckpointError, build_and_load, resolve_model_dir
 
 
 def read_memory_config(path: str | os.PathLike[str]) -> tuple[MemoryConfig, dict[str, Any]]:
@@ -38,10 +38,10 @@ def load_memory(
     mode, with its ``extra_info``.
 
     Raises:
-        CheckpointError: missing, corrupt, or not a memory model.
+        CheckpointError: missing, corrupt, or not a memory model; weights that do not fit the
+            config (found from the weights file's header before M is built), or non-finite.
     """
     path = resolve_model_dir(path)
     config, info = read_memory_config(path)
-    model = MDNRNN(config)
-    load_weights(model, path)
+    model = build_and_load(lambda: MDNRNN(config), path)
     return model.to(resolve_device(device)).eval(), info

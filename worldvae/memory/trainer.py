@@ -7,6 +7,7 @@ A run directory holds::
     checkpoints/best/          config.json, model.safetensors (lowest validation NLL)
     metrics.csv                one row per epoch (train loss; val NLL, reward MSE, done accuracy)
     images/dream.png           real | one-step | dreamed frames decoded by V, each epoch
+    images/dream.gif           the real episode beside M's open-loop dream, each epoch
     tb/                        TensorBoard: rnn/loss, rnn/nll, rnn/reward_mse, rnn/done_bce, val/*
 
 On the CPU the same seed gives the same weights whether or not the run was killed and resumed:
@@ -37,20 +38,24 @@ from worldvae.checkpoints import (
     write_metrics_csv,
 )
 from worldvae.config_fields import check_ranges, option
-from worldvae.data.latents import LatentDataset, SequenceStream
+from worldvae.data.latents import LatentDataset, LatentManifest, SequenceStream
 from worldvae.devices import resolve_device
+from worldvae.footprint import check_fits, memory_model_bytes
 from worldvae.images import save_png
 from worldvae.memory.config import MemoryConfig
-from worldvae.memory.diagnostics import dream_strip, evaluate_memory
+from worldvae.memory.diagnostics import dream_strip, dream_video, evaluate_memory
 from worldvae.memory.model import MDNRNN
+from worldvae.records import record_path
 from worldvae.rundir import RunDirLock
 from worldvae.vae.io import CheckpointError, load_model, model_sha256
 from worldvae.versions import library_versions
+from worldvae.video import write_video
 
 logger = logging.getLogger(__name__)
 
 # What a train-rnn run directory holds; ``--overwrite`` removes these and nothing else.
 RUN_ENTRIES = ("config.json", "checkpoints", "metrics.csv", "images", "tb")
+DREAM_GIF_STEPS = 64  # steps of images/dream.gif: 6.4 s at 10 frames a second
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,13 @@ class MemoryTrainer:
         self.device = resolve_device(config.device)
         model_cfg = self._model_config()
         m = self.dataset.manifest
-        self.extra = {
+        self.vae_dir = m.model_path(self.dataset.root)  # V, where the latent dataset says
+        self.extra = {  # paths absolute: read from any folder (worldvae.records)
             "vae_sha256": m.model_sha256,
-            "vae_dir": m.model_dir,
+            "vae_dir": record_path(self.vae_dir),
             **m.env_spec.to_dict(),
             "action": m.action,
-            "latent_data": str(self.dataset.root),
+            "latent_data": record_path(self.dataset.root),
         }
         self.checkpoints = RunCheckpoints(self.run_dir, self.extra)
         run_cfg = self._prepare_run_dir(model_cfg, resume, overwrite)
@@ -183,7 +189,7 @@ class MemoryTrainer:
         run_cfg = {
             "train": dataclasses.asdict(self.cfg),
             "model": model_cfg.to_dict(),
-            "data": {"root": str(self.dataset.root), **self.extra},
+            "data": {"root": record_path(self.dataset.root), **self.extra},
             "versions": library_versions(),
         }
 
@@ -221,14 +227,13 @@ class MemoryTrainer:
 
     def _load_vae(self) -> Any:
         """V for the dream strips, if it is still where the latent dataset says and unchanged."""
-        m = self.dataset.manifest
         try:
-            if model_sha256(m.model_dir) != m.model_sha256:
-                logger.warning("%s changed since encoding; no dream strips", m.model_dir)
+            if model_sha256(self.vae_dir) != self.dataset.manifest.model_sha256:
+                logger.warning("%s changed since encoding; no dream strips", self.vae_dir)
                 return None
-            return load_model(m.model_dir, device=self.device)
+            return load_model(self.vae_dir, device=self.device)
         except (OSError, CheckpointError) as e:
-            logger.warning("cannot load the VAE %s (%s); no dream strips", m.model_dir, e)
+            logger.warning("cannot load the VAE %s (%s); no dream strips", self.vae_dir, e)
             return None
 
     def _batch(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -341,23 +346,24 @@ class MemoryTrainer:
         return dict(val)
 
     def _write_images(self, writer: Any, step: int) -> None:
-        """``images/dream.png``: real | one-step | dreamed frames decoded by V (when V is here);
-        the torch RNG is left as it was."""
+        """``images/dream.png``: real | one-step | dreamed frames decoded by V, and
+        ``images/dream.gif``: the real episode beside M's open-loop dream (when V is here, the
+        GIF when Pillow or imageio is); the torch RNG is left as it was."""
         if self.vae is None:
             return
         episodes = self.dataset.split("val") or self.dataset.episodes
+        episode = self.dataset.load(episodes[0])
+        temperature, seed = self.model.config.temperature, self.cfg.seed
         with torch.random.fork_rng(devices=[]):
-            strip = dream_strip(
-                self.model,
-                self.vae,
-                self.dataset.load(episodes[0]),
-                n_steps=12,
-                temperature=self.model.config.temperature,
-                seed=self.cfg.seed,
-            )
+            strip = dream_strip(self.model, self.vae, episode, 12, temperature, seed)
+            frames = dream_video(self.model, self.vae, episode, DREAM_GIF_STEPS, temperature, seed)
         self.model.train()
         save_png(self.run_dir / "images" / "dream.png", strip)
         writer.add_image("rnn/dream", strip, step, dataformats="HWC")
+        try:
+            write_video(self.run_dir / "images" / "dream.gif", list(frames), fps=10)
+        except ImportError as e:  # the PNG above stands
+            logger.warning("no images/dream.gif: %s", e)
 
     def _log_epoch(self, row: dict[str, Any]) -> None:
         self.state["history"].append(row)
@@ -447,8 +453,38 @@ def train_memory(
             it holds files a train-rnn run does not write (``ForeignDirError``).
         RunDirBusyError: another process is writing ``run_dir``.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+        InsufficientMemoryError: M would need more memory than the device has (nothing is
+            written).
     """
+    config = config or MemoryTrainConfig()
+    check_memory_model_fits(data, config)
     with RunDirLock(run_dir, "train-rnn"):
-        return MemoryTrainer(
-            data, run_dir, config or MemoryTrainConfig(), resume=resume, overwrite=overwrite
-        ).fit(progress)
+        return MemoryTrainer(data, run_dir, config, resume=resume, overwrite=overwrite).fit(
+            progress
+        )
+
+
+def check_memory_model_fits(data: str | Path, config: MemoryTrainConfig) -> None:
+    """Refuse to train M when it would need more memory than its device has (its input sizes
+    read from the latent dataset ``data``). A dataset or model the trainer would refuse is left
+    to it (its messages, in its order).
+
+    Raises:
+        InsufficientMemoryError: naming what it would need and what is available.
+    """
+    try:
+        m = LatentManifest.load(data)
+        model = MemoryConfig.from_dict(
+            {**config.model, "latent_dim": m.latent_dim, "action_dim": m.action_spec.dim}
+        )
+        need = memory_model_bytes(model, config.batch_size, config.seq_len)
+        device = resolve_device(config.device)
+    except (OSError, ValueError):
+        return
+    check_fits(
+        need,
+        device,
+        f"M with --hidden-size {model.hidden_size} (--batch-size {config.batch_size}, "
+        f"--seq-len {config.seq_len})",
+        "lower --hidden-size (the weights grow with its square), --batch-size or --seq-len",
+    )

@@ -45,7 +45,9 @@ from worldvae.checkpoints import (
 )
 from worldvae.config_fields import check_ranges, option
 from worldvae.data import EpisodeDataset
+from worldvae.data.dataset import open_dataset
 from worldvae.data.loader import make_frame_loader, make_sharded_frame_loader
+from worldvae.data.manifest import Manifest
 from worldvae.devices import resolve_device
 from worldvae.distributed import (
     DistContext,
@@ -55,8 +57,11 @@ from worldvae.distributed import (
     shards_of_rank,
     wrap_for_ranks,
 )
+from worldvae.envspec import EnvSpec, read_env_spec
+from worldvae.footprint import autoencoder_bytes, check_fits
 from worldvae.images import save_png
 from worldvae.precision import autocast, resolve_precision
+from worldvae.records import check_dataset_frames, record_path
 from worldvae.rundir import RunDirLock
 from worldvae.vae.autoencoder import Autoencoder
 from worldvae.vae.config import AutoencoderConfig
@@ -177,7 +182,7 @@ class VAETrainer:
 
     def __init__(
         self,
-        data: str | Path,
+        data: str | Path | EpisodeDataset,
         run_dir: str | Path,
         config: TrainConfig,
         resume: bool = False,
@@ -187,9 +192,7 @@ class VAETrainer:
         self.dist = dist or DistContext()
         self.cfg = config
         self.run_dir = Path(run_dir)
-        self.dataset = EpisodeDataset(
-            data, val_fraction=config.val_fraction, skip_corrupt=config.skip_corrupt
-        )
+        self.dataset = open_dataset(data, config.val_fraction, config.skip_corrupt)
         self.device = resolve_rank_device(self.dist, resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         logger.info(
@@ -198,6 +201,10 @@ class VAETrainer:
         manifest = self.dataset.manifest
         # Which backend made the frames travels with the model (see envs.backends).
         env_spec = manifest.env_spec
+        if resume and not overwrite:  # a run continues on the frames it started on
+            check_dataset_frames(
+                env_spec, str(self.dataset), _recorded_spec(self.run_dir), self.run_dir
+            )
         self.data_info = {  # the env spec travels with the model (worldvae.envspec)
             **env_spec.to_dict(),
             "backend": env_spec.backend,
@@ -312,7 +319,7 @@ class VAETrainer:
             "train": dataclasses.asdict(self.cfg),
             "model": model_cfg.to_dict(),
             "data": {
-                "root": str(self.dataset.root),
+                "root": record_path(self.dataset.root),
                 "env_id": self.dataset.manifest.env_id,
                 "backend": self.data_info["backend"],
                 "frames": self.dataset.n_frames(),
@@ -580,8 +587,13 @@ class VAETrainer:
         )
 
 
+def _recorded_spec(run_dir: Path) -> EnvSpec | None:
+    """The env spec a run's checkpoints record (its best, else its last; None for neither)."""
+    return read_env_spec(run_dir) or read_env_spec(run_dir / "checkpoints" / "last")
+
+
 def train_autoencoder(
-    data: str | Path,
+    data: str | Path | EpisodeDataset,
     run_dir: str | Path,
     config: TrainConfig | None = None,
     resume: bool = False,
@@ -599,10 +611,41 @@ def train_autoencoder(
         FileExistsError: ``run_dir`` exists and neither ``resume`` nor ``overwrite`` is set.
         RunDirBusyError: another process is writing ``run_dir``.
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint is kept).
+        InsufficientMemoryError: the model would need more memory than the device has
+            (nothing is written).
     """
     main = dist is None or dist.is_main
+    config = config or TrainConfig()
+    check_autoencoder_fits(data, config, dist)
     with RunDirLock(run_dir, "train-vae") if main else nullcontext():
-        trainer = VAETrainer(
-            data, run_dir, config or TrainConfig(), resume=resume, overwrite=overwrite, dist=dist
-        )
+        trainer = VAETrainer(data, run_dir, config, resume=resume, overwrite=overwrite, dist=dist)
         return trainer.fit(progress)
+
+
+def check_autoencoder_fits(
+    data: str | Path | EpisodeDataset, config: TrainConfig, dist: DistContext | None = None
+) -> None:
+    """Refuse to train when the model would need more memory than its device (this rank's)
+    has; the frame shape is read from the dataset ``data``. A dataset or model the trainer
+    would refuse is left to it (its messages, in its order).
+
+    Raises:
+        InsufficientMemoryError: naming what it would need and what is available.
+    """
+    try:
+        source = data if isinstance(data, EpisodeDataset) else Manifest.load(data)
+        frame_shape = source.frame_shape
+        model = AutoencoderConfig.from_dict({**config.model, "frame_shape": frame_shape})
+        need = autoencoder_bytes(model, config.batch_size)
+        device = resolve_rank_device(dist or DistContext(), resolve_device(config.device))
+    except (OSError, ValueError):
+        return
+    check_fits(
+        need,
+        device,
+        f"the autoencoder with --channels {','.join(map(str, model.channels))}, --latent-dim "
+        f"{model.latent_dim} on {frame_shape[0]}x{frame_shape[1]} frames (--batch-size "
+        f"{config.batch_size})",
+        "lower --channels (the weights grow with the product of neighbouring channels) or "
+        "--batch-size",
+    )
