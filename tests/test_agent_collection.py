@@ -54,6 +54,7 @@ def _replayed_actions(agent_dir, seed: int, n: int) -> list[int]:
     return actions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obs", ["latent", "pixel"])
 def test_collected_actions_are_the_agents_own(agents_dir, tmp_path, obs):
     spec = AgentPolicySpec(str(agents_dir / obs), deterministic=True)
@@ -70,6 +71,7 @@ def test_collected_actions_are_the_agents_own(agents_dir, tmp_path, obs):
         assert ep["actions"].reshape(-1).tolist() == replay
 
 
+@pytest.mark.slow
 def test_sampled_actions_depend_only_on_the_episode_seed(agents_dir, tmp_path):
     spec = AgentPolicySpec(str(agents_dir / "latent"))
     for out in ("a", "b"):
@@ -82,6 +84,7 @@ def test_sampled_actions_depend_only_on_the_episode_seed(agents_dir, tmp_path):
         assert np.array_equal(read_episode(x.path)["actions"], read_episode(y.path)["actions"])
 
 
+@pytest.mark.slow
 def test_cli_collects_in_the_agents_env_and_refuses_conflicts(agents_dir, tmp_path, capsys):
     agent = agents_dir / "latent"
     args = ["collect", "--env", "CartPole-v1", "--episodes", "1", "--policy", f"agent:{agent}"]

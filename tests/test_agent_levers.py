@@ -107,6 +107,7 @@ def test_reward_normalization_scales_training_rewards_not_reported_returns(tmp_p
     assert all(r == int(r) and r >= 8 for r in returns)  # whole steps: the env's own units
 
 
+@pytest.mark.slow
 def test_reward_normalization_resumes_to_the_same_weights(tmp_path):
     class StopAt(BaseCallback):
         def _on_step(self) -> bool:
@@ -145,6 +146,7 @@ def test_policy_spread_and_activation_reach_the_policy(tmp_path):
     )  # one small update
 
 
+@pytest.mark.slow
 def test_best_policy_is_kept_and_scores_its_evaluation(tmp_path):
     cfg = _cfg(512)
     train_agent(cfg, tmp_path / "a", progress=False)
@@ -174,6 +176,7 @@ def test_best_policy_missing_is_a_clear_error(tmp_path):
     load_bundle(tmp_path / "a", device="cpu")  # the final one still loads
 
 
+@pytest.mark.slow
 def test_canonical_scoring_picks_the_highest_evaluation_over_runs(tmp_path):
     from agents.pipeline import best_policy
 
@@ -191,6 +194,7 @@ def test_canonical_scoring_picks_the_highest_evaluation_over_runs(tmp_path):
     assert (run, which, step) == (f"run{top}", "final", infos[top]["steps"])
 
 
+@pytest.mark.slow
 def test_best_policy_script_names_the_arms_best_run(tmp_path):
     """scripts/best_policy.py: the --policy value of the top run of one arm, or a clear error."""
     runs = tmp_path / "runs"

@@ -107,6 +107,7 @@ def test_latent_needs_a_model():
         resolve_config("CartPole-v1", "latent")
 
 
+@pytest.mark.slow
 def test_cli_train_and_evaluate_with_video(model_dir, tmp_path):
     hp = tmp_path / "hp.yaml"
     hp.write_text("ppo:\n  n_envs: 2\n  n_steps: 32\n  batch_size: 32\n  n_epochs: 1\n")

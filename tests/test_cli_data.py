@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 
 from agents.cli.main import main
 
@@ -45,6 +46,7 @@ def test_bad_env_exits_non_zero_with_one_clear_line(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_stops_the_command_quietly(tmp_path):
     """``worldvae data info DIR | head -1``: no error line when the reader leaves early."""
     from tests.conftest import repo_pythonpath, write_synthetic_dataset

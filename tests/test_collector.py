@@ -31,6 +31,7 @@ def _assert_same(a: dict, b: dict) -> None:
             np.testing.assert_array_equal(a[name][key], b[name][key], err_msg=f"{name}:{key}")
 
 
+@pytest.mark.slow
 def test_same_seed_same_dataset_whatever_the_worker_count(tmp_path):
     r1 = collect(
         tmp_path / "a",
@@ -81,6 +82,7 @@ def test_resume_adds_only_missing_episodes(tmp_path):
     _assert_same(_episodes(tmp_path / "a"), _episodes(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_other_settings_into_same_dir_is_refused(tmp_path):
     collect(tmp_path / "a", CART, n_episodes=1, seed=1, progress=False)
     with pytest.raises(ValueError, match="collected with other settings"):
@@ -106,6 +108,7 @@ def test_an_env_id_collects_its_default_spec_with_the_backend_resolved(tmp_path)
     assert manifest.frame_shape == manifest.env_spec.frame_shape == (64, 64, 3)
 
 
+@pytest.mark.slow
 def test_killed_collector_resumes_without_duplicates_or_broken_files(tmp_path):
     cmd = [
         sys.executable, "-m", "worldvae", "collect", "--env", "MiniGrid-Empty-8x8-v0",

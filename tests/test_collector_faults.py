@@ -28,6 +28,7 @@ def _flip_a_frame_bit(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+@pytest.mark.slow
 def test_a_flipped_frame_bit_is_found_and_recollected(tmp_path):
     out = tmp_path / "ds"
     spec, kw = EnvSpec("CartPole-v1", frame_size=16), {"n_episodes": 3, "progress": False}

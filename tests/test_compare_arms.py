@@ -27,6 +27,7 @@ def vae_and_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_comparison_of_every_code_arm_with_probes(vae_and_data, tmp_path, capsys):
     cfg = CompareConfig(
         env_id="CartPole-v1",

@@ -180,6 +180,7 @@ def test_vae_loads_and_encodes_and_decodes_as_before(compat, record, arrays):
     )
 
 
+@pytest.mark.slow
 def test_cli_encodes_the_dataset_with_the_vae_as_before(compat, record, tmp_path):
     """``encode-data`` takes the old dataset and VAE run, and gives the old latent dataset
     (and the same model hash: bundles and latent datasets record it)."""
@@ -278,6 +279,7 @@ def test_agent_bundle_loads_and_acts_as_before(compat, record, arrays, name):
         np.testing.assert_allclose(values, arrays[f"{prefix}_values"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_evaluates_an_old_bundle_in_the_env_it_records(compat, record, tmp_path):
     """``evaluate`` rebuilds the [z, h] agent's env (V, M, CartPole at 16x16, time limit 20)
     from the bundle alone and plays one episode."""

@@ -101,6 +101,7 @@ def test_torch_loader_with_workers_covers_the_split(synthetic_dataset):
     assert len(stream) == -(-ds.n_frames("train") // 16)
 
 
+@pytest.mark.slow
 def test_merge_joins_rounds_and_refuses_other_frames(tmp_path, capsys):
     from agents.cli.main import main
     from envs.collector import collect

@@ -59,6 +59,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_two_torchrun_ranks_train_the_weights_of_one_process(data, tmp_path):
     one = train_autoencoder(data, tmp_path / "one", _config(epochs=2), progress=False)
     run = tmp_path / "two"

@@ -239,6 +239,7 @@ def test_a_failed_write_stops_the_collector_worker(tmp_path):
     assert messages[0][0] == "ready"
 
 
+@pytest.mark.slow
 def test_threaded_and_inline_writes_give_the_same_files(tmp_path):
     kw = {"n_episodes": 4, "seed": 5, "progress": False}
     a = collect(tmp_path / "a", CART, background_writes=True, **kw)

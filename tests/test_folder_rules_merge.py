@@ -175,6 +175,7 @@ def test_a_stale_old_link_from_an_earlier_merge_does_not_block_merging(tmp_path,
     assert len(EpisodeDataset(sources[0], val_fraction=0.0).episodes) == 3  # the link's target
 
 
+@pytest.mark.slow
 def test_collect_overwrite_keeps_foreign_files_and_refuses_foreign_folders(tmp_path, capsys):
     ds = tmp_path / "ds"
     assert main([*COLLECT, "--episodes", "3", "--out", str(ds)]) == 0

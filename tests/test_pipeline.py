@@ -14,6 +14,7 @@ from worldvae.memory.trainer import MemoryTrainConfig
 from worldvae.vae.trainer import TrainConfig
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
     out = tmp_path / "smoke"
     report = run_pipeline("smoke", out, progress=False)
@@ -55,6 +56,7 @@ def test_smoke_pipeline_produces_every_artifact_and_resumes(tmp_path):
     assert f"- train_vae: {total:,.0f} s" in text
 
 
+@pytest.mark.slow
 def test_a_latent_h_arm_gets_its_memory_model_trained_by_the_pipeline(tmp_path):
     out = tmp_path / "world"
     settings = {"compare.obs_kinds": ["latent", "latent+h"], "compare.seeds": [0]}

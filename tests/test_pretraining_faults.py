@@ -243,6 +243,7 @@ def test_the_interruption_line_names_the_command_that_continues(argv, expected, 
     assert unexpected is None or unexpected not in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_train_vae_names_resume_and_that_command_continues(tmp_path):
     data = write_synthetic_dataset(tmp_path / "data", n_episodes=4, length=20)
     out = tmp_path / "run"

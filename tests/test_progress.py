@@ -3,6 +3,7 @@
 import re
 import time
 
+import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents import resolve_config, train_agent
@@ -59,6 +60,7 @@ def test_train_agent_under_a_time_budget_shows_seconds_while_it_trains(capsys, t
     assert final[-1] == (3, 3)
 
 
+@pytest.mark.slow
 def test_compare_under_a_time_budget_shows_seconds_of_the_stage(capsys, tmp_path):
     cfg = CompareConfig(
         env_id="CartPole-v1", obs_kinds=("pixel",), seeds=(0, 1), total_timesteps=NEVER,

@@ -102,6 +102,7 @@ MemoryTrainer(sys.argv[2], sys.argv[3], _memory_cfg(checkpoint_every=2)).fit(pro
 """
 
 
+@pytest.mark.slow
 def test_m_resumed_after_kill_9_equals_the_uninterrupted_run(tmp_path):
     """``train-rnn --resume`` after ``kill -9`` mid-epoch, past a checkpoint: the same last
     weights, bit for bit, as the run that was never stopped."""

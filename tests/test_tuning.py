@@ -96,6 +96,7 @@ def test_space_fits_the_trial_and_batches_fit_the_rollout():
         search_space("cmaes", 1, 1000)
 
 
+@pytest.mark.slow
 def test_tune_resumes_and_writes_best_yaml_that_train_agent_accepts(model_dir, tmp_path, capsys):
     out = tmp_path / "study"
     # No pruning here (warm-up: the whole trial): every trial that runs is complete.

@@ -198,6 +198,7 @@ def _spawned_children(pid: int) -> list[int]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
 def test_an_early_ctrl_c_of_collect_prints_one_line_and_no_worker_traceback(tmp_path):
     proc = subprocess.Popen(

@@ -148,6 +148,7 @@ CartPole-v1:
 """
 
 
+@pytest.mark.slow
 def test_rl_zoo_trains_on_our_wrapper(model_dir, tmp_path):
     pytest.importorskip("rl_zoo3")
     conf = tmp_path / "cartpole.yml"
