@@ -520,14 +520,13 @@ def collect(
     on_done = _recorder(done, bar, enough, count_frames=on_ray and n_frames is not None)
     ready_at = None
     try:
-        if enough() is not None:
-            pass  # the dataset already holds the budget
-        elif on_ray:
+        already_met = enough() is not None  # the dataset already holds the budget
+        if on_ray and not already_met:
             play_on_ray(
                 cluster, env_spec, spec, seed, out, todo, on_done,
                 n_workers, compress, bool(record_state),
             )  # fmt: skip
-        else:
+        elif not already_met:
             ready_at = _play_locally(
                 env_spec, spec, seed, out, todo, on_done, n_workers, compress,
                 bool(record_state), bar.update, codec, background_writes,
