@@ -218,8 +218,9 @@ class AgentConfig:
     device: str = option("auto", "torch device: auto, cpu, cuda or cuda:N")
     runtime: str = option(
         "auto",
-        "the V's inference runtime for latent codes: auto (OpenVINO on the CPU where "
-        "installed, else PyTorch), torch or openvino; runtimes agree within float tolerance",
+        "the V's inference runtime for latent codes: auto (ONNX Runtime on the CPU where "
+        "installed, else PyTorch), torch, onnxruntime or openvino; runtimes agree within "
+        "float tolerance",
         choices=RUNTIMES,
     )
     deterministic_eval: bool = option(

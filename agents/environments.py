@@ -142,13 +142,14 @@ def dream_action_space(cfg: AgentConfig) -> Any:
 
 
 def dream_max_steps(cfg: AgentConfig) -> int:
-    """The real env's time limit (``max_episode_steps`` option, else the registered one)."""
-    if cfg.env.max_episode_steps:
-        return cfg.env.max_episode_steps
-    import gymnasium as gym
+    """The real env's time limit in agent steps: its limit in frames (``max_episode_steps``
+    option, else the registered one) over the frame skip, rounded up, as the agent sees it."""
+    limit = cfg.env.max_episode_steps
+    if not limit:
+        import gymnasium as gym
 
-    spec = gym.spec(cfg.env_id)
-    return int(spec.max_episode_steps or 1000)
+        limit = int(gym.spec(cfg.env_id).max_episode_steps or 1000)
+    return -(-limit // cfg.env.frame_skip)
 
 
 def build_dream_vec_env(

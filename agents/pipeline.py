@@ -16,15 +16,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.arms import ARMS, check_arms
+from agents.canonical import canonical_score
 from agents.comparison import ComparisonResult, best_policy
-from agents.evaluation import evaluate_bundle
 from agents.preflight import check_arms_fit
-from agents.presets import PRESETS, CanonicalStage, Preset, build_preset, default_out
+from agents.presets import PRESETS, Preset, build_preset, default_out
 from agents.ray_runs import run_comparison_on_cluster
 from agents.report import write_report
+from agents.world_models import score_world_models, train_controllers
 from envs import collect
 from envs.cluster import cluster_cpus, connect_ray, uses_ray
 from envs.collector import CollectResult
@@ -106,13 +105,14 @@ def run_pipeline(
     data = out / "data"
     vae = train_vae_stage(run, data)
     memory = None
-    if any(ARMS[o].needs_memory for o in chosen.compare.obs_kinds):
+    if chosen.controllers.kinds or any(ARMS[o].needs_memory for o in chosen.compare.obs_kinds):
         memory = train_memory_stage(run, data, vae)
     result = compare_stage(run, data, vae, memory, collected.total_frames)
+    controllers = controllers_stage(run, vae, memory) if memory and chosen.controllers.kinds else {}
     reporter = Reporter(run, data, vae, result, command, memory)
     report = reporter.write()
     if chosen.canonical.episodes:  # the report above stands if this last stage is cut short
-        report = reporter.write([canonical_stage(run, result)])
+        report = reporter.write([canonical_stage(run, result, controllers)])
     reporter.save_timings()
     print(f"[4/4] report: {report}", flush=True)
     return report
@@ -228,10 +228,34 @@ def compare_stage(
     return result
 
 
-def canonical_stage(run: PipelineRun, result: ComparisonResult) -> str:
-    """Score the best latent agent on both backends' tracks (``out/canonical.json``); return
-    the report's section."""
+def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Path]:
+    """Train World Models' controllers on ``[z, h]`` into ``out/controllers`` (CMA-ES on the
+    pipeline's Ray cluster when it has one); return kind -> bundle."""
+    with run.stage("controllers"):
+        bundles = train_controllers(
+            run.preset.controllers,
+            run.env,
+            vae,
+            memory,
+            run.out / "controllers",
+            run.cluster,
+            run.progress,
+        )
+    print(f"[3/4] controllers: {run.out / 'controllers'}", flush=True)
+    return bundles
+
+
+def canonical_stage(
+    run: PipelineRun, result: ComparisonResult, controllers: dict[str, Path]
+) -> str:
+    """Score on the canonical tracks: the best latent agent (``out/canonical.json``), or with
+    World Models' controllers every driver (``out/world_models``); return the report's
+    section."""
     with run.stage("canonical_eval"):
+        if controllers:
+            return score_world_models(
+                result, controllers, run.out / "world_models", run.preset.canonical
+            )
         return canonical_score(result, run.out / "canonical.json", run.preset.canonical)
 
 
@@ -286,13 +310,6 @@ class Reporter:
         write_json(self.timings_path, [*self.previous, self.this_run()])
 
 
-# Published CarRacing-v3 (v0 then) scores over 100 tracks, for the report.
-FIELD_MARKS = (
-    "World Models 906 +- 21 (V+M+C), V only 632 +- 251, V + hidden layer 788 +- 141; "
-    "rl-zoo PPO CnnPolicy 154 +- 75 after 4M steps, PPO-LSTM 863 +- 97"
-)
-
-
 def summed_times(invocations: list[dict[str, float]]) -> dict[str, float]:
     """Seconds per stage summed over the invocations of a resumed pipeline (a stage a later
     invocation found done adds only its check), in first-seen order."""
@@ -301,109 +318,3 @@ def summed_times(invocations: list[dict[str, float]]) -> dict[str, float]:
         for stage, secs in times.items():
             total[stage] = round(total.get(stage, 0.0) + float(secs), 1)
     return total
-
-
-def canonical_score(result: ComparisonResult, path: Path, settings: CanonicalStage) -> str:
-    """Score the best latent policy over ``settings.episodes`` tracks on both backends.
-
-    The policy is the one of the highest periodic evaluation over the latent runs (see
-    :func:`best_policy`); those evaluations use the first tracks from the evaluation seed on
-    the training backend, so gymnasium's tracks (other tracks for the same seeds) are
-    held out from that choice.
-
-    Gymnasium's own env is the one published scores use; envpool's tracks differ. Tracks are
-    played in chunks (``settings.workers`` processes each) until all are scored or
-    ``settings.max_seconds`` have passed on that backend; the section says how many were.
-    Scores are kept in ``path`` (JSON) and reused when the pipeline is re-run. Returns a
-    Markdown section for the report.
-    """
-    latent = [r for r in result.runs if r["obs"] == "latent"]
-    if not latent:
-        return ""
-    best, which, step = best_policy(result.out_dir / "runs", [r["run"] for r in latent])
-    bundle = result.out_dir / "runs" / best
-    seed = result.config.eval_seed
-    key = {"run": best, "episodes": settings.episodes, "seed": seed, "which": which, "step": step}
-    done = json.loads(path.read_text()) if path.exists() else {}
-    if {k: done.get(k) for k in key} != key:
-        scores = {
-            backend: score_on_backend(bundle, backend, seed, which, settings)
-            for backend in ("envpool", "gymnasium")
-        }
-        done = key | {"scores": scores}
-        write_json(path, done)
-    return canonical_section(best, which, step, seed, settings.episodes, done["scores"])
-
-
-def score_on_backend(
-    bundle: Path, backend: str, seed: int, which: str, settings: CanonicalStage
-) -> dict[str, Any]:
-    """The returns of ``bundle``'s ``which`` policy on ``settings.episodes`` tracks of
-    ``backend`` from ``seed``, or as many as ``settings.max_seconds`` allowed."""
-    t = time.perf_counter()
-    returns: list[float] = []
-    chunk = max(settings.workers, 1)  # one track per process between budget checks
-    while len(returns) < settings.episodes:
-        if settings.max_seconds and time.perf_counter() - t > settings.max_seconds:
-            break
-        n = min(chunk, settings.episodes - len(returns))
-        r = evaluate_bundle(
-            bundle,
-            n,
-            seed + len(returns),
-            device="cpu",
-            backend=backend,
-            workers=settings.workers,
-            which=which,
-        )
-        returns += r.returns.tolist()
-    score = {
-        "mean": float(np.mean(returns)),
-        "std": float(np.std(returns)),
-        "returns": returns,
-        "seconds": round(time.perf_counter() - t, 1),
-    }
-    logger.info(
-        "%s on %s: %.1f +- %.1f over %d tracks",
-        bundle.name,
-        backend,
-        score["mean"],
-        score["std"],
-        len(returns),
-    )
-    return score
-
-
-def canonical_section(
-    best: str, which: str, step: int, seed: int, n_episodes: int, scores: dict[str, Any]
-) -> str:
-    """The report's Markdown section of the canonical scores."""
-    policy = (
-        f"the policy of its best evaluation during training (step {step:,})"
-        if which == "best"
-        else "its final policy"
-    )
-    rows = []
-    for env_name, v in (
-        ("gymnasium CarRacing-v3 (the published scores' env)", scores["gymnasium"]),
-        ("envpool CarRacing-v3 (trained on)", scores["envpool"]),
-    ):
-        r = v["returns"]
-        rows.append(
-            f"| {env_name} | {len(r)} | {v['mean']:.1f} +- {v['std']:.1f} | {min(r):.1f} | "
-            f"{max(r):.1f} | {v['seconds'] / 60:.1f} min |"
-        )
-    return "\n".join(
-        [
-            f"## The best latent agent on up to {n_episodes} tracks",
-            "",
-            f"`{best}`, {policy} (deterministic, track seeds from {seed}; fewer tracks than "
-            "asked means the stage's time budget ran out):",
-            "",
-            "| env | tracks | mean return +- std | min | max | time |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-            f"For reference, over 100 tracks: {FIELD_MARKS}; solved is 900.",
-        ]
-    )

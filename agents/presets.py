@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.comparison import CompareConfig
+from agents.controller.kinds import CONTROLLER_KINDS
 from envs.backends import BACKENDS
 from envs.collector import CollectConfig
 from worldvae.config_fields import check_ranges, option, option_from, range_error
@@ -219,6 +220,58 @@ class CanonicalStage:
         None, "time budget of that scoring per backend, in seconds", 0.0, 1e9, low_open=True
     )
     workers: int = option(2, "processes of that scoring", 1, 256)
+    seed: int = option(  # agents are chosen on other tracks (compare.eval_seed)
+        10_000, "seed of the first scored track (gymnasium's own: 10000 on)", 0, 2**32 - 1
+    )
+    backends: tuple[str, ...] = option(
+        ("envpool", "gymnasium"),
+        "the envs the tracks are played on",
+        choices=("envpool", "gymnasium"),
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not self.backends:
+            raise ValueError("canonical.backends must name at least one of envpool, gymnasium")
+
+
+@dataclass(frozen=True)
+class ControllerStage:
+    """World Models' C, trained on ``[z, h]`` after M by each method of ``kinds``
+    (:data:`~agents.controller.kinds.CONTROLLER_KINDS`), each on the same wall-clock budget,
+    chosen on the tracks from ``eval_seed`` and scored with the canonical stage's tracks.
+    CMA-ES scores its candidates in ``workers`` local processes, or on the pipeline's Ray
+    cluster (``--cluster``). Empty ``kinds`` (the default) leaves the stage out."""
+
+    kinds: tuple[str, ...] = option(
+        (),
+        "controllers trained on [z, h] after M: " + ", ".join(CONTROLLER_KINDS),
+        choices=tuple(CONTROLLER_KINDS),
+    )
+    max_train_seconds: float | None = option(
+        600.0,
+        "training wall-clock of each controller, evaluation excluded",
+        0.0,
+        1e9,
+        low_open=True,
+    )
+    total_timesteps: int = option(
+        10**9, "env steps (real or dreamed) of each controller", 1, 10**12
+    )
+    popsize: int = option(16, "CMA-ES candidates per generation", 2, 100_000)
+    rollouts: int = option(2, "CMA-ES episodes per candidate", 1, 100_000)
+    sigma0: float = option(0.1, "CMA-ES initial step size", 0.0, 1e3, low_open=True)
+    hidden: int = option(16, "units of the hidden layer of cmaes-hidden", 1, 100_000)
+    workers: int = option(2, "CMA-ES scoring processes", 1, 1024)
+    eval_freq: int = option(20_000, "env steps between the choosing evaluations", 1, 10**11)
+    eval_episodes: int = option(4, "tracks per choosing evaluation", 1, 100_000)
+    eval_seed: int = option(  # other tracks than the canonical ones
+        20_000, "seed of the first choosing track", 0, 2**32 - 1
+    )
+    temperature: float | None = option(
+        None, "the dream's tau (default: M's)", 0.0, 100.0, low_open=True
+    )
+    seed: int = option(0, "seed of every controller", 0, 2**32 - 1)
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -243,7 +296,7 @@ class Preset:
     architecture, :class:`~worldvae.vae.config.AutoencoderConfig`'s fields but the frame
     shape), M's (``memory.model``: :class:`~worldvae.memory.config.MemoryConfig`'s fields but
     the sizes the latents decide; M trains only for the latent+h arm), the agents'
-    comparison and the canonical scoring.
+    comparison, the canonical scoring and World Models' controllers (C on ``[z, h]``, after M).
 
     Built, it is checked whole: every field's type (the stage configs check their ranges) and
     the model dictionaries against their model configs.
@@ -255,6 +308,7 @@ class Preset:
     memory: MemoryTrainConfig = MEMORY
     compare: CompareStage = field(default_factory=CompareStage)
     canonical: CanonicalStage = field(default_factory=CanonicalStage)
+    controllers: ControllerStage = field(default_factory=ControllerStage)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(Preset)
@@ -335,7 +389,9 @@ PRESETS: dict[str, Preset] = {
         collect=replace(COLLECT, n_frames=20_000, policy="brownian"),
         vae=replace(VAE, epochs=5, batch_size=128, max_seconds=420.0),
         compare=CompareStage(
-            obs_kinds=("pixel", "latent"),
+            # random and pca: a frozen random encoder and PCA of the same code size, the
+            # controls that say whether training the VAE matters on this game
+            obs_kinds=("pixel", "latent", "random", "pca"),
             total_timesteps=2_000_000,
             max_train_seconds=300.0,
             seeds=(0, 1, 2, 3, 4),  # 3 seeds left the intervals overlapping; 5 separate them
@@ -346,6 +402,33 @@ PRESETS: dict[str, Preset] = {
             workers=2,
         ),
         canonical=CanonicalStage(episodes=100, max_seconds=900.0),
+    ),
+    # World Models' recipe on CarRacing within two hours on 2 CPU cores: V; M until its
+    # validation NLL stops improving or its budget ends; PPO on z (V) and on [z, h] (V + M);
+    # then C on [z, h] by CMA-ES (linear, and with a hidden layer) in the real env and by
+    # CMA-ES inside M's dream. Every driver is chosen on the tracks from 20000 (envpool) and
+    # scored on gymnasium's own tracks from 10000. `--cluster` scores CMA-ES on Ray.
+    "worldmodels": Preset(
+        env=EnvSpec("CarRacing-v3", crop=(0, 12, 0, 0), frame_skip=2, backend="envpool"),
+        collect=replace(COLLECT, n_frames=20_000, policy="brownian"),
+        vae=replace(VAE, epochs=5, batch_size=128, max_seconds=420.0),
+        memory=replace(MEMORY, epochs=200, patience=3, max_seconds=600.0),
+        compare=CompareStage(
+            obs_kinds=("latent", "latent+h"),
+            total_timesteps=2_000_000,
+            max_train_seconds=600.0,
+            seeds=(0,),
+            n_envs=8,
+            eval_freq=20_000,
+            eval_episodes=4,
+            eval_seed=20_000,
+            final_eval_episodes=5,
+            workers=2,
+        ),
+        canonical=CanonicalStage(episodes=100, max_seconds=900.0, backends=("gymnasium",)),
+        controllers=ControllerStage(
+            kinds=("cmaes", "cmaes-hidden", "dream-cmaes"), max_train_seconds=600.0
+        ),
     ),
     # GPU-machine scale on CarRacing: ~10k rollouts for the VAE, 1M agent steps, 5 seeds.
     "full": Preset(

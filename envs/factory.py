@@ -7,14 +7,16 @@ what the user gave, the backend resolved); everything downstream builds envs fro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-from stable_baselines3.common.vec_env import VecEnv
 
 from envs.backends import ENV_BACKENDS, resolve_backend
 from envs.registry import check_env_id
 from worldvae.envspec import EnvSpec
+
+if TYPE_CHECKING:  # an annotation only: importing stable-baselines3 loads torch
+    from stable_baselines3.common.vec_env import VecEnv
 
 # Options recommended per env, used where nothing is recorded or given: a new collection, a
 # pixel agent without a model. After the RL zoo's CarRacing recipe (the dashboard strip

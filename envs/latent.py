@@ -14,8 +14,8 @@ default the whole step is encoded at once (docs/benchmarks.md, "Latent wrapper o
 encoding while the envs step").
 
 Both wrappers encode through a :class:`~worldvae.vae.inference.FrameEncoder`
-(:func:`frame_encoder`): ``runtime="auto"`` runs an autoencoder's posterior mean on OpenVINO
-on the CPU where it is installed, PyTorch elsewhere; sampled latents and PCA codes always
+(:func:`frame_encoder`): ``runtime="auto"`` runs an autoencoder's posterior mean on ONNX
+Runtime on the CPU where it is installed, PyTorch elsewhere; sampled latents and PCA codes always
 take the PyTorch path. The runtimes agree within :data:`~worldvae.vae.inference.TOLERANCE`,
 so an agent trained on one plays on the other.
 """
@@ -113,8 +113,8 @@ def frame_encoder(
     """The :class:`~worldvae.vae.inference.FrameEncoder` a latent wrapper encodes with.
 
     An autoencoder's posterior mean runs on ``runtime``
-    (:func:`~worldvae.vae.inference.encoder_runtime`: ``"auto"`` is OpenVINO on the CPU where
-    installed, else PyTorch); sampled latents and PCA codes run on PyTorch
+    (:func:`~worldvae.vae.inference.encoder_runtime`: ``"auto"`` is ONNX Runtime on the CPU
+    where installed, else PyTorch); sampled latents and PCA codes run on PyTorch
     (:class:`CodeEncoder`). ``n_threads``: a CPU runtime's threads (None: torch's setting).
 
     Raises:
@@ -277,7 +277,7 @@ class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         device: where a model given as a path is loaded (``"auto"``: CUDA when present).
         precision: ``"auto"`` (bf16 autocast on CUDA and AMX CPUs), ``"fp32"`` or
             ``"bf16"``; the resolved one is ``self.precision``.
-        runtime: ``"auto"``, ``"torch"`` or ``"openvino"`` (:func:`frame_encoder`); the one
+        runtime: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (:func:`frame_encoder`); the one
             chosen is ``self.runtime``.
 
     Observation space: float32 ``Box((k * D + n * A,))``.

@@ -16,6 +16,8 @@ arm rotating from round to round), for each thread count in ``--threads``:
 * ``torch.compile``: with ``--compile`` (its compilation takes about a minute);
 * ``openvino fp32`` / ``openvino bf16``: :func:`worldvae.vae.inference.encoder_runtime`;
 * ``onnxruntime fp32``: the encoder exported by ``torch.onnx.export``;
+* ``onnxruntime built``: :func:`worldvae.vae.inference.encoder_runtime` with
+  ``runtime="onnxruntime"`` (the graph built from the weights, what ``"auto"`` runs on the CPU);
 * ``onnxruntime int8`` / ``openvino int8``: that export quantized by onnxruntime's
   ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, calibrated on the
   frames), run by each runtime.
@@ -216,6 +218,7 @@ def runtime_arms(
     if not int8.exists():  # once: the same files serve every thread count
         quantized_onnx(export_onnx(model, frames[:8], fp32), frames, int8)
     arms["onnxruntime fp32"] = onnxruntime_arm(fp32, n_threads)
+    arms["onnxruntime built"] = encoder_runtime(model, "onnxruntime", n_threads=n_threads)
     arms["onnxruntime int8"] = onnxruntime_arm(int8, n_threads)
     if runtime_available("openvino"):
         arms["openvino int8"] = openvino_onnx_arm(int8, n_threads)

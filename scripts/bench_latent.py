@@ -38,9 +38,13 @@ the first arm rotating per round, medians of ``--rounds`` rounds:
   threads in chunks of ``K`` envs as they finish, while the others still step (``K`` left
   out: all envs, one encode after the last env, the wrapper's default).
 
-* ``new E:T:K openvino`` (with ``--runtime openvino``, or ``auto`` where OpenVINO is
-  installed): the first budget's arm with the wrapper's ``encode`` swapped for
-  :func:`worldvae.vae.inference.encoder_runtime` on ``T`` threads.
+* ``new E:T:K openvino``, ``new E:T:K onnxruntime`` (``--runtime``; by default both, each
+  where installed): the first budget's arm with the wrapper's encode on that runtime
+  (``VecLatentObservation(..., runtime=...)``, :func:`worldvae.vae.inference.encoder_runtime`
+  on ``T`` threads).
+
+The other ``new`` arms and ``sync torch`` encode with PyTorch; ``sync, fixed`` takes the
+wrapper's default runtime (``"auto"``: ONNX Runtime on the CPU where installed).
 
 ``--budgets E:T[:K] ...`` lists the thread budgets to compare (envpool threads : encode
 threads : chunk size); by default the wrapper's own (one envpool thread per core, one encode
@@ -132,39 +136,25 @@ def envpool_vec(n: int, async_threads: int | None = None) -> EnvpoolVecEnv:
     return EnvpoolVecEnv(ENV_ID, n, seed=0, async_step=True, num_threads=async_threads, **OPTIONS)
 
 
-class RuntimeLatentObservation(VecLatentObservation):
-    """``VecLatentObservation`` with its one encode call swapped for an inference runtime."""
+def runtime_arm(model: Any, n: int, budget: str, runtime: str, precision: str) -> VecEnv | None:
+    """The ``new <budget> <runtime>`` arm: ``VecLatentObservation`` encoding on ``runtime``
+    with the budget's threads, or None (with the reason printed) where it cannot run here."""
+    from worldvae.vae.inference import resolve_runtime
 
-    def __init__(self, venv: VecEnv, model: Any, frame_encoder: Any, **kwargs: Any):
-        super().__init__(venv, model, **kwargs)
-        self.frame_encoder = frame_encoder
-
-    def encode(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, H, W, C)`` -> latents ``(N, D)`` on the runtime."""
-        return np.asarray(self.frame_encoder(frames))
-
-
-def runtime_arm(
-    model: Any, n: int, budget: str, runtime: str, precision: str
-) -> RuntimeLatentObservation | None:
-    """The ``new <budget> <runtime>`` arm, or None where the runtime is torch or absent."""
-    from worldvae.vae.inference import encoder_runtime, resolve_runtime, runtime_available
-
-    if runtime == "torch" or (runtime == "auto" and not runtime_available("openvino")):
-        return None
-    if resolve_runtime(runtime, model) == "torch":
-        return None
     env_threads, encode_threads, *chunk = (int(x) for x in budget.split(":"))
-    encoder = encoder_runtime(
-        model, resolve_runtime(runtime, model), precision=precision, n_threads=encode_threads
-    )
-    return RuntimeLatentObservation(
-        envpool_vec(n, env_threads),
-        model,
-        encoder,
-        encode_threads=encode_threads,
-        chunk_size=chunk[0] if chunk else None,
-    )
+    try:
+        resolve_runtime(runtime, model, precision)
+        return VecLatentObservation(
+            envpool_vec(n, env_threads),
+            model,
+            precision=precision,
+            encode_threads=encode_threads,
+            chunk_size=chunk[0] if chunk else None,
+            runtime=runtime,
+        )
+    except (ImportError, ValueError) as e:
+        print(f"new {budget} {runtime}: skipped ({e})")
+        return None
 
 
 def overlap_arms(model: Any, n: int, precision: str, budgets: list[str]) -> dict[str, VecEnv]:
@@ -183,7 +173,7 @@ def overlap_arms(model: Any, n: int, precision: str, budgets: list[str]) -> dict
         "sync torch": VecLatentObservation(
             envpool_vec(n), model, precision=precision, runtime="torch"
         ),
-        # the default: runtime="auto" (OpenVINO on the CPU where installed)
+        # the default: runtime="auto" (ONNX Runtime on the CPU where installed)
         "sync, fixed": VecLatentObservation(envpool_vec(n), model, precision=precision),
     }
     for budget in budgets:
@@ -196,6 +186,7 @@ def overlap_arms(model: Any, n: int, precision: str, budgets: list[str]) -> dict
             precision=precision,
             encode_threads=encode_threads,
             chunk_size=chunk[0] if chunk else None,
+            runtime="torch",
         )
     return arms
 
@@ -209,9 +200,10 @@ def run_overlap(args: argparse.Namespace, model: Any) -> None:
     """Alternate the ``--overlap`` arms in blocks; print medians and ratios to the raw arms."""
     n = args.envs[0] if args.envs != [1, 4, 8] else 8
     arms = overlap_arms(model, n, args.precision, args.budgets)
-    swapped = runtime_arm(model, n, args.budgets[0], args.runtime, args.precision)
-    if swapped is not None:
-        arms[f"new {args.budgets[0]} {swapped.frame_encoder.name}"] = swapped
+    for runtime in args.runtime:
+        arm = runtime_arm(model, n, args.budgets[0], runtime, args.precision)
+        if arm is not None:
+            arms[f"new {args.budgets[0]} {runtime}"] = arm
     actions = np.random.default_rng(0).uniform(-1, 1, (n, 3)).astype(np.float32)
     names = list(arms)
     for venv in arms.values():
@@ -335,9 +327,11 @@ def main() -> None:
     )
     p.add_argument(
         "--runtime",
-        default="auto",
-        choices=["auto", "torch", "openvino"],
-        help="--overlap: an arm with the encode on this runtime (auto: OpenVINO if installed)",
+        nargs="+",
+        default=["openvino", "onnxruntime"],
+        choices=["openvino", "onnxruntime"],
+        help="--overlap: one arm per CPU runtime, the first budget's with the encode on it "
+        "(those not installed are skipped)",
     )
     args = p.parse_args()
     args.vec_steps = args.vec_steps or (20 if args.overlap else 40)

@@ -119,7 +119,8 @@ FLAT_VALUES = {
         "vae_batch_size": 128, "agent_steps": 2000000, "seeds": [0, 1, 2, 3, 4], "n_envs": 8,
         "eval_freq": 10000, "eval_episodes": 2, "final_eval_episodes": 5, "overrides": {},
         "shifted_env_kwargs": None, "workers": 2, "subprocess_envs": False, "algo": "ppo",
-        "obs_kinds": ["pixel", "latent"], "deterministic_eval": True, "backend": "envpool",
+        "obs_kinds": ["pixel", "latent", "random", "pca"], "deterministic_eval": True,
+        "backend": "envpool",
         "vae_precision": "auto", "vae_max_seconds": 420.0, "max_train_seconds": 300.0,
         "memory_model": {}, "memory_epochs": 10, "memory_batch_size": 32, "memory_seq_len": 32,
         "canonical_episodes": 100, "canonical_max_seconds": 900.0, "eval_workers": 2,
@@ -246,7 +247,7 @@ def test_canonical_score_plays_both_backends_in_chunks_and_reuses_its_scores(tmp
 
     import numpy as np
 
-    import agents.pipeline
+    import agents.canonical
     from agents.presets import CanonicalStage
 
     runs = tmp_path / "compare" / "runs"
@@ -261,7 +262,7 @@ def test_canonical_score_plays_both_backends_in_chunks_and_reuses_its_scores(tmp
         calls.append((bundle.name, n, seed, kw["backend"], kw["which"]))
         return SimpleNamespace(returns=np.arange(seed, seed + n, dtype=float))
 
-    monkeypatch.setattr(agents.pipeline, "evaluate_bundle", fake_evaluate)
+    monkeypatch.setattr(agents.canonical, "evaluate_bundle", fake_evaluate)
     result = SimpleNamespace(
         out_dir=tmp_path / "compare",
         runs=[{"obs": "latent", "run": "latent_0"}, {"obs": "latent", "run": "latent_1"},
@@ -269,13 +270,17 @@ def test_canonical_score_plays_both_backends_in_chunks_and_reuses_its_scores(tmp
         config=SimpleNamespace(eval_seed=100),
     )  # fmt: skip
     path = tmp_path / "canonical.json"
-    section = agents.pipeline.canonical_score(result, path, CanonicalStage(episodes=5, workers=2))
-    assert [c[1:3] for c in calls if c[3] == "envpool"] == [(2, 100), (2, 102), (1, 104)]
+    section = agents.canonical.canonical_score(
+        result, path, CanonicalStage(episodes=10, workers=2, seed=100)
+    )
+    assert [c[1:3] for c in calls if c[3] == "envpool"] == [(8, 100), (2, 108)]
     assert {c[0] for c in calls} == {"latent_1"} and {c[4] for c in calls} == {"best"}
     saved = json.loads(path.read_text())
-    assert saved["scores"]["gymnasium"]["returns"] == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert saved["scores"]["gymnasium"]["returns"] == [float(s) for s in range(100, 110)]
     assert "`latent_1`, the policy of its best evaluation during training (step 300)" in section
-    assert "| gymnasium CarRacing-v3 (the published scores' env) | 5 | 102.0 +- 1.4 |" in section
+    assert "| gymnasium CarRacing-v3 (the published scores' env) | 10 | 104.5 +- 2.9 |" in section
     calls.clear()  # scored already: nothing is played again, the same section comes back
-    again = agents.pipeline.canonical_score(result, path, CanonicalStage(episodes=5, workers=2))
+    again = agents.canonical.canonical_score(
+        result, path, CanonicalStage(episodes=10, workers=2, seed=100)
+    )
     assert not calls and again == section

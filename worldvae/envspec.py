@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from worldvae.config_fields import check_ranges, option
-from worldvae.vae.io import CONFIG_NAME, resolve_model_dir
 
 # The limits on the frame options. Frames are held whole in memory; beyond MAX_FRAME_SIZE a
 # side, a frame of one episode fills gigabytes.
@@ -218,6 +217,9 @@ def read_env_spec(model_dir: str | os.PathLike[str]) -> EnvSpec | None:
 
     ``model_dir`` may be a ``train-vae`` run directory (its best checkpoint is read).
     """
+    # Imported here: the model package loads torch, which a spec alone never needs.
+    from worldvae.vae.io import CONFIG_NAME, resolve_model_dir
+
     try:  # read as JSON: a PCA encoder's config is not an autoencoder's
         d = json.loads((resolve_model_dir(model_dir) / CONFIG_NAME).read_text())
     except (OSError, json.JSONDecodeError):

@@ -108,7 +108,9 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         help="the main job: collect -> train VAE -> compare -> report",
         description="Presets: smoke (a minute or two), quick (default; under 30 minutes on 2 "
         "CPU cores), carracing (CarRacing-v3 on envpool, within the hour on 2 CPU cores), "
-        "full (GPU-machine scale on CarRacing-v3). Re-running resumes every stage.",
+        "worldmodels (World Models' V, M and C on CarRacing-v3, within two hours on 2 CPU "
+        "cores; --cluster scores CMA-ES's population on Ray), full (GPU-machine scale on "
+        "CarRacing-v3). Re-running resumes every stage.",
     )
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
     add_pipeline_flags(
@@ -122,7 +124,7 @@ def add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="set any setting of the preset by its dotted key SECTION.FIELD (SECTION: env, "
-        "collect, vae, memory, compare, canonical), e.g. vae.epochs=3, compare.seeds=[0,1] or "
+        "collect, vae, memory, compare, canonical, controllers), e.g. vae.epochs=3, compare.seeds=[0,1] or "
         "vae.model.latent_dim=8. VALUE is JSON (a bare word for text); an object is merged "
         'into a dictionary setting, so vae.model=\'{"kind": "vae"}\' keeps the preset\'s '
         "other model keys (repeatable; the flags above win)",

@@ -85,6 +85,9 @@ class MemoryTrainConfig:
     )
     log_every: int = option(20, "TensorBoard scalars every N steps", 1, 10**9)
     max_steps: int | None = option(None, "stop after N steps (resumable)", 1, 10**12)
+    max_seconds: float | None = option(  # the epoch it runs out in is validated and kept
+        None, "training time budget of one invocation, in seconds; ends the run", 0.0, 1e9
+    )
     skip_corrupt: bool = option(False, "skip unreadable latent episode files")
 
     def __post_init__(self) -> None:
@@ -93,7 +96,7 @@ class MemoryTrainConfig:
     def resume_identity(self) -> dict[str, Any]:
         """Fields that must match to resume (epochs, patience, logging may change)."""
         d = dataclasses.asdict(self)
-        for k in ("epochs", "patience", "log_every", "max_steps", "device"):
+        for k in ("epochs", "patience", "log_every", "max_steps", "max_seconds", "device"):
             d.pop(k)
         return d
 
@@ -114,6 +117,7 @@ class _EpochTotals:
 
     loss_sum: float = 0.0
     sequences: int = 0
+    out_of_time: bool = False  # the time budget ended this epoch early
 
 
 class MemoryTrainer:
@@ -317,6 +321,9 @@ class MemoryTrainer:
                     continue
                 if cfg.max_steps is not None and self.state["step"] >= cfg.max_steps:
                     break
+                if cfg.max_seconds and self.seconds + time.perf_counter() - t0 >= cfg.max_seconds:
+                    totals.out_of_time = True  # this epoch ends here: validated, checkpointed
+                    break
                 metrics = self._train_step(raw, epoch)
                 self.state["batch_in_epoch"] = i + 1
                 n = len(raw["mask"])
@@ -394,13 +401,16 @@ class MemoryTrainer:
             row["train_loss"],
             {k: round(v, 3) for k, v in val.items()},
         )
+        if totals.out_of_time:
+            logger.info("time budget of %.0f s reached: M's training ends", self.cfg.max_seconds)
+            return True
         if self.state["epochs_without_improvement"] >= self.cfg.patience:
             logger.info("early stop: no validation improvement in %d epochs", self.cfg.patience)
             return True
         return False
 
     def fit(self, progress: bool = True) -> MemoryTrainResult:
-        """Train until ``epochs``, early stop or ``max_steps``."""
+        """Train until ``epochs``, early stop, ``max_steps`` or ``max_seconds``."""
         from torch.utils.tensorboard import SummaryWriter
 
         cfg = self.cfg

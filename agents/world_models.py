@@ -1,0 +1,216 @@
+"""World Models' recipe after V and M: C trained on ``[z, h]`` by each method of the
+pipeline's ``controllers`` stage, every driver scored on the canonical tracks, and the dream
+scored against the real env.
+
+The drivers are the comparison's best PPO policy on ``z`` (V) and on ``[z, h]`` (V + M), and
+each controller of ``controllers.kinds`` (:data:`~agents.controller.kinds.CONTROLLER_KINDS`):
+CMA-ES on a linear C, CMA-ES on a C with one hidden layer, C trained only inside M's dream.
+Every one is chosen on the tracks from its evaluation seed and scored on the canonical
+stage's tracks (:func:`agents.canonical.score_drivers`). Each ``[z, h]`` driver is also played
+inside M's dream on as many episodes, so the report shows how much the dream flatters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.agent_config import AgentConfig, resolve_config
+from agents.agent_training import bundle_env, train_agent
+from agents.bundle import load_bundle
+from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
+from agents.comparison import ComparisonResult
+from agents.controller.kinds import CONTROLLER_KINDS, ControllerKind
+from agents.environments import evaluate_policy_seeded
+from agents.presets import CanonicalStage, ControllerStage
+from worldvae.atomic import write_json
+from worldvae.envspec import EnvSpec
+
+logger = logging.getLogger(__name__)
+
+# The comparison's arms that are drivers of the World Models table, and their rows' names.
+PPO_DRIVERS = {"latent": "V: PPO on z", "latent+h": "V + M: PPO on [z, h]"}
+
+
+def controller_config(
+    kind: ControllerKind,
+    stage: ControllerStage,
+    env: EnvSpec,
+    vae: Path,
+    memory: Path,
+    cluster: str = "local",
+) -> AgentConfig:
+    """The agent config of one controller of ``stage``: ``[z, h]`` observations of V and M,
+    the kind's algorithm (CMA-ES with the stage's population, rollouts, step size, workers and
+    hidden layer; or PPO with the env's hyperparameters), in the dream or the real env."""
+    overrides: dict[str, Any] = {}
+    if kind.algo == "cmaes":
+        overrides = {
+            "popsize": stage.popsize,
+            "rollouts": stage.rollouts,
+            "sigma0": stage.sigma0,
+            "workers": stage.workers,
+            "cluster": cluster,
+        }
+        if kind.hidden:
+            overrides["hidden"] = stage.hidden
+    return resolve_config(
+        env.env_id,
+        "latent+h",
+        kind.algo,
+        str(vae),
+        stage.total_timesteps,
+        stage.seed,
+        overrides=overrides,
+        env_given=env.options(),
+        memory_dir=str(memory),
+        dream=kind.dream,
+        dream_temperature=stage.temperature,
+        eval_freq=stage.eval_freq,
+        eval_episodes=stage.eval_episodes,
+        eval_seed=stage.eval_seed,
+        max_train_seconds=stage.max_train_seconds,
+    )
+
+
+def train_controllers(
+    stage: ControllerStage,
+    env: EnvSpec,
+    vae: Path,
+    memory: Path,
+    out: Path,
+    cluster: str = "local",
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Train every controller of ``stage.kinds`` into ``out/KIND`` in turn (a finished one is
+    kept, an unfinished one continues from its checkpoint); return kind -> bundle."""
+    bundles = {}
+    for name in stage.kinds:
+        kind = CONTROLLER_KINDS[name]
+        cfg = controller_config(kind, stage, env, vae, memory, cluster)
+        result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
+        logger.info(
+            "controller %s: %.1f in its last evaluation, %.0f s",
+            name,
+            result.final_mean_return,
+            result.train_seconds,
+        )
+        bundles[name] = out / name
+    return bundles
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One row of the World Models table: the chosen policy and how it was trained."""
+
+    name: str
+    title: str
+    chosen: Chosen
+    dream: bool  # trained inside M's dream
+    steps: int  # env steps of training, real or dreamed
+    seconds: float  # training wall-clock, evaluation excluded
+
+
+def drivers_of(result: ComparisonResult, controllers: dict[str, Path]) -> list[Driver]:
+    """The comparison's best latent and latent+h policies, then the controllers."""
+    found = []
+    for obs, title in PPO_DRIVERS.items():
+        chosen = best_of_arm(result, obs)
+        if chosen is not None:
+            found.append(_driver(f"ppo-{obs}", title, chosen))
+    for name, bundle in controllers.items():
+        found.append(_driver(name, CONTROLLER_KINDS[name].title, Chosen(bundle, "final", 0)))
+    return found
+
+
+def _driver(name: str, title: str, chosen: Chosen) -> Driver:
+    info = json.loads((chosen.bundle / "config.json").read_text())
+    steps = int(info["steps"])
+    return Driver(
+        name,
+        title,
+        Chosen(chosen.bundle, chosen.which, chosen.step or steps),
+        bool(info["agent"].get("dream")),
+        steps,
+        float(info["train_seconds"]),
+    )
+
+
+def dream_returns(chosen: Chosen, n_episodes: int, seed: int) -> np.ndarray:
+    """Returns ``(n_episodes,)`` of a ``[z, h]`` driver played inside its M's dream (at the
+    temperature it records, else M's), episodes seeded ``seed + i``."""
+    bundle = load_bundle(chosen.bundle, device="cpu", which=chosen.which)
+    spec = {"cfg": bundle.config.to_dict(), "bundle": str(chosen.bundle), "dream": True}
+    venv = bundle_env(spec)
+    try:
+        return evaluate_policy_seeded(
+            bundle.agent, venv, n_episodes, seed, bundle.config.deterministic_eval
+        )
+    finally:
+        venv.close()
+
+
+def score_world_models(
+    result: ComparisonResult,
+    controllers: dict[str, Path],
+    out: Path,
+    settings: CanonicalStage,
+    dream_episodes: int = 20,
+) -> str:
+    """Score every driver on the canonical tracks (``out/drivers.json``) and each ``[z, h]``
+    driver in M's dream (``out/dream.json``); return the report's section."""
+    drivers = drivers_of(result, controllers)
+    scores = score_drivers({d.name: d.chosen for d in drivers}, out / "drivers.json", settings)
+    dream_path = out / "dream.json"
+    dreamed = json.loads(dream_path.read_text()) if dream_path.exists() else {}
+    for d in drivers:
+        key = f"{d.name}:{d.chosen.bundle.name}:{d.chosen.which}:{d.chosen.step}"
+        if d.name == "ppo-latent" or dreamed.get(d.name, {}).get("key") == key:
+            continue
+        returns = dream_returns(d.chosen, dream_episodes, settings.seed)
+        dreamed[d.name] = {"key": key, "mean": float(returns.mean()), "std": float(returns.std())}
+        write_json(dream_path, dreamed)
+    return world_models_section(drivers, scores, dreamed, settings)
+
+
+def world_models_section(
+    drivers: list[Driver],
+    scores: dict[str, dict[str, Any]],
+    dreamed: dict[str, Any],
+    settings: CanonicalStage,
+) -> str:
+    """The report's Markdown table: every driver's canonical score beside its training."""
+    backend = "gymnasium" if "gymnasium" in settings.backends else settings.backends[0]
+    rows = []
+    for d in drivers:
+        s = scores[d.name][backend]
+        real, dream = (0, d.steps) if d.dream else (d.steps, 0)
+        in_dream = dreamed.get(d.name)
+        dream_text = f"{in_dream['mean']:.1f} +- {in_dream['std']:.1f}" if in_dream else "-"
+        rows.append(
+            f"| {d.title} | `{d.chosen.bundle.name}` ({d.chosen.which}) | {real:,} | {dream:,} | "
+            f"{d.seconds / 60:.1f} min | {len(s['returns'])} | {s['mean']:.1f} +- "
+            f"{s['std']:.1f} | {min(s['returns']):.1f} | {dream_text} |"
+        )
+    return "\n".join(
+        [
+            f"## World Models: every driver on up to {settings.episodes} tracks",
+            "",
+            f"Deterministic, {backend} track seeds from {settings.seed} (no driver was chosen on "
+            "them); real and dreamed env steps of training; the last column is the same "
+            "driver's return inside M's dream (how much the dream flatters). Fewer tracks than "
+            "asked means the stage's time budget ran out.",
+            "",
+            "| driver | policy | real env steps | dream steps | training | tracks | "
+            "mean return +- std | min | in M's dream |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"For reference, over 100 tracks: {FIELD_MARKS}; solved is 900.",
+        ]
+    )

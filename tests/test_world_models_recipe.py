@@ -1,0 +1,105 @@
+"""World Models' recipe: the preset, C trained after M by each method, every driver scored on
+the canonical tracks and in M's dream, M's time budget."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from agents import evaluate_bundle
+from agents.presets import CanonicalStage, ControllerStage, build_preset, parse_setting
+from agents.world_models import score_world_models, train_controllers
+from tests.test_world_agents import ENV, world  # noqa: F401  (the tiny V and M fixture)
+from worldvae.envspec import EnvSpec
+from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+
+TINY = ControllerStage(
+    kinds=("cmaes", "dream-cmaes"),
+    max_train_seconds=None,
+    total_timesteps=60,
+    popsize=2,
+    rollouts=1,
+    workers=1,
+    eval_freq=1_000,
+    eval_episodes=1,
+    eval_seed=500,
+)
+
+
+def test_worldmodels_preset_trains_m_and_three_controllers_and_scores_on_gymnasium():
+    p = build_preset("worldmodels")
+    assert p.controllers.kinds == ("cmaes", "cmaes-hidden", "dream-cmaes")
+    assert p.memory.max_seconds == 600.0 and p.memory.patience == 3
+    assert p.canonical.backends == ("gymnasium",) and p.canonical.seed == 10_000
+    # the drivers are chosen on other tracks than the canonical ones
+    assert p.compare.eval_seed != p.canonical.seed and p.controllers.eval_seed != p.canonical.seed
+    assert set(build_preset("carracing").compare.obs_kinds) == {"pixel", "latent", "random", "pca"}
+
+
+def test_controller_kinds_are_checked_by_name():
+    key, value = parse_setting('controllers.kinds=["cmaes","dream-ppo"]')
+    assert build_preset("smoke", {key: value}).controllers.kinds == ("cmaes", "dream-ppo")
+    with pytest.raises(ValueError, match=r"controllers\.kinds must be one of cmaes, cmaes-hidden"):
+        build_preset("smoke", {"controllers.kinds": ["cmaes", "linear"]})
+    with pytest.raises(ValueError, match=r"canonical\.backends"):
+        build_preset("smoke", {"canonical.backends": []})
+
+
+def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tmp_path):  # noqa: F811
+    vae, rnn = world
+    env = EnvSpec("CartPole-v1", **ENV)
+    bundles = train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
+    assert list(bundles) == ["cmaes", "dream-cmaes"]
+    infos = {k: json.loads((b / "config.json").read_text()) for k, b in bundles.items()}
+    assert [i["agent"]["dream"] for i in infos.values()] == [False, True]
+    assert all(i["agent"]["eval_seed"] == 500 and i["status"] == "complete" for i in infos.values())
+    stamp = (bundles["cmaes"] / "config.json").stat().st_mtime_ns
+    again = train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
+    assert again == bundles and (bundles["cmaes"] / "config.json").stat().st_mtime_ns == stamp
+
+    # C trained only in the dream acts in the real env through the same bundle format
+    real = evaluate_bundle(bundles["dream-cmaes"], n_episodes=2, device="cpu")
+    assert real.returns.shape == (2,) and np.all(real.returns >= 1)
+
+    no_ppo = SimpleNamespace(runs=[], out_dir=tmp_path / "compare")
+    settings = CanonicalStage(episodes=2, workers=1, seed=10_000, backends=("gymnasium",))
+    section = score_world_models(no_ppo, bundles, tmp_path / "wm", settings, dream_episodes=2)
+    drivers = json.loads((tmp_path / "wm" / "drivers.json").read_text())
+    dreamed = json.loads((tmp_path / "wm" / "dream.json").read_text())
+    assert set(drivers) == set(dreamed) == {"cmaes", "dream-cmaes"}
+    scored = drivers["cmaes"]["scores"]["gymnasium"]
+    assert len(scored["returns"]) == 2 and drivers["cmaes"]["seed"] == 10_000
+    assert "| V + M + C: linear C, CMA-ES (real env) | `cmaes` (final) |" in section
+    assert "| C trained only in M's dream: CMA-ES | `dream-cmaes` (final) | 0 |" in section
+    stamps = [(tmp_path / "wm" / f).stat().st_mtime_ns for f in ("drivers.json", "dream.json")]
+    assert score_world_models(no_ppo, bundles, tmp_path / "wm", settings, 2) == section
+    assert stamps == [
+        (tmp_path / "wm" / f).stat().st_mtime_ns for f in ("drivers.json", "dream.json")
+    ]
+
+
+def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):  # noqa: F811
+    rnn = world[1]
+    latents = rnn.parent / "latents"  # the fixture encodes its episodes there
+    cfg = MemoryTrainConfig(
+        model={"hidden_size": 8, "n_gaussians": 2}, epochs=50, batch_size=4, max_seconds=1e-6
+    )
+    r = train_memory(latents, tmp_path / "rnn", cfg, progress=False)
+    assert r.epochs_done == 1 and r.stopped_early
+    rows = (tmp_path / "rnn" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header and the one validated epoch
+    assert (tmp_path / "rnn" / "checkpoints" / "best" / "model.safetensors").is_file()
+
+
+def test_the_dream_ends_at_the_real_envs_time_limit_in_agent_steps():
+    from agents.agent_config import resolve_config
+    from agents.environments import dream_max_steps
+
+    def limit(env_id, **given):
+        return dream_max_steps(resolve_config(env_id, "pixel", env_given=given))
+
+    assert limit("CarRacing-v3", frame_skip=2) == 500  # 1000 frames, each action twice
+    assert limit("CarRacing-v3", frame_skip=3) == 334
+    assert limit("CartPole-v1") == 500
+    assert limit("CartPole-v1", max_episode_steps=99, frame_skip=2) == 50
