@@ -91,17 +91,19 @@ def envpool_task(env_id: str) -> EnvpoolTask | None:
 class EnvBackend:
     """A library that steps envs, with its hooks.
 
+    The hooks are named ``"module:function"`` (as entry points are) and their modules are
+    imported on first use, so that each hook loads only what it needs: the single env a
+    collector's worker makes needs no stable-baselines3 (nor torch through it).
+
     Attributes:
         name: what ``--backend`` and the env spec call it.
-        module: the module holding the hooks, imported on first use.
-        make_env: name of ``(spec) -> gym.Env`` in ``module``: one env, frames preprocessed.
-        make_vec_env: name of ``(spec, n_envs, seed, subprocess) -> VecEnv`` in ``module``.
+        make_env: ``(spec) -> gym.Env``: one env, frames preprocessed.
+        make_vec_env: ``(spec, n_envs, seed, subprocess) -> VecEnv``.
         unable: ``(env_id, env_kwargs) -> str | None``: why it cannot make the env (None: it can).
         preferred: ``(env_id) -> bool``: ``"auto"`` picks it for this env (when able).
     """
 
     name: str
-    module: str
     make_env: str
     make_vec_env: str
     unable: Callable[[str, Mapping[str, Any] | None], str | None]
@@ -109,7 +111,8 @@ class EnvBackend:
 
     def hook(self, name: str) -> Callable[..., Any]:
         """The hook ``name`` (``"make_env"`` or ``"make_vec_env"``), imported on first use."""
-        return getattr(importlib.import_module(self.module), getattr(self, name))
+        module, function = getattr(self, name).split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 def _envpool_unable(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str | None:
@@ -133,17 +136,15 @@ def _envpool_unable(env_id: str, env_kwargs: Mapping[str, Any] | None) -> str | 
 ENV_BACKENDS: dict[str, EnvBackend] = {
     "envpool": EnvBackend(
         "envpool",
-        "envs.envpool_env",
-        "make_envpool_env",
-        "make_envpool_vec_env",
+        "envs.envpool_single:make_envpool_env",
+        "envs.envpool_env:make_envpool_vec_env",
         _envpool_unable,
         lambda env_id: env_id in AUTO_ENVPOOL,
     ),
     "gymnasium": EnvBackend(
         "gymnasium",
-        "envs.gymnasium_env",
-        "make_gymnasium_env",
-        "make_gymnasium_vec_env",
+        "envs.gymnasium_env:make_gymnasium_env",
+        "envs.gymnasium_env:make_gymnasium_vec_env",
         lambda env_id, env_kwargs: None,
         lambda env_id: True,
     ),

@@ -1,7 +1,9 @@
 """envpool envs behind the project's two interfaces.
 
-* :class:`EnvpoolEnv`: one env as a ``gymnasium.Env`` (what ``make_env(..., backend="envpool")``
-  wraps with the usual preprocessing; the collector's workers use it).
+* :class:`~envs.envpool_single.EnvpoolEnv`: one env as a ``gymnasium.Env`` (what
+  ``make_env(..., backend="envpool")`` wraps with the usual preprocessing; the collector's
+  workers use it). It is defined in :mod:`envs.envpool_single`, which needs no
+  stable-baselines3, and named here too.
 * :class:`EnvpoolVecEnv`: ``n`` envs as one stable-baselines3 ``VecEnv``, stepped and
   preprocessed as a batch.
 
@@ -20,11 +22,10 @@ modes give the same transitions.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, SupportsFloat
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -36,91 +37,25 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from envs.backends import EnvpoolTask, envpool_spaces, envpool_task, make_envpool
-from envs.preprocessing import (
-    FrameChunk,
-    FrameConsumer,
-    FrameTransform,
-    apply_frame_spec,
+from envs.backends import envpool_spaces, make_envpool
+from envs.envpool_single import (
+    EnvpoolEnv,
+    available_cores,
+    entropy_seed,
+    frame_space,
+    make_envpool_env,
+    task_or_raise,
 )
+from envs.preprocessing import FrameChunk, FrameConsumer, FrameTransform
 from worldvae.envspec import EnvSpec, as_frame_size
 
-
-def _task_or_raise(env_id: str) -> EnvpoolTask:
-    task = envpool_task(env_id)
-    if task is None:
-        raise ValueError(
-            f"envpool cannot make {env_id!r} (not installed, or no equivalent env); "
-            "use backend='gymnasium'"
-        )
-    return task
-
-
-def _frame_space(pool: Any, task: EnvpoolTask) -> spaces.Box:
-    shape = tuple(envpool_spaces(pool)[0].shape)
-    if task.channels_first:
-        shape = (*shape[1:], shape[0])
-    return spaces.Box(0, 255, shape, np.uint8)
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _entropy_seed() -> int:
-    return int(np.random.SeedSequence().generate_state(1)[0])
-
-
-class EnvpoolEnv(gym.Env):
-    """One envpool env with gymnasium's API and raw uint8 frames ``(H, W, C)``.
-
-    ``reset(seed=s)`` starts a fresh pool seeded with ``s`` (making one takes milliseconds),
-    so the same seed gives the same episode; ``reset()`` continues the env's own stream.
-
-    Args:
-        env_id: a gymnasium id that envpool supports (``CarRacing-v3``, ``ALE/Pong-v5``, ...).
-        max_episode_steps: the time limit (envpool's default otherwise).
-    """
-
-    metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}  # noqa: RUF012
-    backend = "envpool"
-
-    def __init__(self, env_id: str, max_episode_steps: int | None = None):
-        self.task = _task_or_raise(env_id)
-        self.max_episode_steps = max_episode_steps
-        self.render_mode = "rgb_array"
-        self._pool = make_envpool(self.task, [_entropy_seed()], max_episode_steps)
-        self.observation_space = _frame_space(self._pool, self.task)
-        self.action_space = envpool_spaces(self._pool)[1]
-        self._frame: np.ndarray | None = None
-
-    def _frame_of(self, obs: np.ndarray) -> np.ndarray:
-        frame = np.moveaxis(obs[0], 0, -1) if self.task.channels_first else obs[0]
-        self._frame = np.ascontiguousarray(frame)
-        return self._frame
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is not None:
-            self._pool.close()
-            self._pool = make_envpool(self.task, [seed], self.max_episode_steps)
-        obs, _ = self._pool.reset()
-        return self._frame_of(obs), {}
-
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, _ = self._pool.step(np.asarray(action)[None])
-        return self._frame_of(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
-
-    def render(self) -> np.ndarray | None:
-        return self._frame
-
-    def close(self) -> None:
-        self._pool.close()
+__all__ = [
+    "EnvpoolEnv",
+    "EnvpoolVecEnv",
+    "available_cores",
+    "make_envpool_env",
+    "make_envpool_vec_env",
+]
 
 
 @dataclass
@@ -199,15 +134,15 @@ class EnvpoolVecEnv(VecEnv):
         if frame_skip < 1:
             raise ValueError(f"EnvpoolVecEnv requires frame_skip >= 1, got {frame_skip}")
         self.env_id = env_id
-        self.task = _task_or_raise(env_id)
+        self.task = task_or_raise(env_id)
         self.frame_skip = frame_skip
         self.max_episode_steps = max_episode_steps
         self.render_mode = "rgb_array"
         self.async_step = async_step
         self.num_threads = available_cores() if num_threads is None else int(num_threads)
-        first = seed if seed is not None else _entropy_seed()
+        first = seed if seed is not None else entropy_seed()
         self._pool = self._make_pool([first + i for i in range(n_envs)])
-        raw_space = _frame_space(self._pool, self.task)
+        raw_space = frame_space(self._pool, self.task)
         self.transform = FrameTransform(
             raw_space.shape,
             size=as_frame_size(frame_size),
@@ -271,7 +206,7 @@ class EnvpoolVecEnv(VecEnv):
     # ---- VecEnv API -------------------------------------------------------------------------
     def reset(self) -> VecEnvObs:
         if any(s is not None for s in self._seeds):
-            base = _entropy_seed()
+            base = entropy_seed()
             seeds = [base + i if s is None else int(s) for i, s in enumerate(self._seeds)]
             self._pool.close()
             self._pool = self._make_pool(seeds)
@@ -401,12 +336,6 @@ class EnvpoolVecEnv(VecEnv):
         self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
     ) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
-
-
-def make_envpool_env(spec: EnvSpec) -> gym.Env:
-    """One envpool env giving uint8 frames ``spec.frame_shape``: :class:`EnvpoolEnv` with the
-    gymnasium backend's frame skip and preprocessing."""
-    return apply_frame_spec(EnvpoolEnv(spec.env_id, spec.max_episode_steps), spec)
 
 
 def make_envpool_vec_env(

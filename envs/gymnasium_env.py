@@ -8,7 +8,7 @@ Headless for the four supported families: Box2D (``CarRacing-v3``), Atari throug
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
@@ -18,11 +18,13 @@ from gymnasium.wrappers import (
     RepeatAction,
     ResizeObservation,
 )
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from envs.preprocessing import FramePreprocess, apply_frame_spec, is_image_space
 from envs.registry import family_of
 from worldvae.envspec import EnvSpec
+
+if TYPE_CHECKING:  # an annotation only: importing stable-baselines3 loads torch
+    from stable_baselines3.common.vec_env import VecEnv
 
 
 def _make_kwargs(spec: EnvSpec) -> dict:
@@ -182,6 +184,8 @@ def make_gymnasium_vec_env(
 ) -> VecEnv:
     """``n_envs`` gymnasium envs as a ``DummyVecEnv`` (a ``SubprocVecEnv`` with
     ``subprocess=True``); env ``i`` is seeded with ``seed + i`` at the first reset."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
     fns = [_env_fn(spec) for _ in range(n_envs)]
     venv: VecEnv = (
         SubprocVecEnv(fns, start_method="spawn") if subprocess and n_envs > 1 else DummyVecEnv(fns)
