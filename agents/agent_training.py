@@ -619,17 +619,19 @@ def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[[Any], tuple[floa
 
 
 def bundle_env(spec: dict[str, Any]) -> VecEnv:
-    """One env of the run in the bundle ``spec["bundle"]`` (its config ``spec["cfg"]``) on the
-    CPU: inside M's dream when ``spec["dream"]``, else the real env through V and M. A train
-    hook hands it to its worker processes and Ray actors (see :class:`agents.algorithms.TrainRun`).
+    """The envs of the run in the bundle ``spec["bundle"]`` (its config ``spec["cfg"]``) on the
+    CPU: ``spec.get("n_envs", 1)`` of them in one VecEnv, inside M's dream when
+    ``spec["dream"]``, else the real env through V and M. A train hook hands it to its worker
+    processes and Ray actors (see :class:`agents.algorithms.TrainRun`).
     """
     cfg = AgentConfig.from_dict(spec["cfg"])
     bundle = Path(spec["bundle"])
+    n_envs = int(spec.get("n_envs", 1))
     memory, extra = _bundle_memory(bundle, "cpu")
     if spec["dream"]:
-        return build_dream_vec_env(cfg, 1, cfg.seed, memory, _latent_data(cfg, extra))
+        return build_dream_vec_env(cfg, n_envs, cfg.seed, memory, _latent_data(cfg, extra))
     model = load_model(bundle / MODEL_DIR, device="cpu")
-    return build_vec_env(cfg, 1, cfg.seed, model, memory=memory)
+    return build_vec_env(cfg, n_envs, cfg.seed, model, memory=memory)
 
 
 def _finish_hooked(

@@ -55,6 +55,9 @@ class RunSettings(Protocol):
     @property
     def checkpoint_freq(self) -> int: ...
 
+    @property
+    def max_train_seconds(self) -> float | None: ...
+
     def to_dict(self) -> dict[str, Any]: ...
 
 
@@ -175,8 +178,9 @@ class Algorithm:
 
 
 def _train_cmaes(run: TrainRun) -> dict[str, Any]:
-    """World Models' controller: CMA-ES on a linear policy over ``[z, h]``; it checkpoints
-    every ``checkpoint_freq`` env steps and resumes from there."""
+    """World Models' controller: CMA-ES on a policy over ``[z, h]`` (linear, or with the
+    ``cmaes`` section's ``hidden`` units in one hidden layer); it checkpoints every
+    ``checkpoint_freq`` env steps and resumes from there."""
     cfg = run.cfg
     if cfg.obs != "latent+h":
         raise ValueError("the CMA-ES controller reads [z, h]: use --obs latent+h with --memory")
@@ -187,6 +191,7 @@ def _train_cmaes(run: TrainRun) -> dict[str, Any]:
         "dream": cfg.dream,
         "latent_data": run.latent_data,
         "rollouts": es_cfg.rollouts,
+        "hidden": es_cfg.hidden,
         "obs_dim": int((run.observation_space.shape or (0,))[0]),
         "action_space": run.action_space,
         "make_env": run.make_env,
@@ -203,6 +208,7 @@ def _train_cmaes(run: TrainRun) -> dict[str, Any]:
         checkpoint_every_steps=cfg.checkpoint_freq,
         resume=run.resume,
         on_steps=run.on_steps,
+        max_seconds=cfg.max_train_seconds,
     )
 
 

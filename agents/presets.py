@@ -410,7 +410,7 @@ PRESETS: dict[str, Preset] = {
     # scored on gymnasium's own tracks from 10000. `--cluster` scores CMA-ES on Ray.
     "worldmodels": Preset(
         env=EnvSpec("CarRacing-v3", crop=(0, 12, 0, 0), frame_skip=2, backend="envpool"),
-        collect=replace(COLLECT, n_frames=20_000, policy="brownian"),
+        collect=replace(COLLECT, n_frames=50_000, policy="brownian"),
         vae=replace(VAE, epochs=5, batch_size=128, max_seconds=420.0),
         memory=replace(MEMORY, epochs=200, patience=3, max_seconds=600.0),
         compare=CompareStage(
@@ -427,7 +427,9 @@ PRESETS: dict[str, Preset] = {
         ),
         canonical=CanonicalStage(episodes=100, max_seconds=900.0, backends=("gymnasium",)),
         controllers=ControllerStage(
-            kinds=("cmaes", "cmaes-hidden", "dream-cmaes"), max_train_seconds=600.0
+            kinds=("cmaes", "cmaes-hidden", "dream-cmaes"),
+            max_train_seconds=900.0,
+            eval_freq=100_000,
         ),
     ),
     # GPU-machine scale on CarRacing: ~10k rollouts for the VAE, 1M agent steps, 5 seeds.

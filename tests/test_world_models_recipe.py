@@ -103,3 +103,14 @@ def test_the_dream_ends_at_the_real_envs_time_limit_in_agent_steps():
     assert limit("CarRacing-v3", frame_skip=3) == 334
     assert limit("CartPole-v1") == 500
     assert limit("CartPole-v1", max_episode_steps=99, frame_skip=2) == 50
+
+
+def test_cmaes_stops_at_its_time_budget(world, tmp_path):  # noqa: F811
+    from agents import train_agent
+    from tests.test_world_agents import _cfg
+
+    cfg = _cfg(world, steps=10**7, algo="cmaes", max_train_seconds=0.5)
+    r = train_agent(cfg, tmp_path / "c", progress=False)
+    info = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert info["status"] == "complete" and 0 < info["steps"] < 10**7
+    assert r.train_seconds < 5

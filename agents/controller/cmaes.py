@@ -1,15 +1,19 @@
-"""World Models' controller C: a linear map from ``[z, h]`` to actions, trained by CMA-ES.
+"""World Models' controller C: a map from ``[z, h]`` to actions (linear, or with one hidden
+layer), trained by CMA-ES.
 
 Ha and Schmidhuber (2018) train C with CMA-ES on the cumulative reward, each candidate scored
 over several rollouts, the population evaluated in parallel. Here the rollouts run in the real
 env (through the ``latent+h`` wrapper) or in M's dream (:class:`~envs.dream_env.DreamEnv`); either
 way the periodic evaluation, like every agent's, is in the real env on fixed seeds. Worker
 processes (or, with ``cluster: ray``, Ray actors anywhere on a cluster) each build their env
-once and score the candidates handed to them; every candidate of a generation meets the same
-episode seeds, so where a candidate is scored does not change its fitness.
+once and score the candidates handed to them; or, with ``batched: true`` in the real env, one
+VecEnv in this process steps every candidate's rollouts together (:class:`BatchedScorer`).
+Every candidate of a generation meets the same episode seeds, so where a candidate is scored
+does not change its fitness.
 
 The bundle holds ``controller.safetensors`` (``weight`` ``(A_out, obs_dim)``, ``bias``
-``(A_out,)``) instead of an SB3 zip.
+``(A_out,)``; with a hidden layer of ``H`` units also ``hidden.weight`` ``(H, obs_dim)`` and
+``hidden.bias`` ``(H,)``, and ``weight`` is ``(A_out, H)``) instead of an SB3 zip.
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ class CMAESConfig:
         n_envs: unused by CMA-ES; accepted so the shared ``n_envs`` key stays valid.
         cluster: ``"local"`` (worker processes), or ``"ray"`` / a Ray address: ``workers``
             Ray actors of one CPU each, anywhere on the cluster (see ``docs/scaling.md``).
+        hidden: units of C's hidden layer (0: linear C, World Models' own; > 0: its "V + hidden
+            layer" controller, see :class:`Controller`).
+        batched: score a generation in the real env on one VecEnv in this process
+            (:class:`BatchedScorer`: every candidate's rollouts stepped together, the same
+            fitnesses as the per-env scorers); ``workers`` and ``cluster`` are then unused.
+            Scoring in the dream keeps the per-env scorers.
+        batch_envs: the most envs of the batched scorer's VecEnv.
     """
 
     popsize: int = 16
@@ -73,14 +84,28 @@ class CMAESConfig:
     workers: int = 2
     n_envs: int = 1
     cluster: str = "local"
+    hidden: int = 0
+    batched: bool = False
+    batch_envs: int = 64
 
     def __post_init__(self) -> None:
-        from envs.cluster import check_cluster
+        from envs.cluster import check_cluster, uses_ray
 
         check_cluster(self.cluster)
         for name in ("popsize", "rollouts", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"cmaes {name} must be >= 1, got {getattr(self, name)}")
+        for name, least in (("hidden", 0), ("batch_envs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"cmaes {name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.batched, bool):
+            raise ValueError(f"cmaes batched must be true or false, got {self.batched!r}")
+        if self.batched and uses_ray(self.cluster):
+            raise ValueError(
+                "cmaes batched scores in this process: it takes cluster 'local', got "
+                f"{self.cluster!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CMAESConfig:
@@ -88,11 +113,32 @@ class CMAESConfig:
         return cls(**d)
 
 
-class LinearController:
-    """``a = argmax(W x + b)`` for Discrete actions; ``low + (tanh(W x + b) + 1) / 2 *
-    (high - low)`` for Box actions. ``x`` is the ``[z, h]`` observation ``(obs_dim,)``."""
+class Controller:
+    """World Models' controller C on the ``[z, h]`` observation ``x`` ``(obs_dim,)``.
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, params: np.ndarray | None = None):
+    Linear (``hidden == 0``): ``y = W x + b``. With one hidden layer of ``hidden`` units:
+    ``y = W tanh(W1 x + b1) + b``. Then ``a = argmax(y)`` for Discrete actions and
+    ``low + (tanh(y) + 1) / 2 * (high - low)`` for Box actions.
+
+    The flat parameter vector CMA-ES searches is ``[W1, b1, W, b]`` (each flattened row-major;
+    ``W1``, ``b1`` empty when linear, so a linear controller's vector is ``[W, b]`` as it always
+    was). All parameters start at zero: CMA-ES samples its first candidates around that mean
+    with step ``sigma0``, so no candidate has a zero ``W1`` and no symmetry needs breaking.
+
+    Attributes:
+        hidden_weight: ``W1`` ``(hidden, obs_dim)`` (``(0, obs_dim)`` when linear).
+        hidden_bias: ``b1`` ``(hidden,)``.
+        weight: ``W`` ``(A_out, hidden or obs_dim)``.
+        bias: ``b`` ``(A_out,)``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_space: gym.Space,
+        params: np.ndarray | None = None,
+        hidden: int = 0,
+    ):
         if isinstance(action_space, spaces.Discrete):
             self.n_out = int(action_space.n)
         elif isinstance(action_space, spaces.Box):
@@ -101,25 +147,60 @@ class LinearController:
             raise ValueError(
                 f"the CMA-ES controller needs Discrete or Box actions, got {action_space}"
             )
-        self.obs_dim, self.action_space = obs_dim, action_space
-        self.weight = np.zeros((self.n_out, obs_dim), np.float32)
-        self.bias = np.zeros(self.n_out, np.float32)
+        if int(hidden) < 0:
+            raise ValueError(f"the controller's hidden layer needs >= 0 units, got {hidden}")
+        self.obs_dim, self.action_space, self.hidden = obs_dim, action_space, int(hidden)
+        self.in_dim = self.hidden or obs_dim  # the width the output layer reads
+        self.hidden_weight: np.ndarray = np.zeros((self.hidden, obs_dim), np.float32)
+        self.hidden_bias: np.ndarray = np.zeros(self.hidden, np.float32)
+        self.weight: np.ndarray = np.zeros((self.n_out, self.in_dim), np.float32)
+        self.bias: np.ndarray = np.zeros(self.n_out, np.float32)
         if params is not None:
             self.set_params(params)
 
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The saved tensors' names and shapes, in the order of the parameter vector."""
+        out: dict[str, tuple[int, ...]] = {}
+        if self.hidden:
+            out = {"hidden.weight": (self.hidden, self.obs_dim), "hidden.bias": (self.hidden,)}
+        return out | {"weight": (self.n_out, self.in_dim), "bias": (self.n_out,)}
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The parameters by their saved names (see :meth:`shapes`)."""
+        every = {
+            "hidden.weight": self.hidden_weight,
+            "hidden.bias": self.hidden_bias,
+            "weight": self.weight,
+            "bias": self.bias,
+        }
+        return {k: every[k] for k in self.shapes()}
+
+    def set_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        """Take the parameters from ``tensors`` (the names and shapes of :meth:`shapes`)."""
+        params = [np.asarray(tensors[k], np.float32).reshape(-1) for k in self.shapes()]
+        self.set_params(np.concatenate(params))
+
     @property
     def n_params(self) -> int:
-        return self.n_out * (self.obs_dim + 1)
+        return sum(int(np.prod(s)) for s in self.shapes().values())
 
     def set_params(self, params: np.ndarray) -> None:
+        """Take the flat vector ``(n_params,)`` ``[W1, b1, W, b]``."""
         params = np.asarray(params, np.float32)
         if params.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} parameters, got {params.shape}")
-        self.weight = params[: self.n_out * self.obs_dim].reshape(self.n_out, self.obs_dim)
-        self.bias = params[self.n_out * self.obs_dim :].copy()
+        parts, at = {}, 0
+        for name, shape in self.shapes().items():
+            size = int(np.prod(shape))
+            parts[name] = params[at : at + size].reshape(shape).copy()
+            at += size
+        if self.hidden:
+            self.hidden_weight, self.hidden_bias = parts["hidden.weight"], parts["hidden.bias"]
+        self.weight, self.bias = parts["weight"], parts["bias"]
 
     def params(self) -> np.ndarray:
-        return np.concatenate([self.weight.reshape(-1), self.bias])
+        """The flat vector ``(n_params,)`` ``[W1, b1, W, b]``."""
+        return np.concatenate([t.reshape(-1) for t in self.tensors().values()])
 
     def predict(
         self,
@@ -129,26 +210,79 @@ class LinearController:
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
         """Actions for a batch of observations ``(N, obs_dim)`` (SB3's ``predict`` shape)."""
-        y = np.asarray(obs, np.float32).reshape(-1, self.obs_dim) @ self.weight.T + self.bias
-        if isinstance(self.action_space, spaces.Discrete):
-            return y.argmax(axis=1) + int(self.action_space.start), None
-        low, high = self.action_space.low.reshape(-1), self.action_space.high.reshape(-1)
-        a = low + (np.tanh(y) + 1.0) / 2.0 * (high - low)
-        return a.reshape(-1, *self.action_space.shape).astype(np.float32), None
+        x = np.asarray(obs, np.float32).reshape(-1, self.obs_dim)
+        if self.hidden:
+            x = np.tanh(x @ self.hidden_weight.T + self.hidden_bias)
+        return to_actions(x @ self.weight.T + self.bias, self.action_space), None
 
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
-            save_file({"weight": self.weight, "bias": self.bias}, str(tmp))
+            save_file(self.tensors(), str(tmp))
+
+
+# The name of the controller before it could have a hidden layer; importers keep it.
+LinearController = Controller
+
+
+def to_actions(y: np.ndarray, action_space: gym.Space) -> np.ndarray:
+    """The actions of the controller outputs ``y`` ``(N, A_out)``: ``(N,)`` indices for
+    Discrete, ``(N, *shape)`` float32 for Box."""
+    if isinstance(action_space, spaces.Discrete):
+        indices: np.ndarray = y.argmax(axis=1) + int(action_space.start)
+        return indices
+    assert isinstance(action_space, spaces.Box)
+    low, high = action_space.low.reshape(-1), action_space.high.reshape(-1)
+    a = low + (np.tanh(y) + 1.0) / 2.0 * (high - low)
+    return a.reshape(-1, *action_space.shape).astype(np.float32)
+
+
+class ControllerBatch:
+    """``K`` controllers of one architecture, each acting in its own env: one batched matmul
+    per layer for all of them.
+
+    Each row's action equals :meth:`Controller.predict` of that row's controller on that row's
+    observation alone: the stacked matmul multiplies each row as a ``(1, in)`` by ``(in, out)``
+    product, the same operands and layout as the single controller's.
+    """
+
+    def __init__(self, template: Controller, params: np.ndarray):
+        """``params`` ``(K, n_params)``: each row a flat vector of ``template``'s layout."""
+        params = np.asarray(params, np.float32)
+        self.template = template
+        self.layers: list[tuple[np.ndarray, np.ndarray]] = []  # (W (K, out, in), b (K, 1, out))
+        rows = []
+        for p in params:
+            template.set_params(p)
+            rows.append(template.tensors())
+        names = list(template.shapes())
+        for w, b in zip(names[::2], names[1::2], strict=True):
+            weight = np.stack([r[w] for r in rows])
+            self.layers.append((weight, np.stack([r[b] for r in rows])[:, None, :]))
+
+    def predict(self, obs: np.ndarray) -> np.ndarray:
+        """Actions for ``obs`` ``(K, obs_dim)``, row ``k`` by controller ``k``."""
+        x = np.asarray(obs, np.float32).reshape(len(self.layers[0][0]), 1, -1)
+        for i, (weight, bias) in enumerate(self.layers):
+            if i:
+                x = np.tanh(x)
+            x = np.matmul(x, weight.transpose(0, 2, 1)) + bias
+        return to_actions(x[:, 0, :], self.template.action_space)
+
+
+def _describe(shapes: dict[str, Any]) -> str:
+    items = [f"{k} {s}" for k, s in shapes.items()]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
 
 
 def load_controller(
     bundle: str | Path, observation_space: gym.Space, action_space: gym.Space
-) -> LinearController:
-    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled).
+) -> Controller:
+    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled). Its architecture
+    comes from the file: a ``hidden.weight`` ``(H, obs_dim)`` gives a hidden layer of ``H``.
 
     Raises:
-        ValueError: the file is unreadable, its shapes do not fit the spaces, or it holds NaN
-            or infinity (the file named).
+        ValueError: the file is unreadable, its tensors or shapes do not fit the spaces, or it
+            holds NaN or infinity (the file named).
     """
     path = Path(bundle) / CONTROLLER_FILE
     try:
@@ -156,23 +290,27 @@ def load_controller(
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path} is not a readable controller file ({e}); re-train it") from e
     obs_dim = int(np.prod(observation_space.shape or ()))
-    c = LinearController(obs_dim, action_space)
-    shapes = {k: tensors[k].shape if k in tensors else None for k in ("weight", "bias")}
-    if shapes != {"weight": c.weight.shape, "bias": c.bias.shape}:
+    first = tensors.get("hidden.weight")
+    hidden = int(first.shape[0]) if first is not None and first.ndim == 2 else 0
+    c = Controller(obs_dim, action_space, hidden=hidden)
+    expected = c.shapes()
+    found = {k: tensors[k].shape if k in tensors else None for k in expected}
+    found |= {k: v.shape for k, v in tensors.items()}
+    if found != expected:
         raise ValueError(
-            f"{path}: controller weight {shapes['weight']} and bias {shapes['bias']} do not fit "
-            f"observations ({obs_dim},) and {action_space}"
+            f"{path}: controller {_describe(found)} do not fit observations ({obs_dim},) and "
+            f"{action_space} (expected {_describe(expected)})"
         )
-    if not all(np.isfinite(tensors[k]).all() for k in ("weight", "bias")):
+    if not all(np.isfinite(tensors[k]).all() for k in expected):
         raise ValueError(
             f"{path} holds non-finite weights (NaN or infinity); the controller is damaged: "
             "re-train it"
         )
-    c.weight, c.bias = tensors["weight"], tensors["bias"]
+    c.set_tensors(tensors)
     return c
 
 
-def rollouts(controller: LinearController, venv: VecEnv, n: int, seed: int) -> tuple[float, int]:
+def rollouts(controller: Controller, venv: VecEnv, n: int, seed: int) -> tuple[float, int]:
     """Mean return of ``n`` episodes seeded ``seed + i`` and the env steps they took."""
     total, steps = 0.0, 0
     for i in range(n):
@@ -189,17 +327,23 @@ def rollouts(controller: LinearController, venv: VecEnv, n: int, seed: int) -> t
 
 
 def build_scoring_env(spec: dict[str, Any]) -> VecEnv:
-    """The one-env VecEnv candidates are scored in (the dream or the real ``latent+h`` env),
-    built by the spec's ``make_env`` (see :class:`agents.algorithms.TrainRun`)."""
+    """The VecEnv candidates are scored in (the dream or the real ``latent+h`` env), built by
+    the spec's ``make_env`` (see :class:`agents.algorithms.TrainRun`): one env, or
+    ``spec["n_envs"]`` for the batched scorer."""
     venv: VecEnv = spec["make_env"](spec)
     return venv
+
+
+def spec_controller(spec: dict[str, Any], action_space: gym.Space) -> Controller:
+    """A zero controller of the spec's architecture (``obs_dim``, ``hidden``)."""
+    return Controller(int(spec["obs_dim"]), action_space, hidden=int(spec.get("hidden", 0)))
 
 
 def _worker(spec: dict[str, Any], jobs: Any, results: Any, parent_pid: int) -> None:
     exit_with_parent(parent_pid)  # the trainer killed (OOM, kill -9) takes its workers along
     torch.set_num_threads(1)
     venv = build_scoring_env(spec)
-    controller = LinearController(int(spec["obs_dim"]), venv.action_space)
+    controller = spec_controller(spec, venv.action_space)
     while True:
         job = get_while_parent_lives(jobs, parent_pid)
         if job is None:
@@ -233,7 +377,7 @@ class CandidateScorer:
                     p.start()
         else:
             self.venv = build_scoring_env(spec)
-            self.controller = LinearController(int(spec["obs_dim"]), self.venv.action_space)
+            self.controller = spec_controller(spec, self.venv.action_space)
 
     def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
         """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
@@ -273,6 +417,87 @@ class CandidateScorer:
             self.venv.close()
 
 
+def seed_each(venv: VecEnv, seeds: list[int]) -> None:
+    """Seed env ``i`` of ``venv`` with ``seeds[i]`` at its next ``reset()``.
+
+    SB3's VecEnvs (and :class:`~envs.envpool_env.EnvpoolVecEnv`) keep the seeds of the next
+    reset in the innermost VecEnv's ``_seeds``, one per env; ``venv.seed(s)`` fills it with
+    ``s + i``. This sets any list.
+
+    Raises:
+        TypeError: the innermost VecEnv keeps no per-env seeds.
+    """
+    base = venv.unwrapped
+    if len(getattr(base, "_seeds", ())) != venv.num_envs or len(seeds) != venv.num_envs:
+        raise TypeError(
+            f"{type(base).__name__} takes no per-env seeds for {venv.num_envs} envs; "
+            "score CMA-ES candidates with batched: false"
+        )
+    base._seeds = [int(s) for s in seeds]
+
+
+class BatchedScorer:
+    """Scores a generation's candidates on one VecEnv of ``K`` envs in this process.
+
+    Each (candidate ``c``, rollout ``r``) is one job, run in an env seeded ``seed + r`` (the
+    per-env scorer's seeds). The jobs run in waves of at most ``K``: a wave seeds every env,
+    resets them together, and steps all of them with one batched controller predict
+    (:class:`ControllerBatch`) and one VecEnv step (so the ``latent+h`` env encodes the frames
+    and steps M once for all envs) until each env's episode has ended. An env whose episode has
+    ended is still stepped with the others (a VecEnv steps all its envs) but its rewards and
+    steps are not counted. Each candidate's fitness sums its rewards in the per-env scorer's
+    order (rollout by rollout, step by step), so the fitnesses equal the per-env scorer's
+    whenever the envs' observations do.
+
+    ``K = ceil(jobs / waves)`` with ``waves = ceil(jobs / max_envs)`` and ``jobs = popsize *
+    rollouts``: the fewest waves under the cap, the jobs spread evenly over them.
+    """
+
+    def __init__(self, spec: dict[str, Any], popsize: int, max_envs: int):
+        self.rollouts = int(spec["rollouts"])
+        jobs = popsize * self.rollouts
+        self.n_envs = -(-jobs // -(-jobs // max_envs))
+        self.venv = build_scoring_env(spec | {"n_envs": self.n_envs})
+        self.template = spec_controller(spec, self.venv.action_space)
+
+    def _wave(self, params: np.ndarray, seeds: list[int], live: int) -> list[list[float]]:
+        """Run envs ``0 .. live - 1`` (controller ``params[i]`` ``(K, n_params)``, seed
+        ``seeds[i]``) to the end of their episodes; return each one's rewards, step by step."""
+        batch = ControllerBatch(self.template, params)
+        seed_each(self.venv, seeds)
+        obs = self.venv.reset()
+        running = np.arange(self.n_envs) < live
+        rewards: list[list[float]] = [[] for _ in range(live)]
+        while running.any():
+            obs, reward, dones, _ = self.venv.step(batch.predict(np.asarray(obs)))
+            for i in np.flatnonzero(running):
+                rewards[i].append(float(reward[i]))
+            running &= ~np.asarray(dones, bool)
+        return rewards
+
+    def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
+        """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
+        jobs = [(c, r) for c in range(len(candidates)) for r in range(self.rollouts)]
+        rewards: list[list[float]] = []
+        for start in range(0, len(jobs), self.n_envs):
+            wave = jobs[start : start + self.n_envs]
+            idle = self.n_envs - len(wave)  # envs of the last wave without a job: candidate 0's
+            wave_jobs = wave + [(0, 0)] * idle
+            params = np.stack([np.asarray(candidates[c], np.float32) for c, _ in wave_jobs])
+            rewards += self._wave(params, [seed + r for _, r in wave_jobs], len(wave))
+        fitness = []
+        for c in range(len(candidates)):
+            total = 0.0
+            for episode in rewards[c * self.rollouts : (c + 1) * self.rollouts]:
+                for x in episode:
+                    total += x
+            fitness.append(total / self.rollouts)
+        return fitness, sum(len(e) for e in rewards)
+
+    def close(self) -> None:
+        self.venv.close()
+
+
 class _ScoringActor:
     """One Ray actor's scoring env and controller (built once, like a worker process's)."""
 
@@ -280,7 +505,7 @@ class _ScoringActor:
         torch.set_num_threads(1)
         self.spec = spec
         self.venv = build_scoring_env(spec)
-        self.controller = LinearController(int(spec["obs_dim"]), self.venv.action_space)
+        self.controller = spec_controller(spec, self.venv.action_space)
 
     def score(self, params: np.ndarray, seed: int) -> tuple[float, int]:
         self.controller.set_params(params)
@@ -380,10 +605,16 @@ def load_es_checkpoint(bundle: Path) -> dict[str, Any]:
     return state
 
 
-def make_scorer(spec: dict[str, Any], es_cfg: CMAESConfig) -> CandidateScorer | RayCandidateScorer:
-    """Local worker processes, or Ray actors when ``es_cfg.cluster`` names a Ray cluster."""
+Scorer = CandidateScorer | RayCandidateScorer | BatchedScorer
+
+
+def make_scorer(spec: dict[str, Any], es_cfg: CMAESConfig) -> Scorer:
+    """The batched scorer (``es_cfg.batched``, real env only), Ray actors when
+    ``es_cfg.cluster`` names a Ray cluster, else local worker processes."""
     from envs.cluster import uses_ray
 
+    if es_cfg.batched and not spec["dream"]:
+        return BatchedScorer(spec, es_cfg.popsize, es_cfg.batch_envs)
     if uses_ray(es_cfg.cluster):
         return RayCandidateScorer(spec, es_cfg.workers, es_cfg.cluster)
     return CandidateScorer(spec, es_cfg.workers)
@@ -437,9 +668,9 @@ class _ControllerRun:
         self,
         es: Any,
         stream: CmaRandomStream,
-        probe: LinearController,
+        probe: Controller,
         progress: _Progress,
-        scorer: CandidateScorer | RayCandidateScorer,
+        scorer: Scorer,
         out: Path,
         seed: int,
         evaluate: Any,
@@ -556,8 +787,11 @@ def train_controller(
     checkpoint_every_steps: int = 0,
     resume: bool = False,
     on_steps: Callable[[int], None] | None = None,
+    max_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent.
+    """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent, or
+    ``max_seconds`` of training (evaluation excluded, earlier invocations of a resumed run
+    included) have passed at the end of a generation.
 
     ``evaluate(controller) -> (mean, std) return`` scores the current mean candidate in the
     real env every ``eval_every_steps`` steps; rows go to ``eval.csv`` as for SB3 agents. Every
@@ -569,7 +803,8 @@ def train_controller(
     env candidates are scored in (see :func:`build_scoring_env`).
     """
     _require_cma()
-    probe = LinearController(int(spec["obs_dim"]), spec["action_space"])
+    spec = spec | {"hidden": es_cfg.hidden}
+    probe = spec_controller(spec, spec["action_space"])
     es, stream = _new_strategy(probe.n_params, es_cfg, seed)
     if resume:
         state = _resume(out, es, stream, checkpoint_every_steps)
@@ -594,6 +829,9 @@ def train_controller(
         if not state.rows:
             run.log_eval()
         while state.steps < total_timesteps:
+            if max_seconds and run.train_seconds() >= max_seconds:
+                logger.info("%s: time budget of %.0f s reached: CMA-ES ends", out, max_seconds)
+                break
             taken = run.generation()
             if on_steps is not None:
                 on_steps(taken)

@@ -1,0 +1,209 @@
+"""World Models' controller C: linear or with one hidden layer, saved and loaded by shape, and
+scored by CMA-ES per env or batched on one VecEnv (same fitnesses)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
+from agents.agent_config import validate_hyperparams
+from agents.controller.cmaes import (
+    CONTROLLER_FILE,
+    BatchedScorer,
+    CandidateScorer,
+    CMAESConfig,
+    Controller,
+    ControllerBatch,
+    LinearController,
+    load_controller,
+)
+from agents.environments import build_vec_env
+from envs import collect
+from envs.latent_memory import action_spec_for
+from worldvae.data.latents import encode_dataset
+from worldvae.envspec import EnvSpec
+from worldvae.memory import load_memory
+from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+from worldvae.vae import Autoencoder, AutoencoderConfig, load_model, save_model
+from worldvae.vae.io import model_sha256
+
+ENV = {"frame_size": 16}
+OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
+BOX = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny V and M on real CartPole frames (16x16): (vae_dir, memory_run_dir)."""
+    root = tmp_path_factory.mktemp("world")
+    collect(root / "data", EnvSpec("CartPole-v1", **ENV), n_episodes=3, progress=False)
+    torch.manual_seed(0)
+    vae = Autoencoder(
+        AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
+    ).eval()
+    save_model(vae, root / "vae")
+    encode_dataset(
+        root / "data",
+        vae,
+        root / "vae",
+        model_sha256(root / "vae"),
+        root / "latents",
+        action_spec_for(gym.spaces.Discrete(2)),
+        progress=False,
+    )
+    train_memory(
+        root / "latents",
+        root / "rnn",
+        MemoryTrainConfig(model={"hidden_size": 8, "n_gaussians": 2}, epochs=1, batch_size=4),
+        progress=False,
+    )
+    return root / "vae", root / "rnn"
+
+
+def _cfg(world, steps=60, **cmaes):
+    vae, rnn = world
+    return resolve_config(
+        "CartPole-v1",
+        "latent+h",
+        "cmaes",
+        str(vae),
+        steps,
+        seed=1,
+        overrides={"popsize": 4, "rollouts": 1, "workers": 1} | cmaes,
+        memory_dir=str(rnn),
+        env_given=ENV,
+        eval_freq=60,
+        eval_episodes=2,
+        device="cpu",
+    )
+
+
+def test_a_hidden_layer_controller_round_trips(tmp_path):
+    for space, n_out in ((gym.spaces.Discrete(3, start=1), 3), (BOX, 2)):
+        c = Controller(5, space, hidden=4)
+        assert c.n_params == 4 * 5 + 4 + n_out * 4 + n_out
+        c.set_params(np.random.default_rng(0).normal(size=c.n_params))
+        c.save(tmp_path / CONTROLLER_FILE)
+        shapes = {k: v.shape for k, v in load_file(str(tmp_path / CONTROLLER_FILE)).items()}
+        assert shapes == {
+            "hidden.weight": (4, 5),
+            "hidden.bias": (4,),
+            "weight": (n_out, 4),
+            "bias": (n_out,),
+        }
+        loaded = load_controller(tmp_path, OBS, space)
+        assert loaded.hidden == 4
+        np.testing.assert_array_equal(loaded.params(), c.params())
+        obs = np.random.default_rng(1).normal(size=(7, 5)).astype(np.float32)
+        np.testing.assert_array_equal(loaded.predict(obs)[0], c.predict(obs)[0])
+        x = np.tanh(obs @ c.hidden_weight.T + c.hidden_bias) @ c.weight.T + c.bias
+        if space is BOX:
+            expected = BOX.low + (np.tanh(x) + 1) / 2 * (BOX.high - BOX.low)
+            np.testing.assert_allclose(c.predict(obs)[0], expected, rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(c.predict(obs)[0], x.argmax(axis=1) + 1)
+
+
+def test_a_linear_controller_keeps_its_layout_and_name(tmp_path):
+    assert LinearController is Controller
+    c = Controller(5, BOX, np.arange(12, dtype=np.float32))
+    assert c.weight.tolist() == np.arange(10).reshape(2, 5).tolist() and c.bias.tolist() == [10, 11]
+    c.save(tmp_path / CONTROLLER_FILE)
+    assert set(load_file(str(tmp_path / CONTROLLER_FILE))) == {"weight", "bias"}
+    assert load_controller(tmp_path, OBS, BOX).hidden == 0
+
+
+def test_load_controller_refuses_tensors_that_do_not_fit(tmp_path):
+    path = tmp_path / CONTROLLER_FILE
+    actions = gym.spaces.Discrete(3)
+    f32 = np.float32
+    bad = {
+        "obs width": ({"hidden.weight": np.ones((4, 6), f32), "hidden.bias": np.ones(4, f32)}, 4),
+        "output reads obs": ({"hidden.weight": np.ones((4, 5), f32), "hidden.bias": np.ones(4, f32)}, 5),
+        "no hidden bias": ({"hidden.weight": np.ones((4, 5), f32)}, 4),
+        "hidden bias alone": ({"hidden.bias": np.ones(4, f32)}, 5),
+    }  # fmt: skip
+    for name, (hidden, width) in bad.items():
+        save_file(hidden | {"weight": np.ones((3, width), f32), "bias": np.ones(3, f32)}, str(path))
+        with pytest.raises(ValueError, match=r"do not fit observations \(5,\)"):
+            load_controller(tmp_path, OBS, actions)
+        assert name
+    w1 = np.ones((4, 5), f32)
+    w1[0, 0] = np.inf
+    tensors = {"hidden.weight": w1, "hidden.bias": np.ones(4, f32)}
+    save_file(tensors | {"weight": np.ones((3, 4), f32), "bias": np.ones(3, f32)}, str(path))
+    with pytest.raises(ValueError, match="holds non-finite weights"):
+        load_controller(tmp_path, OBS, actions)
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="is not a readable controller file"):
+        load_controller(tmp_path, OBS, actions)
+
+
+@pytest.mark.parametrize("hidden", [0, 3])
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(4), BOX], ids=["discrete", "box"])
+def test_a_batch_of_controllers_acts_as_each_one_alone(hidden, space):
+    rng = np.random.default_rng(2)
+    template = Controller(5, space, hidden=hidden)
+    params = rng.normal(size=(6, template.n_params)).astype(np.float32)
+    obs = rng.normal(size=(6, 5)).astype(np.float32)
+    batched = ControllerBatch(template, params).predict(obs)
+    alone = [
+        Controller(5, space, p, hidden=hidden).predict(obs[k : k + 1])[0]
+        for k, p in enumerate(params)
+    ]
+    np.testing.assert_array_equal(batched, np.concatenate(alone))  # bit for bit
+
+
+def test_cmaes_settings_take_a_hidden_layer_and_batched_scoring():
+    validate_hyperparams({"cmaes": {"hidden": 8, "batched": True, "batch_envs": 32}}, "hp.yaml")
+    assert CMAESConfig.from_dict({"hidden": 8}).hidden == 8
+    with pytest.raises(ValueError, match="hidden must be an integer >= 0"):
+        CMAESConfig(hidden=-1)
+    with pytest.raises(ValueError, match="batch_envs must be an integer >= 1"):
+        CMAESConfig(batch_envs=0)
+    with pytest.raises(ValueError, match="batched scores in this process"):
+        CMAESConfig(batched=True, cluster="ray")
+
+
+def _scoring_spec(world, hidden: int, rollouts: int) -> dict:
+    cfg = _cfg(world)
+    model = load_model(world[0], device="cpu")
+    memory = load_memory(world[1], device="cpu")[0]
+
+    def make_env(spec):
+        return build_vec_env(cfg, int(spec.get("n_envs", 1)), cfg.seed, model, memory=memory)
+
+    return {"obs_dim": 4 + 8, "rollouts": rollouts, "hidden": hidden, "make_env": make_env}
+
+
+# candidate draws whose fitnesses differ (most random controllers push one way: 9.5 steps)
+@pytest.mark.parametrize(("hidden", "draw"), [(0, 5), (3, 1)])
+def test_batched_scoring_gives_the_per_env_fitnesses(world, hidden, draw):
+    spec = _scoring_spec(world, hidden, rollouts=2)
+    n = Controller(12, gym.spaces.Discrete(2), hidden=hidden).n_params
+    candidates = list(np.random.default_rng(draw).normal(0, 3.0, (3, n)))
+    per_env = CandidateScorer(spec, workers=1)
+    one_wave = BatchedScorer(spec, popsize=3, max_envs=64)
+    waves = BatchedScorer(spec, popsize=3, max_envs=4)  # 6 jobs: 2 waves of 3 envs
+    assert (one_wave.n_envs, waves.n_envs) == (6, 3)
+    try:
+        fitness, steps = per_env.score(candidates, seed=7)
+        assert len(set(fitness)) > 1  # the candidates act differently
+        assert one_wave.score(candidates, seed=7) == (fitness, steps)
+        assert waves.score(candidates, seed=7) == (fitness, steps)
+    finally:
+        for s in (per_env, one_wave, waves):
+            s.close()
+
+
+def test_a_hidden_layer_controller_trains_batched_and_loads_from_its_bundle(world, tmp_path):
+    cfg = _cfg(world, hidden=3, batched=True, sigma0=0.5)
+    r = train_agent(cfg, tmp_path / "a", progress=False)
+    assert r.steps_per_second > 0
+    a = load_bundle(tmp_path / "a", device="cpu").agent
+    assert isinstance(a, Controller) and a.hidden == 3 and a.weight.shape == (2, 3)
+    assert a.hidden_weight.shape == (3, 4 + 8) and np.abs(a.params()).sum() > 0
+    returns = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu").returns
+    assert returns.shape == (2,) and np.all(returns >= 1)
