@@ -17,7 +17,7 @@ from agents.cli.common import (
     check_local_workers_flag,
 )
 from agents.cli.errors import UsageError
-from agents.cli.options import _argument_spec, add_config_options, bounded, config_values
+from agents.cli.options import add_config_options, argument_spec, bounded, config_values
 from agents.comparison import CompareConfig
 from agents.presets import FLAT_SETTINGS, PRESETS, Preset, build_preset, default_out, parse_setting
 from envs.backends import BACKENDS
@@ -145,7 +145,7 @@ def add_pipeline_flags(group: Any) -> None:
         f = {f.name: f for f in dataclasses.fields(cls)}[name]
         if "help" in f.metadata:
             hint = typing.get_type_hints(cls)[name]
-            spec = _argument_spec(cls, f, hint, None, flag == "--seeds")
+            spec = argument_spec(cls, f, hint, None, flag == "--seeds")
         else:  # a field without option metadata (the env id): its form is below
             spec = {"default": None}
         spec.update(PIPELINE_FLAG_FORMS.get(flag, {}), dest=key)

@@ -169,7 +169,7 @@ def add_config_options(
         if wanted is not None and f.name not in wanted:
             continue
         default = (defaults or {}).get(f.name, _declared_default(f))
-        spec = _argument_spec(cls, f, hints[f.name], default, f.name in set(counts))
+        spec = argument_spec(cls, f, hints[f.name], default, f.name in set(counts))
         flag = field_flag(f)
         if "type" in spec and "metavar" not in spec:  # named after the flag, not the field
             spec["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
@@ -178,7 +178,7 @@ def add_config_options(
     return added
 
 
-def _argument_spec(
+def argument_spec(
     cls: type, f: dataclasses.Field, annotation: Any, default: Any, counted: bool
 ) -> dict[str, Any]:
     """``add_argument``'s keywords for the :func:`option` field ``f`` of ``cls``."""

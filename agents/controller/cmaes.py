@@ -38,10 +38,10 @@ from gymnasium import spaces
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from agents.agent_checkpoint import CHECKPOINT_DIR
 from agents.agent_checkpoint import STATE as STATE_FILE
+from agents.progress import advance, budget_bar, count
 from worldvae.atomic import atomic_dir, atomic_open, atomic_path, write_json
 from worldvae.config_fields import reject_unknown_keys
 from worldvae.workers import (
@@ -678,6 +678,7 @@ class _ControllerRun:
         checkpoint_every_steps: int,
         total_timesteps: int,
         show_progress: bool,
+        max_seconds: float | None = None,
     ):
         from torch.utils.tensorboard import SummaryWriter
 
@@ -688,14 +689,15 @@ class _ControllerRun:
         self.eval_seconds = 0.0
         self.writer = SummaryWriter(str(out / "tb"))
         self.start = time.perf_counter()
-        self.bar = tqdm(
-            total=total_timesteps,
-            initial=progress.steps,
-            unit="step",
-            desc="cmaes",
-            disable=not show_progress,
-            dynamic_ncols=True,
+        self.max_seconds = max_seconds  # the bar counts its seconds, steps beside them
+        self.bar = budget_bar(
+            "cmaes",
+            seconds=max_seconds,
+            steps=total_timesteps,
+            progress=show_progress,
+            initial=progress.seconds_before if max_seconds else progress.steps,
         )
+        self.postfix: dict[str, str] = {}
 
     def train_seconds(self) -> float:
         return self.p.seconds_before + time.perf_counter() - self.start - self.eval_seconds
@@ -721,7 +723,8 @@ class _ControllerRun:
             w.writeheader()
             w.writerows(p.rows)
         self.writer.add_scalar("eval/mean_return", mean, p.steps)
-        self.bar.set_postfix(eval_return=f"{mean:.1f}", refresh=False)
+        self.postfix["eval_return"] = f"{mean:.1f}"
+        self.bar.set_postfix(self.postfix, refresh=False)
         p.next_eval = p.steps + self.eval_every
 
     def checkpoint(self) -> None:
@@ -740,7 +743,12 @@ class _ControllerRun:
         generation_seed = self.seed * 100_003 + len(self.p.history) * 1000
         fitness, used = self.scorer.score(candidates, seed=generation_seed)
         self.p.steps += used
-        self.bar.update(used)
+        if self.max_seconds:
+            self.postfix["steps"] = count(self.p.steps)
+            self.bar.set_postfix(self.postfix, refresh=False)
+            advance(self.bar, self.train_seconds())
+        else:
+            self.bar.update(used)
         return fitness
 
     def generation(self) -> int:
@@ -824,6 +832,7 @@ def train_controller(
         checkpoint_every_steps,
         total_timesteps,
         progress,
+        max_seconds,
     )
     try:
         if not state.rows:
