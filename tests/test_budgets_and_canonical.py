@@ -83,7 +83,7 @@ def test_carracing_preset_is_budgeted_in_wall_clock():
     assert p.env.env_id == "CarRacing-v3" and p.env.backend == "envpool"
     assert p.collect.policy == "brownian" and p.compare.max_train_seconds and p.vae.max_seconds
     assert p.canonical.episodes == 100
-    assert p.compare.obs_kinds == ("pixel", "latent")
+    assert p.compare.obs_kinds == ("pixel", "latent", "random", "pca")  # with the controls
 
 
 def test_pipeline_settings_must_be_preset_fields(tmp_path):
