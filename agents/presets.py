@@ -412,7 +412,7 @@ PRESETS: dict[str, Preset] = {
         env=EnvSpec("CarRacing-v3", crop=(0, 12, 0, 0), frame_skip=2, backend="envpool"),
         collect=replace(COLLECT, n_frames=50_000, policy="brownian"),
         vae=replace(VAE, epochs=5, batch_size=128, max_seconds=420.0),
-        memory=replace(MEMORY, epochs=200, patience=3, max_seconds=600.0),
+        memory=replace(MEMORY, epochs=200, patience=10, max_seconds=600.0),
         compare=CompareStage(
             obs_kinds=("latent", "latent+h"),
             total_timesteps=2_000_000,

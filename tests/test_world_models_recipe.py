@@ -30,7 +30,7 @@ TINY = ControllerStage(
 def test_worldmodels_preset_trains_m_and_three_controllers_and_scores_on_gymnasium():
     p = build_preset("worldmodels")
     assert p.controllers.kinds == ("cmaes", "cmaes-hidden", "dream-cmaes")
-    assert p.memory.max_seconds == 600.0 and p.memory.patience == 3
+    assert p.memory.max_seconds == 600.0 and p.memory.patience == 10
     assert p.canonical.backends == ("gymnasium",) and p.canonical.seed == 10_000
     # the drivers are chosen on other tracks than the canonical ones
     assert p.compare.eval_seed != p.canonical.seed and p.controllers.eval_seed != p.canonical.seed
