@@ -88,19 +88,29 @@ def _key(chosen: Chosen, settings: CanonicalStage) -> dict[str, Any]:
     }
 
 
+def _kept_or_played(
+    kept: dict[str, Any], chosen: Chosen, settings: CanonicalStage
+) -> tuple[dict[str, Any], bool]:
+    """The entry ``kept`` when it was scored with the same policy and settings, else a new
+    entry with the chosen policy played on every backend; and whether it was played now."""
+    key = _key(chosen, settings)
+    if {k: kept.get(k) for k in key} == key:
+        return kept, False
+    scores = {
+        backend: score_on_backend(chosen.bundle, backend, chosen.which, settings)
+        for backend in settings.backends
+    }
+    return key | {"scores": scores}, True
+
+
 def _scores_kept(path: Path, chosen: Chosen, settings: CanonicalStage) -> dict[str, Any]:
     """The chosen policy's scores on every backend: those ``path`` holds for the same
     settings, else played now and saved there."""
-    key = _key(chosen, settings)
     done = json.loads(path.read_text()) if path.exists() else {}
-    if {k: done.get(k) for k in key} != key:
-        scores = {
-            backend: score_on_backend(chosen.bundle, backend, chosen.which, settings)
-            for backend in settings.backends
-        }
-        done = key | {"scores": scores}
-        write_json(path, done)
-    kept: dict[str, Any] = done["scores"]
+    entry, played = _kept_or_played(done, chosen, settings)
+    if played:
+        write_json(path, entry)
+    kept: dict[str, Any] = entry["scores"]
     return kept
 
 
@@ -113,16 +123,11 @@ def score_drivers(
     done = json.loads(path.read_text()) if path.exists() else {}
     out: dict[str, dict[str, Any]] = {}
     for name, chosen in drivers.items():
-        key = _key(chosen, settings)
-        kept = done.get(name, {})
-        if {k: kept.get(k) for k in key} != key:
-            scores = {
-                b: score_on_backend(chosen.bundle, b, chosen.which, settings)
-                for b in settings.backends
-            }
-            done[name] = key | {"scores": scores}
+        entry, played = _kept_or_played(done.get(name, {}), chosen, settings)
+        if played:
+            done[name] = entry
             write_json(path, done)
-        out[name] = done[name]["scores"]
+        out[name] = entry["scores"]
     return out
 
 

@@ -4,7 +4,6 @@ scored by CMA-ES per env or batched on one VecEnv (same fitnesses)."""
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file, save_file
 
 from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
@@ -20,46 +19,12 @@ from agents.controller.cmaes import (
     load_controller,
 )
 from agents.environments import build_vec_env
-from envs import collect
-from envs.latent_memory import action_spec_for
-from worldvae.data.latents import encode_dataset
-from worldvae.envspec import EnvSpec
 from worldvae.memory import load_memory
-from worldvae.memory.trainer import MemoryTrainConfig, train_memory
-from worldvae.vae import Autoencoder, AutoencoderConfig, load_model, save_model
-from worldvae.vae.io import model_sha256
+from worldvae.vae import load_model
 
 ENV = {"frame_size": 16}
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
 BOX = gym.spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, 2.0], np.float32))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A tiny V and M on real CartPole frames (16x16): (vae_dir, memory_run_dir)."""
-    root = tmp_path_factory.mktemp("world")
-    collect(root / "data", EnvSpec("CartPole-v1", **ENV), n_episodes=3, progress=False)
-    torch.manual_seed(0)
-    vae = Autoencoder(
-        AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
-    ).eval()
-    save_model(vae, root / "vae")
-    encode_dataset(
-        root / "data",
-        vae,
-        root / "vae",
-        model_sha256(root / "vae"),
-        root / "latents",
-        action_spec_for(gym.spaces.Discrete(2)),
-        progress=False,
-    )
-    train_memory(
-        root / "latents",
-        root / "rnn",
-        MemoryTrainConfig(model={"hidden_size": 8, "n_gaussians": 2}, epochs=1, batch_size=4),
-        progress=False,
-    )
-    return root / "vae", root / "rnn"
 
 
 def _cfg(world, steps=60, **cmaes):

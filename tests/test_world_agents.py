@@ -4,50 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
 from agents.controller.cmaes import LinearController
-from envs import collect
-from envs.latent_memory import action_spec_for
-from worldvae.data.latents import encode_dataset
-from worldvae.envspec import EnvSpec
-from worldvae.memory.trainer import MemoryTrainConfig, train_memory
-from worldvae.vae import Autoencoder, AutoencoderConfig, save_model
-from worldvae.vae.io import model_sha256
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
 ENV = {"frame_size": 16}  # the env spec's fields chosen explicitly
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A tiny V and M on real CartPole frames (16x16): (vae_dir, memory_run_dir)."""
-    root = tmp_path_factory.mktemp("world")
-    collect(root / "data", EnvSpec("CartPole-v1", **ENV), n_episodes=3, progress=False)
-    torch.manual_seed(0)
-    vae = Autoencoder(
-        AutoencoderConfig(kind="vae", frame_shape=(16, 16, 3), latent_dim=4, channels=(8, 16))
-    ).eval()
-    save_model(vae, root / "vae")
-    import gymnasium as gym
-
-    encode_dataset(
-        root / "data",
-        vae,
-        root / "vae",
-        model_sha256(root / "vae"),
-        root / "latents",
-        action_spec_for(gym.spaces.Discrete(2)),
-        progress=False,
-    )
-    train_memory(
-        root / "latents",
-        root / "rnn",
-        MemoryTrainConfig(model={"hidden_size": 8, "n_gaussians": 2}, epochs=1, batch_size=4),
-        progress=False,
-    )
-    return root / "vae", root / "rnn"
 
 
 def _cfg(world, steps=64, algo="ppo", **kw):

@@ -10,7 +10,7 @@ import pytest
 from agents import evaluate_bundle
 from agents.presets import CanonicalStage, ControllerStage, build_preset, parse_setting
 from agents.world_models import score_world_models, train_controllers
-from tests.test_world_agents import ENV, world  # noqa: F401  (the tiny V and M fixture)
+from tests.test_world_agents import ENV
 from worldvae.envspec import EnvSpec
 from worldvae.memory.trainer import MemoryTrainConfig, train_memory
 
@@ -46,7 +46,7 @@ def test_controller_kinds_are_checked_by_name():
         build_preset("smoke", {"canonical.backends": []})
 
 
-def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tmp_path):  # noqa: F811
+def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tmp_path):
     vae, rnn = world
     env = EnvSpec("CartPole-v1", **ENV)
     bundles = train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
@@ -79,7 +79,7 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     ]
 
 
-def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):  # noqa: F811
+def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):
     rnn = world[1]
     latents = rnn.parent / "latents"  # the fixture encodes its episodes there
     cfg = MemoryTrainConfig(
@@ -105,7 +105,7 @@ def test_the_dream_ends_at_the_real_envs_time_limit_in_agent_steps():
     assert limit("CartPole-v1", max_episode_steps=99, frame_skip=2) == 50
 
 
-def test_cmaes_stops_at_its_time_budget(world, tmp_path):  # noqa: F811
+def test_cmaes_stops_at_its_time_budget(world, tmp_path):
     from agents import train_agent
     from tests.test_world_agents import _cfg
 

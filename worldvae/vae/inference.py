@@ -172,7 +172,39 @@ def build_openvino_encoder(model: Autoencoder) -> Any:
     return ov.Model([y], [frames], "encoder_mean")
 
 
-class OpenVINOFrameEncoder:
+class CompiledFrameEncoder:
+    """What the CPU graph runtimes share: the model they were built from (kept so that pickling
+    rebuilds the graph on the other side), its latent size, their precision and threads, and
+    the frame checks around one :meth:`_infer` of a batch."""
+
+    name = ""
+
+    def __init__(self, model: Autoencoder, precision: str, n_threads: int | None):
+        self.model = model
+        self.precision = precision
+        self.latent_dim = model.latent_dim
+        self.n_threads = n_threads or torch.get_num_threads()
+
+    def __reduce__(self) -> tuple[type[CompiledFrameEncoder], tuple[Autoencoder, str, int]]:
+        return type(self), (self.model, self.precision, self.n_threads)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 latents ``(N, D)`` of the contiguous uint8 frames ``(N, H, W, C)``, N > 0."""
+        raise NotImplementedError
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames ``(N, H, W, C)`` or ``(H, W, C)`` -> float32 ``(N, D)`` or ``(D,)``."""
+        frames = np.asarray(frames)
+        self.model.check_frames(frames)
+        single = frames.ndim == 3
+        batch = np.ascontiguousarray(frames[None] if single else frames)
+        if len(batch) == 0:
+            return np.zeros((0, self.latent_dim), np.float32)
+        z = self._infer(batch)
+        return z[0] if single else z
+
+
+class OpenVINOFrameEncoder(CompiledFrameEncoder):
     """The encoder's mean path compiled by OpenVINO for the CPU.
 
     Args:
@@ -200,10 +232,7 @@ class OpenVINOFrameEncoder:
                 f"runtime='openvino' needs OpenVINO: {INSTALL_HINT['openvino']}; "
                 "or use runtime='auto' (PyTorch where OpenVINO is absent)"
             ) from e
-        self.precision = resolve_precision(precision, "cpu")
-        self.latent_dim = model.latent_dim
-        self.n_threads = n_threads or torch.get_num_threads()
-        self.model = model
+        super().__init__(model, resolve_precision(precision, "cpu"), n_threads)
         compiled = ov.Core().compile_model(
             build_openvino_encoder(model),
             "CPU",
@@ -216,21 +245,10 @@ class OpenVINOFrameEncoder:
         )
         self._request = compiled.create_infer_request()
 
-    def __reduce__(self) -> tuple[type[OpenVINOFrameEncoder], tuple[Autoencoder, str, int]]:
-        return type(self), (self.model, self.precision, self.n_threads)
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames ``(N, H, W, C)`` or ``(H, W, C)`` -> float32 ``(N, D)`` or ``(D,)``."""
-        frames = np.asarray(frames)
-        self.model.check_frames(frames)
-        single = frames.ndim == 3
-        batch = np.ascontiguousarray(frames[None] if single else frames)
-        if len(batch) == 0:
-            return np.zeros((0, self.latent_dim), np.float32)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         self._request.infer({0: batch})
         # the request's output buffer is reused by the next call: copy it out
-        z = np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-        return z[0] if single else z
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
 
 def build_onnx_encoder(model: Autoencoder) -> bytes:
@@ -310,7 +328,7 @@ def build_onnx_encoder(model: Autoencoder) -> bytes:
     return bytes(onnx_model.SerializeToString())
 
 
-class OnnxRuntimeFrameEncoder:
+class OnnxRuntimeFrameEncoder(CompiledFrameEncoder):
     """The encoder's mean path run by ONNX Runtime's CPU execution provider.
 
     Args:
@@ -348,10 +366,7 @@ class OnnxRuntimeFrameEncoder:
                 "convolutions); use precision='fp32' or 'auto', or runtime='openvino' or "
                 "'torch' for bf16"
             )
-        self.precision = "fp32"
-        self.latent_dim = model.latent_dim
-        self.n_threads = n_threads or torch.get_num_threads()
-        self.model = model
+        super().__init__(model, "fp32", n_threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.n_threads
         options.inter_op_num_threads = 1
@@ -361,19 +376,9 @@ class OnnxRuntimeFrameEncoder:
             build_onnx_encoder(model), options, providers=["CPUExecutionProvider"]
         )
 
-    def __reduce__(self) -> tuple[type[OnnxRuntimeFrameEncoder], tuple[Autoencoder, str, int]]:
-        return type(self), (self.model, self.precision, self.n_threads)
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames ``(N, H, W, C)`` or ``(H, W, C)`` -> float32 ``(N, D)`` or ``(D,)``."""
-        frames = np.asarray(frames)
-        self.model.check_frames(frames)
-        single = frames.ndim == 3
-        batch = np.ascontiguousarray(frames[None] if single else frames)
-        if len(batch) == 0:
-            return np.zeros((0, self.latent_dim), np.float32)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         z: np.ndarray = self._session.run(None, {"frames": batch})[0]
-        return z[0] if single else z
+        return z
 
 
 def resolve_runtime(runtime: str, model: Autoencoder, precision: str = "auto") -> str:
