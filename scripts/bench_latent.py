@@ -41,7 +41,9 @@ the first arm rotating per round, medians of ``--rounds`` rounds:
 * ``new E:T:K openvino``, ``new E:T:K onnxruntime`` (``--runtime``; by default both, each
   where installed): the first budget's arm with the wrapper's encode on that runtime
   (``VecLatentObservation(..., runtime=...)``, :func:`worldvae.vae.inference.encoder_runtime`
-  on ``T`` threads).
+  on ``T`` threads);
+* ``sync openvino``, ``sync onnxruntime``: the wrapper over ``raw sync`` (one batch per step,
+  no overlap) with the encode on that runtime, on the wrapper's default encode threads.
 
 The other ``new`` arms and ``sync torch`` encode with PyTorch; ``sync, fixed`` takes the
 wrapper's default runtime (``"auto"``: ONNX Runtime on the CPU where installed).
@@ -204,6 +206,9 @@ def run_overlap(args: argparse.Namespace, model: Any) -> None:
         arm = runtime_arm(model, n, args.budgets[0], runtime, args.precision)
         if arm is not None:
             arms[f"new {args.budgets[0]} {runtime}"] = arm
+            arms[f"sync {runtime}"] = VecLatentObservation(
+                envpool_vec(n), model, precision=args.precision, runtime=runtime
+            )
     actions = np.random.default_rng(0).uniform(-1, 1, (n, 3)).astype(np.float32)
     names = list(arms)
     for venv in arms.values():

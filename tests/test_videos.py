@@ -69,6 +69,27 @@ def test_evaluate_video_films_the_rendered_env_as_gif_and_mp4(cartpole_agent, tm
     assert frames[0].shape == (CARTPOLE_SIZE[1], CARTPOLE_SIZE[0], 3)
 
 
+def test_evaluate_samples_actions_with_stochastic_and_takes_the_mode_by_default(
+    cartpole_agent, capsys
+):
+    args = ["evaluate", str(cartpole_agent), "--episodes", "4", "--seed", "11", "--device", "cpu"]
+    for flags, deterministic in (
+        ([], None),
+        (["--deterministic"], True),
+        (["--stochastic"], False),
+    ):
+        r = evaluate_bundle(cartpole_agent, 4, 11, device="cpu", deterministic=deterministic)
+        assert main([*args, *flags]) == 0
+        out = capsys.readouterr().out
+        assert f"return {r.mean:.2f} +- {r.std:.2f} over 4 episodes" in out
+        assert ("sampled actions" in out) == (deterministic is False)
+    mode = evaluate_bundle(cartpole_agent, 4, 11, device="cpu", deterministic=True).returns
+    sampled = evaluate_bundle(cartpole_agent, 4, 11, device="cpu", deterministic=False).returns
+    assert not np.array_equal(mode, sampled)  # the flag changes how actions are chosen
+    assert main([*args, "--stochastic", "--deterministic"]) != 0
+    assert "not allowed with argument --stochastic" in capsys.readouterr().err
+
+
 def test_record_episode_video_scales_skips_and_caps_frames(cartpole_agent, tmp_path):
     seed = 3
     (episode_return,) = evaluate_bundle(cartpole_agent, 1, seed, device="cpu").returns

@@ -88,7 +88,7 @@ def run_train_agent(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="deterministic evaluation of an agent directory")
+    p = sub.add_parser("evaluate", help="evaluation of an agent directory on seeded episodes")
     p.add_argument("agent", type=Path)
     p.add_argument("--episodes", type=bounded(int, 1, 100_000), default=10)
     p.add_argument(
@@ -124,6 +124,21 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="the policy at the end of training, or the one of its best periodic evaluation "
         "(default final)",
     )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--stochastic",
+        dest="deterministic",
+        action="store_false",
+        default=None,
+        help="sample the policy's actions (seeded) instead of its mode (default: as the "
+        "agent's periodic evaluations did, its mode unless trained with --stochastic-eval)",
+    )
+    mode.add_argument(
+        "--deterministic",
+        dest="deterministic",
+        action="store_true",
+        help="the policy's mode action",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -146,11 +161,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.seed,
         args.video,
         args.device,
+        deterministic=args.deterministic,
         backend=args.backend,
         workers=args.workers,
         which=args.which,
     )
     where = f" on {args.backend}" if args.backend else ""
+    if args.deterministic is False:
+        where += ", sampled actions"
     print(f"{args.agent}: return {r.mean:.2f} +- {r.std:.2f} over {len(r.returns)} episodes{where}")
     if r.video:
         print(f"video: {r.video}")
