@@ -24,7 +24,7 @@ from agents.agent_config import AgentConfig
 from agents.algorithms import get_algorithm
 from agents.arms import get_arm
 from agents.bundle import AGENT_FILE, BEST_AGENT_FILE, load_bundle, read_agent_info
-from agents.environments import is_recurrent, wrap_observations
+from agents.environments import ExplorationNoise, is_recurrent, wrap_observations
 from worldvae.envspec import EnvSpec
 
 PREFIXES = {"agent": "final", "best-agent": "best"}
@@ -104,13 +104,7 @@ class AgentActor:
                 "(leave --frame-size, --crop, --grayscale and --frame-skip unset)"
             )
         self.recurrent = is_recurrent(self.agent)
-        # State-dependent exploration: fresh noise every sde_sample_freq steps, as in training
-        # (one matrix for a whole episode would steer every step of it the same wrong way).
-        self.sde_every = (
-            max(int(getattr(self.agent, "sde_sample_freq", -1)), 0)
-            if getattr(self.agent, "use_sde", False) and not deterministic
-            else None
-        )
+        self.noise = ExplorationNoise(self.agent, deterministic)
         self.steps = 0
         self.started = False
         self.last_action: np.ndarray | None = None
@@ -125,10 +119,7 @@ class AgentActor:
 
     def act(self, observation: np.ndarray) -> Any:
         self.feed.feed(observation)
-        if self.sde_every is not None and (
-            self.steps == 0 or (self.sde_every and self.steps % self.sde_every == 0)
-        ):
-            self.agent.policy.reset_noise()
+        self.noise.before_step(self.steps)
         self.steps += 1
         if not self.started or self.last_action is None:
             obs = self.venv.reset()

@@ -86,6 +86,32 @@ def is_recurrent(agent: Any) -> bool:
     return hasattr(getattr(agent, "policy", None), "lstm_actor")
 
 
+class ExplorationNoise:
+    """State-dependent exploration (gSDE) resampled as in training when a policy samples its
+    actions: a fresh noise matrix at an episode's first step and every ``sde_sample_freq``
+    steps of it (SB3 keeps one matrix until ``reset_noise``; one matrix for a whole episode
+    would steer every step of it the same wrong way). Does nothing for the policy's mode or
+    a policy without gSDE.
+
+    Example:
+        >>> noise = ExplorationNoise(agent, deterministic=False)
+        >>> noise.before_step(0)  # at each step t of an episode, before ``predict``
+    """
+
+    def __init__(self, agent: Any, deterministic: bool):
+        self.agent = agent
+        self.every = (
+            max(int(getattr(agent, "sde_sample_freq", -1)), 0)
+            if getattr(agent, "use_sde", False) and not deterministic
+            else None
+        )
+
+    def before_step(self, step: int) -> None:
+        """Resample the matrix when step ``step`` (0 at an episode's start) is due for it."""
+        if self.every is not None and (step == 0 or (self.every and step % self.every == 0)):
+            self.agent.policy.reset_noise()
+
+
 def evaluate_policy_seeded(
     agent: Any,
     venv: VecEnv,
@@ -98,7 +124,8 @@ def evaluate_policy_seeded(
 
     ``venv`` must hold one env. The same seeds for every agent make their scores comparable.
     With ``deterministic=False`` the policy samples its actions, torch seeded with ``seed + i``
-    per episode, so a stochastic evaluation is reproducible too. ``before_action(venv,
+    per episode, so a stochastic evaluation is reproducible too (gSDE's noise resampled as in
+    training, :class:`ExplorationNoise`). ``before_action(venv,
     return_so_far)`` is called before each action, while the env shows what the agent acts on
     (after an episode's last step a ``VecEnv`` has already reset to the next one).
     """
@@ -106,6 +133,7 @@ def evaluate_policy_seeded(
         raise ValueError(f"evaluation uses one env, got {venv.num_envs}")
     returns = np.zeros(n_episodes)
     recurrent = is_recurrent(agent)
+    noise = ExplorationNoise(agent, deterministic)
     for i in range(n_episodes):
         venv.seed(seed + i)
         if not deterministic:
@@ -113,10 +141,12 @@ def evaluate_policy_seeded(
 
             torch.manual_seed(seed + i)
         obs = venv.reset()
-        done, state, start = False, None, np.ones((1,), dtype=bool)
+        done, state, start, t = False, None, np.ones((1,), dtype=bool), 0
         while not done:
             if before_action is not None:
                 before_action(venv, float(returns[i]))
+            noise.before_step(t)
+            t += 1
             if recurrent:  # the LSTM's state runs through the episode, reset at its start
                 action, state = agent.predict(
                     obs, state=state, episode_start=start, deterministic=deterministic
@@ -172,4 +202,4 @@ def build_dream_vec_env(
     return venv
 
 
-__all__ = ["build_dream_vec_env", "dream_action_space", "dream_max_steps"]
+__all__ = ["ExplorationNoise", "build_dream_vec_env", "dream_action_space", "dream_max_steps"]

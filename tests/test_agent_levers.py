@@ -146,6 +146,33 @@ def test_policy_spread_and_activation_reach_the_policy(tmp_path):
     )  # one small update
 
 
+def test_sampled_evaluation_resamples_gsde_noise_as_training_does(tmp_path):
+    """A gSDE policy sampled in evaluation draws fresh noise each episode and every
+    sde_sample_freq steps (not one matrix for all episodes), reproducibly; its mode draws none."""
+    from agents.environments import evaluate_policy_seeded
+    from agents.evaluation import _bundle_env
+
+    overrides = {"use_sde": True, "sde_sample_freq": 4, "policy_kwargs": {"net_arch": [16]}}
+    cfg = resolve_config(
+        "Pendulum-v1", "state", "ppo", None, 64, overrides=FAST | overrides, n_envs=1,
+        eval_freq=64, eval_episodes=1,
+    )  # fmt: skip
+    train_agent(cfg, tmp_path / "a", progress=False)
+    bundle, venv = _bundle_env(tmp_path / "a", "cpu", "final", None)
+    agent = bundle.agent
+    dist = agent.policy.action_dist
+    before = dist.exploration_mat.clone()
+    evaluate_policy_seeded(agent, venv, 1, 5, deterministic=True)
+    assert torch.equal(dist.exploration_mat, before)  # the mode leaves the noise alone
+    first = evaluate_policy_seeded(agent, venv, 2, 5, deterministic=False)
+    assert not torch.equal(dist.exploration_mat, before)
+    after_5_6 = dist.exploration_mat.clone()
+    assert np.array_equal(first, evaluate_policy_seeded(agent, venv, 2, 5, deterministic=False))
+    assert torch.equal(dist.exploration_mat, after_5_6)  # the same draws again
+    evaluate_policy_seeded(agent, venv, 1, 5, deterministic=False)
+    assert not torch.equal(dist.exploration_mat, after_5_6)  # another episode, other noise
+
+
 @pytest.mark.slow
 def test_best_policy_is_kept_and_scores_its_evaluation(tmp_path):
     cfg = _cfg(512)
