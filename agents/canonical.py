@@ -40,11 +40,18 @@ BACKEND_TITLES = {
 @dataclass(frozen=True)
 class Chosen:
     """A policy chosen for scoring: the bundle, ``which`` of its policies (``"best"`` or
-    ``"final"``) and the training step it was taken at."""
+    ``"final"``), the training step it was taken at, and whether it is played with sampled
+    actions (``sampled``; else as its periodic evaluations played it, its mode action)."""
 
     bundle: Path
     which: str
     step: int
+    sampled: bool = False
+
+    @property
+    def deterministic(self) -> bool | None:
+        """``evaluate_bundle``'s argument: False to sample, None for the bundle's own way."""
+        return False if self.sampled else None
 
 
 def best_of_arm(result: ComparisonResult, obs: str) -> Chosen | None:
@@ -78,7 +85,7 @@ def canonical_score(result: ComparisonResult, path: Path, settings: CanonicalSta
 
 
 def _key(chosen: Chosen, settings: CanonicalStage) -> dict[str, Any]:
-    return {
+    key = {
         "run": chosen.bundle.name,
         "episodes": settings.episodes,
         "seed": settings.seed,
@@ -86,6 +93,7 @@ def _key(chosen: Chosen, settings: CanonicalStage) -> dict[str, Any]:
         "step": chosen.step,
         "backends": list(settings.backends),
     }
+    return key | {"sampled": True} if chosen.sampled else key
 
 
 def _kept_or_played(
@@ -97,7 +105,9 @@ def _kept_or_played(
     if {k: kept.get(k) for k in key} == key:
         return kept, False
     scores = {
-        backend: score_on_backend(chosen.bundle, backend, chosen.which, settings)
+        backend: score_on_backend(
+            chosen.bundle, backend, chosen.which, settings, chosen.deterministic
+        )
         for backend in settings.backends
     }
     return key | {"scores": scores}, True
@@ -132,10 +142,15 @@ def score_drivers(
 
 
 def score_on_backend(
-    bundle: Path, backend: str, which: str, settings: CanonicalStage
+    bundle: Path,
+    backend: str,
+    which: str,
+    settings: CanonicalStage,
+    deterministic: bool | None = None,
 ) -> dict[str, Any]:
     """The returns of ``bundle``'s ``which`` policy on ``settings.episodes`` tracks of
-    ``backend`` from ``settings.seed``, or as many as ``settings.max_seconds`` allowed."""
+    ``backend`` from ``settings.seed``, or as many as ``settings.max_seconds`` allowed; its
+    actions as ``evaluate_bundle``'s ``deterministic`` says."""
     t = time.perf_counter()
     returns: list[float] = []
     # four tracks per process between budget checks: each chunk starts its processes afresh
@@ -149,6 +164,7 @@ def score_on_backend(
             n,
             settings.seed + len(returns),
             device="cpu",
+            deterministic=deterministic,
             backend=backend,
             workers=settings.workers,
             which=which,

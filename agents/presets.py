@@ -228,6 +228,9 @@ class CanonicalStage:
         "the envs the tracks are played on",
         choices=("envpool", "gymnasium"),
     )
+    sampled: bool = option(  # gSDE's noise resampled as in training
+        False, "World Models' recipe: also score each PPO driver with sampled actions"
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -425,7 +428,9 @@ PRESETS: dict[str, Preset] = {
             final_eval_episodes=5,
             workers=2,
         ),
-        canonical=CanonicalStage(episodes=100, max_seconds=900.0, backends=("gymnasium",)),
+        canonical=CanonicalStage(
+            episodes=100, max_seconds=900.0, backends=("gymnasium",), sampled=True
+        ),
         controllers=ControllerStage(
             kinds=("cmaes", "cmaes-hidden", "dream-cmaes"),
             max_train_seconds=900.0,

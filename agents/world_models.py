@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +116,19 @@ class Driver:
     seconds: float  # training wall-clock, evaluation excluded
 
 
-def drivers_of(result: ComparisonResult, controllers: dict[str, Path]) -> list[Driver]:
-    """The comparison's best latent and latent+h policies, then the controllers."""
+def drivers_of(
+    result: ComparisonResult, controllers: dict[str, Path], sampled: bool = False
+) -> list[Driver]:
+    """The comparison's best latent and latent+h policies (each also with sampled actions when
+    ``sampled``: ``ppo-OBS-sampled``), then the controllers."""
     found = []
     for obs, title in PPO_DRIVERS.items():
         chosen = best_of_arm(result, obs)
         if chosen is not None:
             found.append(_driver(f"ppo-{obs}", title, chosen))
+            if sampled:
+                again = replace(chosen, sampled=True)
+                found.append(_driver(f"ppo-{obs}-sampled", f"{title}, sampled actions", again))
     for name, bundle in controllers.items():
         found.append(_driver(name, CONTROLLER_KINDS[name].title, Chosen(bundle, "final", 0)))
     return found
@@ -134,7 +140,7 @@ def _driver(name: str, title: str, chosen: Chosen) -> Driver:
     return Driver(
         name,
         title,
-        Chosen(chosen.bundle, chosen.which, chosen.step or steps),
+        replace(chosen, step=chosen.step or steps),
         bool(info["agent"].get("dream")),
         steps,
         float(info["train_seconds"]),
@@ -143,14 +149,14 @@ def _driver(name: str, title: str, chosen: Chosen) -> Driver:
 
 def dream_returns(chosen: Chosen, n_episodes: int, seed: int) -> np.ndarray:
     """Returns ``(n_episodes,)`` of a ``[z, h]`` driver played inside its M's dream (at the
-    temperature it records, else M's), episodes seeded ``seed + i``."""
+    temperature it records, else M's), episodes seeded ``seed + i``, its actions sampled when
+    ``chosen.sampled``."""
     bundle = load_bundle(chosen.bundle, device="cpu", which=chosen.which)
     spec = {"cfg": bundle.config.to_dict(), "bundle": str(chosen.bundle), "dream": True}
     venv = bundle_env(spec)
+    deterministic = bundle.config.deterministic_eval and not chosen.sampled
     try:
-        return evaluate_policy_seeded(
-            bundle.agent, venv, n_episodes, seed, bundle.config.deterministic_eval
-        )
+        return evaluate_policy_seeded(bundle.agent, venv, n_episodes, seed, deterministic)
     finally:
         venv.close()
 
@@ -164,13 +170,14 @@ def score_world_models(
 ) -> str:
     """Score every driver on the canonical tracks (``out/drivers.json``) and each ``[z, h]``
     driver in M's dream (``out/dream.json``); return the report's section."""
-    drivers = drivers_of(result, controllers)
+    drivers = drivers_of(result, controllers, settings.sampled)
     scores = score_drivers({d.name: d.chosen for d in drivers}, out / "drivers.json", settings)
     dream_path = out / "dream.json"
     dreamed = json.loads(dream_path.read_text()) if dream_path.exists() else {}
     for d in drivers:
         key = f"{d.name}:{d.chosen.bundle.name}:{d.chosen.which}:{d.chosen.step}"
-        if d.name == "ppo-latent" or dreamed.get(d.name, {}).get("key") == key:
+        no_memory = d.name in ("ppo-latent", "ppo-latent-sampled")  # PPO on z: no M to dream
+        if no_memory or dreamed.get(d.name, {}).get("key") == key:
             continue
         returns = dream_returns(d.chosen, dream_episodes, settings.seed)
         dreamed[d.name] = {"key": key, "mean": float(returns.mean()), "std": float(returns.std())}
@@ -201,7 +208,8 @@ def world_models_section(
         [
             f"## World Models: every driver on up to {settings.episodes} tracks",
             "",
-            f"Deterministic, {backend} track seeds from {settings.seed} (no driver was chosen on "
+            f"Each policy's mode action unless the row says sampled (gSDE's noise resampled as in "
+            f"training), {backend} track seeds from {settings.seed} (no driver was chosen on "
             "them); real and dreamed env steps of training; the last column is the same "
             "driver's return inside M's dream (how much the dream flatters). Fewer tracks than "
             "asked means the stage's time budget ran out.",

@@ -32,6 +32,7 @@ def test_worldmodels_preset_trains_m_and_three_controllers_and_scores_on_gymnasi
     assert p.controllers.kinds == ("cmaes", "cmaes-hidden", "dream-cmaes")
     assert p.memory.max_seconds == 600.0 and p.memory.patience == 10
     assert p.canonical.backends == ("gymnasium",) and p.canonical.seed == 10_000
+    assert p.canonical.sampled  # PPO drivers scored by their mode and by sampled actions
     # the drivers are chosen on other tracks than the canonical ones
     assert p.compare.eval_seed != p.canonical.seed and p.controllers.eval_seed != p.canonical.seed
     assert set(build_preset("carracing").compare.obs_kinds) == {"pixel", "latent", "random", "pca"}
@@ -77,6 +78,36 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     assert stamps == [
         (tmp_path / "wm" / f).stat().st_mtime_ns for f in ("drivers.json", "dream.json")
     ]
+
+
+def test_ppo_drivers_are_scored_by_their_mode_and_by_sampled_actions(world, tmp_path):
+    from agents import resolve_config, train_agent
+
+    vae, rnn = world
+    cfg = resolve_config(
+        "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
+        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
+        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1,
+    )  # fmt: skip
+    train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
+    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    settings = CanonicalStage(
+        episodes=3, workers=1, seed=10_000, backends=("gymnasium",), sampled=True
+    )
+    section = score_world_models(result, {}, tmp_path / "wm", settings, dream_episodes=2)
+    drivers = json.loads((tmp_path / "wm" / "drivers.json").read_text())
+    assert set(drivers) == {"ppo-latent+h", "ppo-latent+h-sampled"}
+    assert drivers["ppo-latent+h-sampled"]["sampled"] and "sampled" not in drivers["ppo-latent+h"]
+    for name, deterministic in (("ppo-latent+h", None), ("ppo-latent+h-sampled", False)):
+        which = drivers[name]["which"]
+        r = evaluate_bundle(
+            tmp_path / "compare" / "runs" / "zh", 3, 10_000, device="cpu",
+            deterministic=deterministic, backend="gymnasium", which=which,
+        )  # fmt: skip
+        assert drivers[name]["scores"]["gymnasium"]["returns"] == r.returns.tolist()
+    assert "| V + M: PPO on [z, h], sampled actions | `zh` (" in section
+    dreamed = json.loads((tmp_path / "wm" / "dream.json").read_text())
+    assert set(dreamed) == {"ppo-latent+h", "ppo-latent+h-sampled"}
 
 
 def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):
