@@ -36,6 +36,7 @@ PyTorch's fp32 ones, and :data:`TOLERANCE` states how far they may.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -172,7 +173,7 @@ def build_openvino_encoder(model: Autoencoder) -> Any:
     return ov.Model([y], [frames], "encoder_mean")
 
 
-class CompiledFrameEncoder:
+class CompiledFrameEncoder(ABC):
     """What the CPU graph runtimes share: the model they were built from (kept so that pickling
     rebuilds the graph on the other side), its latent size, their precision and threads, and
     the frame checks around one :meth:`_infer` of a batch."""
@@ -188,9 +189,9 @@ class CompiledFrameEncoder:
     def __reduce__(self) -> tuple[type[CompiledFrameEncoder], tuple[Autoencoder, str, int]]:
         return type(self), (self.model, self.precision, self.n_threads)
 
+    @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 latents ``(N, D)`` of the contiguous uint8 frames ``(N, H, W, C)``, N > 0."""
-        raise NotImplementedError
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames ``(N, H, W, C)`` or ``(H, W, C)`` -> float32 ``(N, D)`` or ``(D,)``."""
