@@ -104,7 +104,7 @@ ANY_ACTIONS: tuple[type[gym.Space], ...] = (
 # ``train_seconds``, ``steps_per_second`` at least); ``load(bundle, observation_space,
 # action_space)`` -> an agent with SB3's ``predict``.
 TrainHook = Callable[[TrainRun], dict[str, Any]]
-LoadHook = Callable[[Path, gym.Space, gym.Space], Any]
+LoadHook = Callable[[Path, gym.Space, gym.Space, str], Any]  # bundle, spaces, which
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,6 @@ class Algorithm:
     def is_sb3(self) -> bool:
         """True when SB3's learn loop trains it and its bundle holds an SB3 zip."""
         return bool(self.sb3_module and self.sb3_name)
-
-    @property
-    def keeps_best(self) -> bool:
-        """True when its bundle keeps the policy of the best evaluation (``best_agent.zip``)."""
-        return self.is_sb3
 
     def sb3_class(self) -> type[BaseAlgorithm]:
         """Its SB3 class, imported now.

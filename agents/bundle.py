@@ -194,10 +194,10 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
         raise ValueError(f"which must be one of {AGENT_CHOICES}, got {which!r}")
     algorithm = get_algorithm(cfg.algo)
     agent_file = path / (BEST_AGENT_FILE if which == "best" else AGENT_FILE)
-    if which == "best" and (not algorithm.keeps_best or not agent_file.is_file()):
+    if which == "best" and algorithm.is_sb3 and not agent_file.is_file():
         raise FileNotFoundError(
-            f"{path} kept no best policy ({BEST_AGENT_FILE}: agents trained before it was kept, "
-            "and CMA-ES controllers, have only their final one); use the final agent"
+            f"{path} kept no best policy ({BEST_AGENT_FILE}: agents trained before it was kept "
+            "have only their final one); use the final agent"
         )
     model = None
     if get_arm(cfg.obs).model is not None:
@@ -222,7 +222,7 @@ def load_bundle(path: str | Path, device: str = "auto", which: str = "final") ->
         memory = load_memory(path / MEMORY_DIR, device=device)[0]
     probe = build_vec_env(cfg, 1, 0, model, memory=memory)
     if algorithm.load is not None:  # an algorithm with its own bundle files
-        agent = algorithm.load(path, probe.observation_space, probe.action_space)
+        agent = algorithm.load(path, probe.observation_space, probe.action_space, which)
     else:
         agent = load_sb3(
             algorithm.sb3_class(),

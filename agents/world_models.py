@@ -25,6 +25,7 @@ from agents.agent_training import bundle_env, train_agent
 from agents.bundle import load_bundle
 from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
 from agents.comparison import ComparisonResult
+from agents.controller.cmaes import BEST_CONTROLLER_FILE
 from agents.controller.kinds import CONTROLLER_KINDS, ControllerKind
 from agents.environments import evaluate_policy_seeded
 from agents.presets import CanonicalStage, ControllerStage
@@ -130,8 +131,18 @@ def drivers_of(
                 again = replace(chosen, sampled=True)
                 found.append(_driver(f"ppo-{obs}-sampled", f"{title}, sampled actions", again))
     for name, bundle in controllers.items():
-        found.append(_driver(name, CONTROLLER_KINDS[name].title, Chosen(bundle, "final", 0)))
+        found.append(_driver(name, CONTROLLER_KINDS[name].title, chosen_controller(bundle)))
     return found
+
+
+def chosen_controller(bundle: Path) -> Chosen:
+    """A CMA-ES controller as chosen on its evaluation tracks: the mean candidate of its best
+    periodic evaluation (``best_controller.safetensors``), or its final one where the bundle
+    kept no best (trained before it was kept)."""
+    info = json.loads((bundle / "config.json").read_text())
+    if (bundle / BEST_CONTROLLER_FILE).is_file() and "best_step" in info:
+        return Chosen(bundle, "best", int(info["best_step"]))
+    return Chosen(bundle, "final", int(info["steps"]))
 
 
 def _driver(name: str, title: str, chosen: Chosen) -> Driver:
@@ -140,7 +151,7 @@ def _driver(name: str, title: str, chosen: Chosen) -> Driver:
     return Driver(
         name,
         title,
-        replace(chosen, step=chosen.step or steps),
+        chosen if chosen.which == "best" else replace(chosen, step=chosen.step or steps),
         bool(info["agent"].get("dream")),
         steps,
         float(info["train_seconds"]),
@@ -200,7 +211,8 @@ def world_models_section(
         in_dream = dreamed.get(d.name)
         dream_text = f"{in_dream['mean']:.1f} +- {in_dream['std']:.1f}" if in_dream else "-"
         rows.append(
-            f"| {d.title} | `{d.chosen.bundle.name}` ({d.chosen.which}) | {real:,} | {dream:,} | "
+            f"| {d.title} | `{d.chosen.bundle.name}` ({d.chosen.which}, step {d.chosen.step:,}) "
+            f"| {real:,} | {dream:,} | "
             f"{d.seconds / 60:.1f} min | {len(s['returns'])} | {s['mean']:.1f} +- "
             f"{s['std']:.1f} | {min(s['returns']):.1f} | {dream_text} |"
         )

@@ -51,9 +51,9 @@ def test_sb3_entries_name_their_class_and_hook_entries_their_hooks():
     assert sb3_algorithm_names() == ("ppo", "a2c", "dqn", "sac", "recurrentppo")
     for name, cls in (("ppo", sb3.PPO), ("a2c", sb3.A2C), ("dqn", sb3.DQN), ("sac", sb3.SAC)):
         assert sb3_algorithm(name) is cls is algo_class(name)
-        assert ALGORITHMS[name].keeps_best and ALGORITHMS[name].train is None
+        assert ALGORITHMS[name].is_sb3 and ALGORITHMS[name].train is None
     cmaes = ALGORITHMS["cmaes"]
-    assert not cmaes.is_sb3 and not cmaes.keeps_best
+    assert not cmaes.is_sb3
     assert callable(cmaes.train) and cmaes.load is load_controller
     with pytest.raises(ValueError, match="cmaes is not an SB3 algorithm"):
         cmaes.sb3_class()

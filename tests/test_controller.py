@@ -1,6 +1,9 @@
 """World Models' controller C: linear or with one hidden layer, saved and loaded by shape, and
 scored by CMA-ES per env or batched on one VecEnv (same fitnesses)."""
 
+import csv
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from safetensors.numpy import load_file, save_file
 from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
 from agents.agent_config import validate_hyperparams
 from agents.controller.cmaes import (
+    BEST_CONTROLLER_FILE,
     CONTROLLER_FILE,
     BatchedScorer,
     CandidateScorer,
@@ -172,3 +176,27 @@ def test_a_hidden_layer_controller_trains_batched_and_loads_from_its_bundle(worl
     assert a.hidden_weight.shape == (3, 4 + 8) and np.abs(a.params()).sum() > 0
     returns = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu").returns
     assert returns.shape == (2,) and np.all(returns >= 1)
+
+
+def test_the_best_evaluation_is_kept_and_replays_its_score(world, tmp_path):
+    cfg = _cfg(world, steps=240, sigma0=1.0)
+    train_agent(cfg, tmp_path / "a", progress=False)
+    info = json.loads((tmp_path / "a" / "config.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "a" / "eval.csv").open()))
+    means = [float(r["mean_return"]) for r in rows]
+    first_best = int(np.argmax(means))
+    assert info["best_step"] == int(rows[first_best]["steps"])
+    assert info["best_mean_return"] == pytest.approx(means[first_best])
+    assert (tmp_path / "a" / BEST_CONTROLLER_FILE).is_file() and len(rows) >= 3
+    best = load_bundle(tmp_path / "a", device="cpu", which="best").agent
+    final = load_bundle(tmp_path / "a", device="cpu").agent
+    assert isinstance(best, Controller) and best.params().shape == final.params().shape
+    # the kept controller plays the evaluation tracks to the score of its row
+    again = evaluate_bundle(
+        tmp_path / "a", cfg.eval_episodes, cfg.eval_seed, device="cpu", which="best"
+    )
+    assert again.returns.mean() == pytest.approx(means[first_best])
+
+    (tmp_path / "a" / BEST_CONTROLLER_FILE).unlink()  # a controller trained before it was kept
+    with pytest.raises(FileNotFoundError, match="kept no best controller"):
+        load_bundle(tmp_path / "a", device="cpu", which="best")

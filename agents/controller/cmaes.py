@@ -54,6 +54,8 @@ from worldvae.workers import (
 logger = logging.getLogger(__name__)
 
 CONTROLLER_FILE = "controller.safetensors"
+# the mean candidate of the best periodic evaluation on the held-out tracks (eval_seed on)
+BEST_CONTROLLER_FILE = "best_controller.safetensors"
 
 
 @dataclass(frozen=True)
@@ -275,16 +277,24 @@ def _describe(shapes: dict[str, Any]) -> str:
 
 
 def load_controller(
-    bundle: str | Path, observation_space: gym.Space, action_space: gym.Space
+    bundle: str | Path, observation_space: gym.Space, action_space: gym.Space, which: str = "final"
 ) -> Controller:
-    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled). Its architecture
-    comes from the file: a ``hidden.weight`` ``(H, obs_dim)`` gives a hidden layer of ``H``.
+    """The controller of a CMA-ES bundle (safetensors; nothing is unpickled): ``"final"``, the
+    mean candidate at the end of training, or ``"best"``, the one of its best periodic
+    evaluation. Its architecture comes from the file: a ``hidden.weight`` ``(H, obs_dim)``
+    gives a hidden layer of ``H``.
 
     Raises:
+        FileNotFoundError: ``"best"`` asked of a bundle that kept none.
         ValueError: the file is unreadable, its tensors or shapes do not fit the spaces, or it
             holds NaN or infinity (the file named).
     """
-    path = Path(bundle) / CONTROLLER_FILE
+    path = Path(bundle) / (BEST_CONTROLLER_FILE if which == "best" else CONTROLLER_FILE)
+    if which == "best" and not path.is_file():
+        raise FileNotFoundError(
+            f"{bundle} kept no best controller ({BEST_CONTROLLER_FILE}: controllers trained "
+            "before it was kept have only their final one); use the final controller"
+        )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
@@ -703,11 +713,17 @@ class _ControllerRun:
         return self.p.seconds_before + time.perf_counter() - self.start - self.eval_seconds
 
     def log_eval(self) -> None:
-        """Score the current mean candidate in the real env; append its row to ``eval.csv``."""
+        """Score the current mean candidate in the real env; append its row to ``eval.csv``;
+        keep it as the best controller when it beats every earlier row.
+
+        The best file is written before its row, so a run killed between the two re-evaluates
+        the same candidate on resume (same tracks, same actions) and writes the same file."""
         p = self.p
         t = time.perf_counter()
         self.probe.set_params(self.es.result.xfavorite)
         mean, std = self.evaluate(self.probe)
+        if not p.rows or mean > max(r["mean_return"] for r in p.rows):
+            self.probe.save(self.out / BEST_CONTROLLER_FILE)
         self.eval_seconds += time.perf_counter() - t
         p.rows.append(
             {
@@ -773,8 +789,11 @@ class _ControllerRun:
 
     def result(self, es_cfg: CMAESConfig) -> dict[str, Any]:
         seconds = self.train_seconds()
+        best = max(self.p.rows, key=lambda r: r["mean_return"])  # the first of equals
         return {
             "final_mean_return": self.p.rows[-1]["mean_return"],
+            "best_mean_return": best["mean_return"],
+            "best_step": best["steps"],
             "train_seconds": round(seconds, 3),
             "steps_per_second": round(self.p.steps / max(seconds, 1e-9), 2),
             "steps": self.p.steps,
