@@ -149,8 +149,7 @@ def test_policy_spread_and_activation_reach_the_policy(tmp_path):
 def test_sampled_evaluation_resamples_gsde_noise_as_training_does(tmp_path):
     """A gSDE policy sampled in evaluation draws fresh noise each episode and every
     sde_sample_freq steps (not one matrix for all episodes), reproducibly; its mode draws none."""
-    from agents.environments import evaluate_policy_seeded
-    from agents.evaluation import _bundle_env
+    from agents.environments import build_vec_env, evaluate_policy_seeded
 
     overrides = {"use_sde": True, "sde_sample_freq": 4, "policy_kwargs": {"net_arch": [16]}}
     cfg = resolve_config(
@@ -158,7 +157,8 @@ def test_sampled_evaluation_resamples_gsde_noise_as_training_does(tmp_path):
         eval_freq=64, eval_episodes=1,
     )  # fmt: skip
     train_agent(cfg, tmp_path / "a", progress=False)
-    bundle, venv = _bundle_env(tmp_path / "a", "cpu", "final", None)
+    bundle = load_bundle(tmp_path / "a", device="cpu")
+    venv = build_vec_env(bundle.config, 1, 0, None)
     agent = bundle.agent
     dist = agent.policy.action_dist
     before = dist.exploration_mat.clone()
