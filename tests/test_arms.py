@@ -127,6 +127,24 @@ def test_fit_pca_recovers_a_low_rank_subspace():
         fit_pca(frames.reshape(300, 8, 8, 3)[:3], 3)
 
 
+def test_pca_codes_are_the_whitened_projection_on_torchs_threads():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    pca = fit_pca(frames, 5)
+    x = frames.reshape(40, -1).astype(np.float64) / 255.0
+    expected = (x - pca.mean) @ pca.components.T.astype(np.float64) / pca.scale
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a compare worker: the projection keeps to it
+    try:
+        z = pca.encode(frames)
+        one = pca.encode(frames[7])
+    finally:
+        torch.set_num_threads(before)
+    assert z.dtype == np.float32 and z.shape == (40, 5) and one.shape == (5,)
+    np.testing.assert_allclose(z, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(one, z[7], rtol=1e-5, atol=1e-6)
+
+
 def test_impossible_arms_are_rejected_together():
     assert arm_problems(("pixel", "latent", "state"), "CartPole-v1", "vae", None) == []
     problems = arm_problems(("state", "pca", "latent", "nope"), "ALE/Pong-v5", None, None)

@@ -89,10 +89,19 @@ class PCAEncoder:
     def encode(self, frames: np.ndarray, sample: bool = False) -> np.ndarray:
         """uint8 frames ``(B, H, W, C)`` or ``(H, W, C)`` -> float32 codes ``(B, D)`` or ``(D,)``.
 
-        ``sample`` is accepted for interface compatibility; a PCA code is deterministic.
+        ``sample`` is accepted for interface compatibility; a PCA code is deterministic. The
+        projection runs on torch's CPU threads (``torch.set_num_threads``), not numpy's BLAS
+        pool: a worker process that keeps to one torch thread keeps to it here too, where
+        OpenBLAS would start a thread per core that spin between calls and take the cores
+        from the env beside it (docs/benchmarks.md, "PCA codes").
         """
+        import torch
+
         x, single = self._flat(frames)
-        z = ((x - self.mean) @ self.components.T) / self.scale
+        projected = (torch.from_numpy(x) - torch.from_numpy(self.mean)) @ torch.from_numpy(
+            self.components
+        ).T
+        z = (projected / torch.from_numpy(self.scale)).numpy()
         return z[0] if single else z
 
     def decode(self, z: np.ndarray) -> np.ndarray:
