@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.comparison import ComparisonResult, best_policy
+from agents.comparison import ComparisonResult, best_policy, improvements
 from agents.evaluation import VideoOptions, record_episode_video
 from agents.statistics import performance_profile_band, sample_efficiency_curve
 from worldvae.atomic import atomic_open, atomic_path, write_json
@@ -192,6 +192,32 @@ def verdict(result: ComparisonResult) -> str:
     return f"{head}. The latent agent trains at {speed:.2f}x the pixel agent's env-steps/s.{tail}"
 
 
+CONTROL_ARMS = ("random", "pca")  # codes of V's size that no VAE training shaped
+
+
+def controls_verdict(result: ComparisonResult) -> str:
+    """Whether training the VAE mattered: ``P(latent > control)`` on the final return with its
+    95% CI, and the final IQMs, for each control arm run beside ``latent``; empty without
+    one."""
+    controls = [c for c in CONTROL_ARMS if c in result.summary]
+    if "latent" not in result.summary or not controls:
+        return ""
+    parts = []
+    for control in controls:
+        poi = improvements(result.runs, ("latent", control), baseline=control)["latent"]
+        parts.append(
+            f"P(latent > {control}) = {poi['probability']:.2f} "
+            f"[{poi['ci'][0]:.2f}, {poi['ci'][1]:.2f}]"
+        )
+    iqms = ", ".join(
+        f"{arm} {_interval(result.summary[arm], 'iqm')}" for arm in ("latent", *controls)
+    )
+    return (
+        "Does training the VAE matter? Against the controls of the same code size at the same "
+        f"budget: {'; '.join(parts)}; final IQM {iqms}."
+    )
+
+
 def _probe_lines(probes: dict[str, Any]) -> list[str]:
     if not probes or not probes.get("r2"):
         return [
@@ -240,6 +266,7 @@ def _intro_lines(result: ComparisonResult) -> list[str]:
         "",
         verdict(result),
         "",
+        *([controls_verdict(result), ""] if controls_verdict(result) else []),
         f"Each agent: {budget}, seeds {list(cfg.seeds)}, the same "
         f"hyperparameters; every arm is evaluated on the same {cfg.final_eval_episodes} "
         f"fixed-seed episodes (seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.final_eval_episodes - 1}), "

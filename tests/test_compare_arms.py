@@ -159,3 +159,19 @@ def test_time_to_threshold_separates_only_when_the_faster_arm_is_fully_timed():
     # pixel fully timed and ahead: latent's unreached seeds only push latent later
     assert separations(result(4, 5, (100.0, 150.0)))["seconds to threshold"] == "pixel"
     assert separations(result(5))["steps to threshold"] == ""
+
+
+def test_the_controls_verdict_says_whether_training_the_vae_mattered():
+    from agents.comparison import ComparisonResult
+    from agents.report import controls_verdict
+
+    finals = {"latent": [500, 600, 700], "random": [100, 200, 650], "pca": [50, 60, 70]}
+    runs = [{"obs": o, "final_return_mean": float(v)} for o, vs in finals.items() for v in vs]
+    summary = {o: {"iqm": float(np.mean(v)), "iqm_ci": [min(v), max(v)]} for o, v in finals.items()}
+    result = ComparisonResult(None, runs, summary, 0.0, 0.5, {}, None)  # type: ignore[arg-type]
+    text = controls_verdict(result)
+    # latent beats random in 7 of the 9 pairs of runs, pca in all 9
+    assert "P(latent > random) = 0.78 [" in text and "P(latent > pca) = 1.00 [" in text
+    assert "final IQM latent 600.00 [500.00, 700.00], random 316.67" in text
+    del summary["random"], summary["pca"]
+    assert controls_verdict(result) == ""  # no control arm ran: nothing to say
