@@ -40,6 +40,7 @@ from agents.bundle import (
     policy_kwargs,
     policy_name,
 )
+from agents.controller.cmaes import BEST_CONTROLLER_FILE
 from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
 from agents.preflight import check_agent_run
 from agents.progress import advance, budget_bar, count
@@ -65,6 +66,7 @@ AGENT_ENTRIES = (
     MODEL_DIR,
     MEMORY_DIR,
     CONTROLLER_FILE,
+    BEST_CONTROLLER_FILE,
     EVAL_CSV,
     "tb",
     CHECKPOINT_DIR,

@@ -156,6 +156,10 @@ def test_cmaes_resumes_to_the_same_controller_as_an_uninterrupted_run(world, tmp
     a = load_bundle(tmp_path / "whole", device="cpu").agent
     b = load_bundle(tmp_path / "cut", device="cpu").agent
     np.testing.assert_array_equal(a.params(), b.params())
+    best_a, best_b = (
+        load_bundle(tmp_path / d, device="cpu", which="best").agent for d in ("whole", "cut")
+    )
+    np.testing.assert_array_equal(best_a.params(), best_b.params())  # the same best kept
     whole = (tmp_path / "whole" / "eval.csv").read_text().splitlines()
     cut = (tmp_path / "cut" / "eval.csv").read_text().splitlines()
     strip = [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in whole]  # drop the seconds

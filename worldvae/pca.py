@@ -98,10 +98,10 @@ class PCAEncoder:
         import torch
 
         x, single = self._flat(frames)
-        projected = (torch.from_numpy(x) - torch.from_numpy(self.mean)) @ torch.from_numpy(
-            self.components
-        ).T
-        z = (projected / torch.from_numpy(self.scale)).numpy()
+        with torch.autocast("cpu", enabled=False):  # fp32 whatever precision the caller runs
+            centred = torch.from_numpy(x) - torch.from_numpy(self.mean)
+            projected = centred @ torch.from_numpy(self.components).T
+            z = (projected / torch.from_numpy(self.scale)).numpy()
         return z[0] if single else z
 
     def decode(self, z: np.ndarray) -> np.ndarray:
