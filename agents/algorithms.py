@@ -102,9 +102,9 @@ ANY_ACTIONS: tuple[type[gym.Space], ...] = (
 
 # ``train(run)`` -> the entries of the bundle's ``config.json`` (``final_mean_return``,
 # ``train_seconds``, ``steps_per_second`` at least); ``load(bundle, observation_space,
-# action_space)`` -> an agent with SB3's ``predict``.
+# action_space, which)`` -> the bundle's ``"final"`` or ``"best"`` agent with SB3's ``predict``.
 TrainHook = Callable[[TrainRun], dict[str, Any]]
-LoadHook = Callable[[Path, gym.Space, gym.Space, str], Any]  # bundle, spaces, which
+LoadHook = Callable[[Path, gym.Space, gym.Space, str], Any]
 
 
 @dataclass(frozen=True)

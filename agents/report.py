@@ -261,12 +261,13 @@ def _intro_lines(result: ComparisonResult) -> list[str]:
         if cfg.max_train_seconds
         else f"{cfg.total_timesteps:,} env steps"
     )
+    controls = controls_verdict(result)
     lines = [
         f"# {cfg.env_id}: {', '.join(cfg.obs_kinds)} ({cfg.algo.upper()})",
         "",
         verdict(result),
         "",
-        *([controls_verdict(result), ""] if controls_verdict(result) else []),
+        *([controls, ""] if controls else []),
         f"Each agent: {budget}, seeds {list(cfg.seeds)}, the same "
         f"hyperparameters; every arm is evaluated on the same {cfg.final_eval_episodes} "
         f"fixed-seed episodes (seeds {cfg.eval_seed}..{cfg.eval_seed + cfg.final_eval_episodes - 1}), "
