@@ -196,13 +196,17 @@ def chunk_source(venv: VecEnv) -> FrameChunkSource | None:
 
 
 class LatentHistory:
-    """Per-env buffers of the last ``frame_stack`` latents and ``action_history`` actions.
+    """Buffers of the last ``frame_stack`` latents and ``action_history`` actions of each env.
 
     The observation of env ``i`` is ``[z_{t-k+1}, ..., z_t, a_{t-n}, ..., a_{t-1}]`` as float32
     ``(k * D + n * A,)``; Discrete actions are one-hot (``A = n_actions``), Box actions raw.
     After a reset the stack holds zeros and the first latent, and the actions are zero: an
     episode starts as SB3's ``VecFrameStack`` starts the pixel arm's (zero frames before the
     first), so every arm meets the same kind of start (a zero latent is the prior's mean).
+
+    The batched methods (:meth:`push_many`, :meth:`reset_many`, :meth:`observations`) update
+    and read many envs in one array operation each; :meth:`push`, :meth:`reset` and
+    :meth:`observation` are the same for one env.
     """
 
     def __init__(
@@ -235,30 +239,55 @@ class LatentHistory:
     def space(self) -> spaces.Box:
         return spaces.Box(-np.inf, np.inf, (self.size,), np.float32)
 
-    def encode_action(self, action: Any) -> np.ndarray:
+    def encode_actions(self, actions: Any) -> np.ndarray:
+        """Actions of ``m`` envs (``(m,)`` Discrete, ``(m, ...)`` Box) -> float32 ``(m, A)``."""
+        actions = np.asarray(actions)
         if isinstance(self.action_space, spaces.Discrete):
-            one_hot = np.zeros(self.a, np.float32)
-            one_hot[int(np.asarray(action).item()) - int(self.action_space.start)] = 1.0
+            index = actions.reshape(-1).astype(np.int64) - int(self.action_space.start)
+            one_hot = np.zeros((len(index), self.a), np.float32)
+            one_hot[np.arange(len(index)), index] = 1.0
             return one_hot
-        return np.asarray(action, np.float32).reshape(-1)
+        return actions.astype(np.float32).reshape(len(actions), -1)
+
+    def encode_action(self, action: Any) -> np.ndarray:
+        """One env's action -> float32 ``(A,)``."""
+        return self.encode_actions(np.asarray(action)[None])[0]
+
+    def reset_many(self, env_ids: np.ndarray, z: np.ndarray) -> None:
+        """Start new episodes in envs ``env_ids`` ``(m,)`` from their first latents ``z``
+        ``(m, D)``."""
+        self.latents[env_ids] = 0.0
+        self.latents[env_ids, -1] = z
+        self.actions[env_ids] = 0.0
+
+    def push_many(self, env_ids: np.ndarray, z: np.ndarray, actions: Any) -> None:
+        """Append the latents ``z`` ``(m, D)`` of envs ``env_ids`` ``(m,)`` and the actions
+        ``(m, ...)`` that led to them."""
+        if self.k > 1:
+            self.latents[env_ids, :-1] = self.latents[env_ids, 1:]
+        self.latents[env_ids, -1] = z
+        if self.n:
+            if self.n > 1:
+                self.actions[env_ids, :-1] = self.actions[env_ids, 1:]
+            self.actions[env_ids, -1] = self.encode_actions(actions)
+
+    def observations(self, env_ids: np.ndarray | None = None) -> np.ndarray:
+        """Observations of envs ``env_ids`` (all when None), float32 ``(m, size)``."""
+        latents = self.latents if env_ids is None else self.latents[env_ids]
+        flat = latents.reshape(len(latents), -1)
+        if not self.n:
+            return flat.copy() if env_ids is None else flat
+        actions = self.actions if env_ids is None else self.actions[env_ids]
+        return np.concatenate([flat, actions.reshape(len(actions), -1)], axis=1)
 
     def reset(self, i: int, z: np.ndarray) -> None:
-        self.latents[i] = 0.0
-        self.latents[i, -1] = z
-        self.actions[i] = 0.0
+        self.reset_many(np.array([i]), np.asarray(z)[None])
 
     def push(self, i: int, z: np.ndarray, action: Any) -> None:
-        self.latents[i] = np.roll(self.latents[i], -1, axis=0)
-        self.latents[i, -1] = z
-        if self.n:
-            self.actions[i] = np.roll(self.actions[i], -1, axis=0)
-            self.actions[i, -1] = self.encode_action(action)
+        self.push_many(np.array([i]), np.asarray(z)[None], np.asarray(action)[None])
 
     def observation(self, i: int) -> np.ndarray:
-        parts = [self.latents[i].reshape(-1)]
-        if self.n:
-            parts.append(self.actions[i].reshape(-1))
-        return np.concatenate(parts)
+        return self.observations(np.array([i]))[0]
 
 
 class LatentObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -408,17 +437,12 @@ class VecLatentObservation(VecEnvWrapper):
         with torch_threads(self.encode_threads):
             return self.encoder(np.asarray(frames))
 
-    def _stacked(self) -> np.ndarray:
-        return np.stack([self.history.observation(i) for i in range(self.num_envs)])
-
     def reset(self) -> VecEnvObs:
         frames = self.venv.reset()
         assert isinstance(frames, np.ndarray)
         self.last_frames = frames
-        z = self.encode(frames)
-        for i in range(self.num_envs):
-            self.history.reset(i, z[i])
-        return self._stacked()
+        self.history.reset_many(np.arange(self.num_envs), self.encode(frames))
+        return self.history.observations()
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
@@ -469,13 +493,18 @@ class VecLatentObservation(VecEnvWrapper):
         """The step's observations from its latents ``z`` ``(N, D)`` and the terminal ones
         ``z_terminal`` ``(len(done_idx), D)``."""
         assert self._actions is not None
+        actions = np.asarray(self._actions)
         self.last_frames = frames
-        for j, i in enumerate(done_idx):
-            self.history.push(i, z_terminal[j], self._actions[i])
-            infos[i]["terminal_observation"] = self.history.observation(i)
-        for i in range(self.num_envs):
-            if dones[i]:
-                self.history.reset(i, z[i])
-            else:
-                self.history.push(i, z[i], self._actions[i])
-        return self._stacked(), rewards, dones, infos
+        if done_idx:
+            ended = np.asarray(done_idx)
+            self.history.push_many(ended, z_terminal, actions[ended])
+            for i, obs in zip(done_idx, self.history.observations(ended), strict=True):
+                infos[i]["terminal_observation"] = obs
+        done = np.asarray(dones, bool)
+        running = np.flatnonzero(~done)
+        if running.size:
+            self.history.push_many(running, z[running], actions[running])
+        if done.any():
+            restarted = np.flatnonzero(done)
+            self.history.reset_many(restarted, z[restarted])
+        return self.history.observations(), rewards, dones, infos

@@ -105,3 +105,48 @@ def test_vec_wrapper_observations_lie_in_its_space(model):
     assert obs.shape == (2, 6) and obs.dtype == np.float32
     assert all(vec.observation_space.contains(o) for o in obs)
     assert vec.last_frames is not None and vec.last_frames.shape == (2, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize(
+    "action_space",
+    [gym.spaces.Discrete(3, start=1), gym.spaces.Box(-1.0, 1.0, (2,), np.float32)],
+    ids=["discrete", "box"],
+)
+def test_latent_history_batched_updates_equal_one_env_at_a_time(action_space):
+    """push_many / reset_many / observations over several envs give what the same updates
+    one env at a time give, written out by hand: oldest latent first, then the actions."""
+    from envs.latent import LatentHistory
+
+    rng = np.random.default_rng(0)
+    n, d, k, m = 5, 3, 3, 2
+    batched = LatentHistory(n, d, action_space, frame_stack=k, action_history=m)
+    latents = [[np.zeros(d, np.float32)] * k for _ in range(n)]
+    actions = [[np.zeros(batched.a, np.float32)] * m for _ in range(n)]
+    action_space.seed(0)
+    for _ in range(12):
+        z = rng.normal(size=(n, d)).astype(np.float32)
+        acts = np.stack([action_space.sample() for _ in range(n)])
+        restart = rng.random(n) < 0.3
+        running = np.flatnonzero(~restart)
+        batched.push_many(running, z[running], acts[running])
+        batched.reset_many(np.flatnonzero(restart), z[restart])
+        for i in range(n):
+            if restart[i]:
+                latents[i] = [np.zeros(d, np.float32)] * (k - 1) + [z[i]]
+                actions[i] = [np.zeros(batched.a, np.float32)] * m
+            else:
+                if isinstance(action_space, gym.spaces.Discrete):
+                    code = np.eye(3, dtype=np.float32)[int(acts[i]) - 1]
+                else:
+                    code = acts[i].astype(np.float32)
+                latents[i] = [*latents[i][1:], z[i]]
+                actions[i] = [*actions[i][1:], code]
+        expected = np.stack([np.concatenate(latents[i] + actions[i]) for i in range(n)])
+        obs = batched.observations()
+        assert obs.shape == (n, k * d + m * batched.a) and obs.dtype == np.float32
+        np.testing.assert_array_equal(obs, expected)
+        np.testing.assert_array_equal(batched.observations(np.array([3, 1])), expected[[3, 1]])
+        np.testing.assert_array_equal(batched.observation(2), expected[2])
+    before = batched.observations()
+    before[:] = 7.0  # the observations are copies: an agent keeping them sees no later change
+    assert not (batched.observations() == 7.0).any()
