@@ -207,6 +207,13 @@ class AgentConfig:
     dream_temperature: float | None = option(
         None, "dream tau (default: M's)", 0.0, 100.0, low_open=True, flag="--temperature"
     )
+    dream_ensemble: tuple[str, ...] = option(  # envs.dream_env.DreamVecEnv(ensemble=...)
+        (),
+        "more Ms (comma list of train-rnn run directories, trained on the same latents) to "
+        "dream with beside --memory: each env's next latent comes from one of them drawn at "
+        "random every step, rewards and ends are their mean; the agent sees --memory's h",
+        flag="--dream-memory",
+    )
     total_timesteps: int = option(50_000, "env steps", 1, 10**11, flag="--steps")
     seed: int = option(0, "seed", 0, 2**32 - 1)
     n_envs: int = option(4, "parallel envs (default: the hyperparameters' n_envs)", 1, 1024)
@@ -247,6 +254,9 @@ class AgentConfig:
             raise ValueError(
                 f"training in the dream needs obs='latent+h' (the dream gives [z, h]), got {self.obs!r}"
             )
+        object.__setattr__(self, "dream_ensemble", tuple(self.dream_ensemble))  # JSON: a list
+        if self.dream_ensemble and not self.dream:
+            raise ValueError("--dream-memory adds Ms to the dream: it needs --dream")
         unknown = set(self.obs_options) - OBS_KEYS[self.obs]
         if unknown:
             raise ValueError(
@@ -334,8 +344,8 @@ def resolve_config(
     ``overrides`` update the algorithm's keyword arguments; ``fields`` set other config fields.
     The env spec comes from the model's recorded one (``env_given``, explicit choices by field
     name, must agree with it), or without one from :func:`agent_env_spec`'s defaults. Its
-    backend (default ``"auto"``) is resolved to the one that will run. ``model_dir`` and
-    ``memory_dir`` are recorded absolute (:func:`worldvae.records.record_path`).
+    backend (default ``"auto"``) is resolved to the one that will run. ``model_dir``,
+    ``memory_dir`` and ``dream_ensemble`` are recorded absolute (:func:`worldvae.records.record_path`).
 
     Raises:
         ValueError: a given env option contradicts the model's recorded spec (both named).
@@ -347,6 +357,8 @@ def resolve_config(
     env = agent_env_spec(env_id, model_dir, env_given)
     if fields.get("memory_dir"):
         fields["memory_dir"] = record_path(fields["memory_dir"])
+    if fields.get("dream_ensemble"):
+        fields["dream_ensemble"] = tuple(record_path(m) for m in fields["dream_ensemble"])
     if obs in ARMS and ARMS[obs].wrap_env is not None:  # a per-env wrapper: gymnasium's envs
         env = resolve_spec(env.replace(backend="gymnasium"))
     return AgentConfig(

@@ -32,6 +32,7 @@ from agents.bundle import (
     BEST_AGENT_FILE,
     CONFIG_FILE,
     CONTROLLER_FILE,
+    DREAM_ENSEMBLE_DIR,
     EVAL_CSV,
     MEMORY_DIR,
     MODEL_DIR,
@@ -65,6 +66,7 @@ AGENT_ENTRIES = (
     BEST_AGENT_FILE,
     MODEL_DIR,
     MEMORY_DIR,
+    DREAM_ENSEMBLE_DIR,
     CONTROLLER_FILE,
     BEST_CONTROLLER_FILE,
     EVAL_CSV,
@@ -449,7 +451,7 @@ def _train(
             on_steps,
         )
         return _finish_hooked(out, info, algorithm.train(run), eval_env)
-    env = _training_env(cfg, info, model, memory, memory_info, subprocess_envs)
+    env = _training_env(cfg, info, model, memory, memory_info, subprocess_envs, out)
     kwargs = constructor_kwargs(cfg.algo_kwargs)
     if cfg.algo_kwargs.get("normalize_reward"):
         from stable_baselines3.common.vec_env import VecNormalize
@@ -505,6 +507,10 @@ def _memory(
     if fresh:
         info["memory_sha256"] = copy_memory(cfg.memory_dir, out, info["model_sha256"])
         info["memory_source"] = record_path(cfg.memory_dir)
+        info["dream_ensemble_sha256"] = [
+            copy_memory(src, out, info["model_sha256"], f"{DREAM_ENSEMBLE_DIR}/{k}")
+            for k, src in enumerate(cfg.dream_ensemble, start=1)
+        ]
     return _bundle_memory(out, cfg.device)
 
 
@@ -518,6 +524,26 @@ def _bundle_memory(bundle: Path, device: str) -> tuple[Any, dict[str, Any]]:
     return memory, info
 
 
+def bundle_dream_ensemble(bundle: Path, cfg: AgentConfig, device: str) -> list[Any]:
+    """The dream's other Ms (``cfg.dream_ensemble``) as the bundle holds them, in order.
+
+    Raises:
+        FileNotFoundError: the bundle lacks one (it was copied in at the run's start).
+    """
+    from worldvae.memory import load_memory
+
+    members = []
+    for k in range(1, len(cfg.dream_ensemble) + 1):
+        where = bundle / DREAM_ENSEMBLE_DIR / str(k)
+        if not where.is_dir():
+            raise FileNotFoundError(
+                f"{where} is missing: the agent's dream ensemble member {k} "
+                f"({cfg.dream_ensemble[k - 1]}); re-train the agent with --overwrite"
+            )
+        members.append(load_memory(where, device=device)[0])
+    return members
+
+
 def _training_env(
     cfg: AgentConfig,
     info: dict[str, Any],
@@ -525,11 +551,16 @@ def _training_env(
     memory: Any,
     memory_info: dict[str, Any],
     subprocess_envs: bool,
+    out: Path,
 ) -> VecEnv:
-    """The ``n_envs`` envs an SB3 agent trains in: M's dream, or the real env's."""
+    """The ``n_envs`` envs an SB3 agent trains in (``out``: its bundle): M's dream, or the real
+    env's."""
     env: VecEnv
     if cfg.dream:
-        env = build_dream_vec_env(cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info))
+        env = build_dream_vec_env(
+            cfg, cfg.n_envs, cfg.seed, memory, _latent_data(cfg, memory_info),
+            bundle_dream_ensemble(out, cfg, cfg.device),
+        )  # fmt: skip
     else:
         env = build_vec_env(
             cfg, cfg.n_envs, cfg.seed, model, subprocess=subprocess_envs, memory=memory
@@ -631,7 +662,10 @@ def bundle_env(spec: dict[str, Any]) -> VecEnv:
     n_envs = int(spec.get("n_envs", 1))
     memory, extra = _bundle_memory(bundle, "cpu")
     if spec["dream"]:
-        return build_dream_vec_env(cfg, n_envs, cfg.seed, memory, _latent_data(cfg, extra))
+        return build_dream_vec_env(
+            cfg, n_envs, cfg.seed, memory, _latent_data(cfg, extra),
+            bundle_dream_ensemble(bundle, cfg, "cpu"),
+        )  # fmt: skip
     model = load_model(bundle / MODEL_DIR, device="cpu")
     return build_vec_env(cfg, n_envs, cfg.seed, model, memory=memory)
 

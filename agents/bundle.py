@@ -31,6 +31,7 @@ from worldvae.vae.io import CONFIG_NAME, WEIGHTS_NAME, model_sha256
 
 CONFIG_FILE, AGENT_FILE, MODEL_DIR, EVAL_CSV = "config.json", "agent.zip", "model", "eval.csv"
 MEMORY_DIR = "memory"
+DREAM_ENSEMBLE_DIR = "dream_memory"  # the dream's other Ms: dream_memory/1, dream_memory/2, ...
 BEST_AGENT_FILE = "best_agent.zip"  # the policy of the best periodic evaluation
 
 
@@ -47,8 +48,9 @@ def copy_model(src: str | Path, bundle: Path) -> str:
     return model_sha256(dst)
 
 
-def copy_memory(src: str | Path, bundle: Path, vae_sha256: str) -> str:
-    """Copy M (a run directory resolves to its best checkpoint) into the bundle; return its hash.
+def copy_memory(src: str | Path, bundle: Path, vae_sha256: str, into: str = MEMORY_DIR) -> str:
+    """Copy M (a run directory resolves to its best checkpoint) into the bundle's folder
+    ``into``; return its hash.
 
     Raises:
         ValueError: M was trained on latents of another VAE than the bundle's.
@@ -64,7 +66,7 @@ def copy_memory(src: str | Path, bundle: Path, vae_sha256: str) -> str:
             f"{str(extra['vae_sha256'])[:12]}, this agent's is {vae_sha256[:12]}); pass the VAE "
             "it was trained with, or re-run encode-data and train-rnn with this one"
         )
-    dst = bundle / MEMORY_DIR
+    dst = bundle / into
     dst.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copy2(src / name, dst / name)

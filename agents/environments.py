@@ -3,7 +3,7 @@ deterministic evaluation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -183,11 +183,17 @@ def dream_max_steps(cfg: AgentConfig) -> int:
 
 
 def build_dream_vec_env(
-    cfg: AgentConfig, n_envs: int, seed: int, memory: MDNRNN, latent_data: str
+    cfg: AgentConfig,
+    n_envs: int,
+    seed: int,
+    memory: MDNRNN,
+    latent_data: str,
+    ensemble: Sequence[MDNRNN] = (),
 ) -> VecEnv:
     """``n_envs`` dreams stepped together (:class:`~envs.dream_env.DreamVecEnv`: one batched M step
     per VecEnv step) from the latent dataset's first frames, at ``cfg.dream_temperature``,
-    monitored and seeded like the real env."""
+    with the other Ms of ``ensemble`` dreaming beside ``memory``, monitored and seeded like
+    the real env."""
     venv = VecMonitor(
         DreamVecEnv(
             memory,
@@ -196,6 +202,7 @@ def build_dream_vec_env(
             n_envs,
             cfg.dream_temperature,
             max_episode_steps=dream_max_steps(cfg),
+            ensemble=ensemble,
         )
     )
     venv.seed(seed)

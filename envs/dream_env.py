@@ -6,22 +6,33 @@ flag, and the next latent is sampled from its mixture at temperature ``tau``. Ob
 ``[z, h]``, the same as the ``latent+h`` wrappers give in the real env, so an agent trained in
 the dream acts in the real env unchanged. A dream step costs one LSTM step, not a rendered
 frame.
+
+``DreamVecEnv(..., ensemble=[M2, M3, ...])`` dreams with several Ms trained on the same data:
+every member reads the same ``(z_t, a_t)``; each env's next latent is drawn from one member
+chosen at random for that env and step, and the reward and the done probability are the
+members' means. The observed ``h`` stays the first M's, the one the real env's ``latent+h``
+wrapper runs. A controller that exploits one M's error then meets it only on the steps that
+M is drawn, and its reward error is averaged with the others' (the idea behind ensembles of
+learned models in model-based RL).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.nn.functional as F
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.latent_memory import memory_space, resolve_memory
+from envs.latent_memory import check_memory_fits, memory_space, resolve_memory
 from worldvae.data.latents import ActionSpec, LatentDataset
 from worldvae.memory import MDNRNN
-from worldvae.memory.model import sample_next
+from worldvae.memory.model import MDNOutput, sample_next
 from worldvae.vae import Autoencoder
 
 
@@ -65,7 +76,6 @@ class DreamEnv(gym.Env):
         render_mode: str | None = None,
         device: str = "cpu",
     ):
-        from envs.latent_memory import check_memory_fits
 
         self.memory = resolve_memory(memory, device)
         self.action_encoding: ActionSpec = check_memory_fits(
@@ -134,6 +144,31 @@ class DreamEnv(gym.Env):
         return np.asarray(self.vae.decode(self._z[0].cpu().numpy()))
 
 
+def _ensemble_step(outs: list[MDNOutput], drawn: np.ndarray) -> MDNOutput:
+    """One step of an ensemble of Ms as one :class:`MDNOutput` ``(B, 1, ...)``: env ``i``'s
+    mixture from member ``drawn[i]`` of ``outs`` (each member's step, ``(B, 1, ...)``), the
+    reward the members' mean and the done logit that of their mean probability; ``hidden``
+    the first member's. Members with fewer Gaussians are padded with components of zero
+    weight."""
+    rows = torch.arange(len(drawn), device=outs[0].mu.device)
+    pick = torch.from_numpy(drawn).to(rows.device)
+    k = max(o.mu.shape[-1] for o in outs)  # members may have other numbers of Gaussians
+
+    def drawn_rows(name: str, fill: float) -> torch.Tensor:
+        padded = [F.pad(getattr(o, name), (0, k - o.mu.shape[-1]), value=fill) for o in outs]
+        return torch.stack(padded)[pick, rows]
+
+    p_done = torch.stack([torch.sigmoid(o.done_logit) for o in outs]).mean(dim=0)
+    return MDNOutput(
+        log_pi=drawn_rows("log_pi", -math.inf),  # padded components are never drawn
+        mu=drawn_rows("mu", 0.0),
+        log_sigma=drawn_rows("log_sigma", 0.0),
+        reward=torch.stack([o.reward for o in outs]).mean(dim=0),
+        done_logit=torch.logit(p_done),
+        hidden=outs[0].hidden,
+    )
+
+
 class DreamVecEnv(VecEnv):
     """``n_envs`` dreams stepped together: one batched M step and one sample per VecEnv step.
 
@@ -148,6 +183,13 @@ class DreamVecEnv(VecEnv):
         memory, start_latents, action_space, temperature, done_threshold, max_episode_steps,
         device: as for :class:`DreamEnv`.
         n_envs: dreams stepped together.
+        ensemble: more Ms (loaded, or run directories) dreaming beside ``memory`` (see the
+            module docstring); each must read the same latents and actions. Empty: ``memory``
+            alone. An ensemble of copies of ``memory`` dreams exactly what ``memory`` alone
+            does for the same seed.
+
+    Raises:
+        ValueError: a member of ``ensemble`` reads other latents or actions than ``memory``.
     """
 
     def __init__(
@@ -160,6 +202,7 @@ class DreamVecEnv(VecEnv):
         done_threshold: float = 0.5,
         max_episode_steps: int = 1000,
         device: str = "cpu",
+        ensemble: Sequence[MDNRNN | str | Path] = (),
     ):
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
@@ -171,11 +214,24 @@ class DreamVecEnv(VecEnv):
         super().__init__(n_envs, one.observation_space, action_space)
         self.memory, self.starts, self.temperature = one.memory, one.starts, one.temperature
         self.action_encoding = one.action_encoding
+        self.ensemble = [resolve_memory(m, device) for m in ensemble]
+        for k, member in enumerate(self.ensemble, start=1):
+            check_memory_fits(f"DreamVecEnv ensemble member {k}", member, None, action_space)
+            if member.config.latent_dim != self.memory.config.latent_dim:
+                raise ValueError(
+                    f"DreamVecEnv ensemble member {k} reads latents of size "
+                    f"{member.config.latent_dim}, M reads {self.memory.config.latent_dim}; "
+                    "train every member on the same latent dataset"
+                )
+            if member.device != self.memory.device:
+                member.to(self.memory.device)
         self.done_threshold, self.max_episode_steps = done_threshold, max_episode_steps
         self._generator = torch.Generator(device=self.memory.device)
         self._rng = np.random.default_rng()
+        self._member_rng = np.random.default_rng()
         self._z = torch.zeros(n_envs, self.memory.config.latent_dim, device=self.memory.device)
         self._state = self.memory.initial_state(n_envs)
+        self._member_states = [m.initial_state(n_envs) for m in self.ensemble]
         self._hidden = np.zeros((n_envs, self.memory.config.hidden_size), np.float32)
         self._t = np.zeros(n_envs, np.int64)
         self._actions: np.ndarray | None = None
@@ -186,8 +242,9 @@ class DreamVecEnv(VecEnv):
         """New start latents and zero M state for the envs ``envs`` (indices)."""
         picks = self._rng.integers(len(self.starts), size=len(envs))
         self._z[envs] = torch.from_numpy(self.starts[picks]).to(self.memory.device)
-        self._state[0][:, envs] = 0.0
-        self._state[1][:, envs] = 0.0
+        for h, c in [self._state, *self._member_states]:
+            h[:, envs] = 0.0
+            c[:, envs] = 0.0
         self._hidden[envs] = 0.0
         self._t[envs] = 0
 
@@ -199,6 +256,7 @@ class DreamVecEnv(VecEnv):
         if self._next_seed is not None:
             self._rng = np.random.default_rng(self._next_seed)
             self._generator.manual_seed(int(self._rng.integers(2**62)))
+            self._member_rng = np.random.default_rng([self._next_seed, 1])
             self._next_seed = None
         self._restart(np.arange(self.num_envs))
         return self._obs()
@@ -218,9 +276,17 @@ class DreamVecEnv(VecEnv):
         a = torch.from_numpy(self.action_encoding.encode(self._actions)).to(self.memory.device)
         self._actions = None
         out, self._state = self.memory.step(self._z, a, self._state)
-        rewards = out.reward[:, -1].float().cpu().numpy().astype(np.float32)
-        p_done = torch.sigmoid(out.done_logit[:, -1]).float().cpu().numpy()
-        self._z = sample_next(out, self.temperature, self._generator)
+        if self.ensemble:
+            outs = [out]
+            for k, member in enumerate(self.ensemble):
+                member_out, self._member_states[k] = member.step(self._z, a, self._member_states[k])
+                outs.append(member_out)
+            dream = _ensemble_step(outs, self._member_rng.integers(len(outs), size=self.num_envs))
+        else:
+            dream = out
+        rewards = dream.reward[:, -1].float().cpu().numpy().astype(np.float32)
+        p_done = torch.sigmoid(dream.done_logit[:, -1]).float().cpu().numpy()
+        self._z = sample_next(dream, self.temperature, self._generator)
         self._hidden = out.hidden[:, -1].float().cpu().numpy()
         self._t += 1
         terminated = p_done > self.done_threshold

@@ -169,3 +169,68 @@ def test_dream_vec_env_is_seeded_and_never_mixes_two_episodes(memory):
         assert not np.any(after[4:])  # M's state starts afresh: h = 0
         assert any(np.array_equal(after[:4], s) for s in starts)  # z from a real start
         assert not np.array_equal(info["terminal_observation"], after)
+
+
+def _other_memory(seed: int, latent_dim: int = 4) -> MDNRNN:
+    torch.manual_seed(seed)
+    config = MemoryConfig(latent_dim=latent_dim, action_dim=2, hidden_size=6, n_gaussians=3)
+    return MDNRNN(config).eval()
+
+
+def test_dream_ensemble_of_copies_dreams_what_m_alone_dreams(memory):
+    import copy
+
+    from envs.dream_env import DreamVecEnv
+
+    starts = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+
+    def play(ensemble) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=3,
+                           max_episode_steps=5, ensemble=ensemble)  # fmt: skip
+        venv.seed(11)
+        steps = [(venv.reset(), np.zeros(3), np.zeros(3, bool))]
+        for t in range(12):
+            obs, rewards, dones, _ = venv.step(np.array([t % 2, 1, 0]))
+            steps.append((obs, rewards, dones))
+        return steps
+
+    for alone, pair in zip(play(()), play([copy.deepcopy(memory)]), strict=True):
+        for a, b in zip(alone, pair, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_dream_ensemble_draws_each_envs_next_latent_from_one_member_and_averages_rewards(memory):
+    from envs.dream_env import DreamVecEnv
+
+    other = _other_memory(2)
+    start = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    n = 16
+    venv = DreamVecEnv(memory, start, gym.spaces.Discrete(2), n_envs=n, temperature=1e-6,
+                       done_threshold=1.0, ensemble=[other])  # fmt: skip
+    venv.seed(0)
+    venv.reset()
+    obs, rewards, _, _ = venv.step(np.ones(n, np.int64))
+    z = torch.from_numpy(np.repeat(start, n, axis=0))
+    a = torch.from_numpy(venv.action_encoding.encode(np.ones(n, np.int64)))
+    modes, member_rewards = [], []
+    for m in (memory, other):
+        out, _ = m.step(z, a, None)
+        best = out.log_pi[:, -1].argmax(dim=-1, keepdim=True)  # tau -> 0: the likeliest mean
+        modes.append(out.mu[:, -1].gather(-1, best).squeeze(-1)[0].numpy())
+        member_rewards.append(float(out.reward[0, -1]))
+        if m is memory:  # the observed h is the first M's
+            np.testing.assert_allclose(obs[:, 4:], out.hidden[:, -1].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rewards, np.mean(member_rewards), rtol=1e-5, atol=1e-6)
+    drawn = [int(np.argmin([np.abs(row[:4] - mode).max() for mode in modes])) for row in obs]
+    for row, k in zip(obs, drawn, strict=True):
+        np.testing.assert_allclose(row[:4], modes[k], atol=1e-2)
+    assert set(drawn) == {0, 1}  # both members drawn among 16 envs
+
+
+def test_dream_ensemble_refuses_a_member_of_other_latents(memory):
+    from envs.dream_env import DreamVecEnv
+
+    starts = np.zeros((1, 4), np.float32)
+    with pytest.raises(ValueError, match="ensemble member 1 reads latents of size 5"):
+        DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2,
+                    ensemble=[_other_memory(2, latent_dim=5)])  # fmt: skip

@@ -165,3 +165,24 @@ def test_cmaes_resumes_to_the_same_controller_as_an_uninterrupted_run(world, tmp
     strip = [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in whole]  # drop the seconds
     assert strip == [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in cut]
     assert r.final_mean_return == float(whole[-1].split(",")[3])
+
+
+def test_dream_ensemble_is_copied_into_the_bundle_and_a_copy_of_m_dreams_what_m_does(
+    world, tmp_path
+):
+    """A C trained in a dream of M and a copy of M (``--dream-memory``) learns what the same
+    run with M alone learns: the ensemble reaches the CMA-ES scorers through the bundle."""
+    _, rnn = world
+    alone = _cfg(world, steps=60, algo="cmaes", dream=True)
+    pair = _cfg(world, steps=60, algo="cmaes", dream=True, dream_ensemble=(str(rnn),))
+    train_agent(alone, tmp_path / "alone", progress=False)
+    train_agent(pair, tmp_path / "pair", progress=False)
+    info = json.loads((tmp_path / "pair" / "config.json").read_text())
+    assert info["agent"]["dream_ensemble"] == [str(rnn.resolve())]
+    assert len(info["dream_ensemble_sha256"]) == 1
+    assert (tmp_path / "pair" / "dream_memory" / "1" / "model.safetensors").is_file()
+    a = load_bundle(tmp_path / "alone", device="cpu").agent
+    b = load_bundle(tmp_path / "pair", device="cpu").agent
+    np.testing.assert_allclose(a.params(), b.params(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"--dream-memory .* needs --dream"):
+        _cfg(world, steps=60, algo="cmaes", dream_ensemble=(str(rnn),))

@@ -70,6 +70,8 @@ def run_train_agent(args: argparse.Namespace) -> int:
     env_id, memory = args.env, fields["memory_dir"]
     if memory:  # the frames M saw: its env spec
         env_given = memory_env_given(memory, env_id)
+    for member in fields.get("dream_ensemble") or ():  # refuses an M of another env
+        memory_env_given(member, env_id)
     cfg = resolve_config(
         env_id, obs=args.obs, hyperparams_file=args.hyperparams, env_given=env_given, **fields
     )
