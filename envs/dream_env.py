@@ -76,7 +76,6 @@ class DreamEnv(gym.Env):
         render_mode: str | None = None,
         device: str = "cpu",
     ):
-
         self.memory = resolve_memory(memory, device)
         self.action_encoding: ActionSpec = check_memory_fits(
             "DreamEnv", self.memory, vae, action_space
