@@ -45,6 +45,11 @@ the first arm rotating per round, medians of ``--rounds`` rounds:
 * ``sync openvino``, ``sync onnxruntime``: the wrapper over ``raw sync`` (one batch per step,
   no overlap) with the encode on that runtime, on the wrapper's default encode threads.
 
+* ``sync onnxruntime int8`` (``--int8``): the ``sync`` wrapper with its encode on the V's
+  mean encoder exported to ONNX and quantized to int8 by ONNX Runtime's ``quantize_static``
+  (calibrated on 256 frames of the env; ``scripts/bench_encoder.py``'s int8 arm), on the
+  wrapper's encode threads: what int8 would give the wrapper, measured before it is offered.
+
 The other ``new`` arms and ``sync torch`` encode with PyTorch; ``sync, fixed`` takes the
 wrapper's default runtime (``"auto"``: ONNX Runtime on the CPU where installed).
 
@@ -159,6 +164,29 @@ def runtime_arm(model: Any, n: int, budget: str, runtime: str, precision: str) -
         return None
 
 
+def int8_arm(model: Any, n: int) -> VecEnv | None:
+    """The ``sync onnxruntime int8`` arm (see the module docstring), or None (with the
+    reason printed) where ONNX Runtime or onnx is not installed."""
+    import tempfile
+
+    from bench_encoder import export_onnx, onnxruntime_arm, quantized_onnx, real_frames
+
+    from worldvae.vae.inference import runtime_available
+
+    if not (runtime_available("onnxruntime") and runtime_available("onnx")):
+        print("sync onnxruntime int8: skipped (onnxruntime or onnx is not installed)")
+        return None
+    frames = real_frames(256)
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = export_onnx(model, frames[:8], Path(folder) / "fp32.onnx")
+        int8 = quantized_onnx(fp32, frames, Path(folder) / "int8.onnx")
+        encode = onnxruntime_arm(int8, ENCODE_THREADS)  # the session holds the graph
+    arm = VecLatentObservation(envpool_vec(n), model, precision="fp32", runtime="onnxruntime")
+    arm.encoder = encode  # the wrapper calls it as it calls a FrameEncoder
+    arm.runtime = "onnxruntime int8"
+    return arm
+
+
 def overlap_arms(model: Any, n: int, precision: str, budgets: list[str]) -> dict[str, VecEnv]:
     """The arms of ``--overlap`` by name (see the module docstring)."""
     old = VecLatentObservation(
@@ -209,6 +237,10 @@ def run_overlap(args: argparse.Namespace, model: Any) -> None:
             arms[f"sync {runtime}"] = VecLatentObservation(
                 envpool_vec(n), model, precision=args.precision, runtime=runtime
             )
+    if args.int8:
+        arm = int8_arm(model, n)
+        if arm is not None:
+            arms["sync onnxruntime int8"] = arm
     actions = np.random.default_rng(0).uniform(-1, 1, (n, 3)).astype(np.float32)
     names = list(arms)
     for venv in arms.values():
@@ -337,6 +369,11 @@ def main() -> None:
         choices=["openvino", "onnxruntime"],
         help="--overlap: one arm per CPU runtime, the first budget's with the encode on it "
         "(those not installed are skipped)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="--overlap: add the sync arm with an int8 encode (ONNX Runtime quantize_static)",
     )
     args = p.parse_args()
     args.vec_steps = args.vec_steps or (20 if args.overlap else 40)
