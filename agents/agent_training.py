@@ -525,13 +525,19 @@ def _bundle_memory(bundle: Path, device: str) -> tuple[Any, dict[str, Any]]:
 
 
 def bundle_dream_ensemble(bundle: Path, cfg: AgentConfig, device: str) -> list[Any]:
-    """The dream's other Ms (``cfg.dream_ensemble``) as the bundle holds them, in order.
+    """The dream's other Ms (``cfg.dream_ensemble``) as the bundle holds them, in order,
+    each checked against the hash its ``config.json`` recorded when it was copied in.
 
     Raises:
         FileNotFoundError: the bundle lacks one (it was copied in at the run's start).
+        ValueError: one changed since it was copied in.
     """
     from worldvae.memory import load_memory
+    from worldvae.vae.io import model_sha256
 
+    if not cfg.dream_ensemble:
+        return []
+    recorded = json.loads((bundle / CONFIG_FILE).read_text()).get("dream_ensemble_sha256", [])
     members = []
     for k in range(1, len(cfg.dream_ensemble) + 1):
         where = bundle / DREAM_ENSEMBLE_DIR / str(k)
@@ -539,6 +545,11 @@ def bundle_dream_ensemble(bundle: Path, cfg: AgentConfig, device: str) -> list[A
             raise FileNotFoundError(
                 f"{where} is missing: the agent's dream ensemble member {k} "
                 f"({cfg.dream_ensemble[k - 1]}); re-train the agent with --overwrite"
+            )
+        if k > len(recorded) or model_sha256(where) != recorded[k - 1]:
+            raise ValueError(
+                f"the dream ensemble member in {where} changed since the agent was trained on "
+                "it; restore it or re-train the agent"
             )
         members.append(load_memory(where, device=device)[0])
     return members

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
+from agents.agent_training import bundle_env
 from agents.controller.cmaes import LinearController
 
 FAST = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
@@ -186,3 +187,7 @@ def test_dream_ensemble_is_copied_into_the_bundle_and_a_copy_of_m_dreams_what_m_
     np.testing.assert_allclose(a.params(), b.params(), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match=r"--dream-memory .* needs --dream"):
         _cfg(world, steps=60, algo="cmaes", dream_ensemble=(str(rnn),))
+    (tmp_path / "pair" / "dream_memory" / "1" / "model.safetensors").write_bytes(b"changed")
+    spec = {"cfg": pair.to_dict(), "bundle": str(tmp_path / "pair"), "dream": True}
+    with pytest.raises(ValueError, match=r"dream ensemble member .* changed"):
+        bundle_env(spec)
