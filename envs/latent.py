@@ -249,10 +249,6 @@ class LatentHistory:
             return one_hot
         return actions.astype(np.float32).reshape(len(actions), -1)
 
-    def encode_action(self, action: Any) -> np.ndarray:
-        """One env's action -> float32 ``(A,)``."""
-        return self.encode_actions(np.asarray(action)[None])[0]
-
     def reset_many(self, env_ids: np.ndarray, z: np.ndarray) -> None:
         """Start new episodes in envs ``env_ids`` ``(m,)`` from their first latents ``z``
         ``(m, D)``."""
