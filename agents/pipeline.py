@@ -39,7 +39,28 @@ from worldvae.versions import machine_description
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PRESETS", "Preset", "best_policy", "canonical_score", "run_pipeline"]
+__all__ = [
+    "PIPELINE_ENTRIES",
+    "PRESETS",
+    "Preset",
+    "best_policy",
+    "canonical_score",
+    "run_pipeline",
+]
+
+# Everything the pipeline writes in its folder, one name per stage's output: a folder holding
+# only these is the pipeline's own and may be resumed (anything else is refused).
+PIPELINE_ENTRIES = (
+    "data",
+    "vae",
+    "latents",
+    "rnn",
+    "compare",
+    "controllers",
+    "world_models",
+    "canonical.json",
+    "report",
+)
 
 
 @dataclass
@@ -56,6 +77,13 @@ class PipelineRun:
     gpus_per_run: float = 0
     timings: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.perf_counter)
+
+    def path(self, name: str) -> Path:
+        """``out/name`` for one of :data:`PIPELINE_ENTRIES` (any other name is a defect: a
+        re-run would refuse the folder as not the pipeline's)."""
+        if name not in PIPELINE_ENTRIES:
+            raise KeyError(f"{name!r} is not one of the pipeline's entries {PIPELINE_ENTRIES}")
+        return self.out / name
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -102,7 +130,7 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     run = PipelineRun(chosen, name, out, env, progress, cluster, cpus_per_run, gpus_per_run)
     collected = collect_stage(run)
-    data = out / "data"
+    data = run.path("data")
     vae = train_vae_stage(run, data)
     memory = None
     if chosen.controllers.kinds or any(ARMS[o].needs_memory for o in chosen.compare.obs_kinds):
@@ -167,7 +195,7 @@ def check_before_collecting(preset: Preset, env: EnvSpec) -> None:
 
 def collect_stage(run: PipelineRun) -> CollectResult:
     """Collect the VAE's episodes into ``out/data`` (as Ray tasks on a Ray cluster)."""
-    data = run.out / "data"
+    data = run.path("data")
     with run.stage("collect"):
         settings = asdict(run.preset.collect)
         if uses_ray(run.cluster):  # one episode task per CPU of the cluster at a time
@@ -179,7 +207,7 @@ def collect_stage(run: PipelineRun) -> CollectResult:
 
 def train_vae_stage(run: PipelineRun, data: Path) -> Path:
     """Train V on ``data`` into ``out/vae`` (continued, or skipped when finished)."""
-    vae = run.out / "vae"
+    vae = run.path("vae")
     with run.stage("train_vae"):
         if not is_finished(vae):
             train_autoencoder(data, vae, run.preset.vae, resume=vae.exists(), progress=run.progress)
@@ -196,9 +224,9 @@ def train_memory_stage(run: PipelineRun, data: Path, vae: Path) -> Path:
     from envs.latent_memory import encode_latent_dataset
     from worldvae.memory.trainer import train_memory
 
-    rnn = run.out / "rnn"
+    rnn = run.path("rnn")
     with run.stage("train_rnn"):
-        latents = run.out / "latents"
+        latents = run.path("latents")
         encode_latent_dataset(data, vae, latents, progress=run.progress)
         if not is_finished(rnn):
             train_memory(
@@ -222,9 +250,9 @@ def compare_stage(
     )
     with run.stage("compare"):
         result = run_comparison_on_cluster(
-            cfg, run.out / "compare", run.cluster, run.cpus_per_run, run.gpus_per_run, run.progress
+            cfg, run.path("compare"), run.cluster, run.cpus_per_run, run.gpus_per_run, run.progress
         )
-    print(f"[3/4] agents: {run.out / 'compare' / 'runs'}", flush=True)
+    print(f"[3/4] agents: {run.path('compare') / 'runs'}", flush=True)
     return result
 
 
@@ -237,11 +265,11 @@ def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Pa
             run.env,
             vae,
             memory,
-            run.out / "controllers",
+            run.path("controllers"),
             run.cluster,
             run.progress,
         )
-    print(f"[3/4] controllers: {run.out / 'controllers'}", flush=True)
+    print(f"[3/4] controllers: {run.path('controllers')}", flush=True)
     return bundles
 
 
@@ -254,9 +282,9 @@ def canonical_stage(
     with run.stage("canonical_eval"):
         if controllers:
             return score_world_models(
-                result, controllers, run.out / "world_models", run.preset.canonical
+                result, controllers, run.path("world_models"), run.preset.canonical
             )
-        return canonical_score(result, run.out / "canonical.json", run.preset.canonical)
+        return canonical_score(result, run.path("canonical.json"), run.preset.canonical)
 
 
 class Reporter:
@@ -282,7 +310,7 @@ class Reporter:
         self.command = command or (
             f"worldvae pipeline --preset {run.name} --env {run.preset.env.env_id}"
         )
-        self.timings_path = run.out / "report" / "timings.json"
+        self.timings_path = run.path("report") / "timings.json"
         exists = self.timings_path.exists()
         self.previous = json.loads(self.timings_path.read_text()) if exists else []
 
@@ -295,7 +323,7 @@ class Reporter:
         """Write the report with ``sections`` appended; return ``report.md``."""
         return write_report(
             replace(self.result, timings={}),
-            self.run.out / "report",
+            self.run.path("report"),
             self.command,
             self.images,
             stage_times=summed_times([*self.previous, self.this_run()]),

@@ -297,3 +297,20 @@ def test_collect_with_nothing_listening_at_the_cluster_fails_fast(tmp_path):
     assert last.startswith(f"worldvae: error: no Ray cluster answers at {address}"), r.stderr
     assert "ray start --head" in last and "--cluster local" in last
     assert not out.exists()
+
+
+def test_a_worldmodels_pipeline_folder_is_its_own_after_the_controllers_stage(tmp_path, capsys):
+    """The controllers and scoring stages' folders are the pipeline's: a re-run is refused only
+    for what the pipeline never writes, and names nothing else."""
+    from agents.pipeline import PIPELINE_ENTRIES
+
+    out = tmp_path / "wm"
+    for name in ("data", "vae", "latents", "rnn", "compare", "controllers", "world_models"):
+        (out / name).mkdir(parents=True)
+    (out / "world_models" / "drivers.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    before = _tree(out)
+    line = _error(capsys, ["pipeline", "--preset", "worldmodels", "--out", str(out)])
+    assert "not a pipeline folder (it holds notes.txt)" in line, line
+    assert _tree(out) == before
+    assert {"controllers", "world_models", "canonical.json"} <= set(PIPELINE_ENTRIES)

@@ -71,7 +71,7 @@ def test_a_latent_h_arm_gets_its_memory_model_trained_by_the_pipeline(tmp_path):
     assert info["memory_sha256"]
     assert "| latent+h |" in report.read_text()
     assert "](m_dream.gif)" in report.read_text() and (out / "report" / "m_dream.gif").is_file()
-    from agents.cli.compare_commands import PIPELINE_ENTRIES
+    from agents.pipeline import PIPELINE_ENTRIES
     from worldvae.rundir import foreign_entries
 
     assert foreign_entries(out, PIPELINE_ENTRIES) == []  # the command may run there again

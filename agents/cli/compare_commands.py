@@ -28,7 +28,6 @@ from worldvae.rundir import RunDirLock, check_ours
 
 # What the two commands write in --out; a folder holding anything else is refused.
 COMPARE_ENTRIES = ("runs", "controls", "results.csv", "results.json", "report")
-PIPELINE_ENTRIES = ("data", "vae", "latents", "rnn", "compare", "report", "canonical.json")
 # How a comparison gets frames large enough for the pixel arm's CNN: they are V's.
 COMPARE_FRAMES_FIX = (
     "the pixel arm plays the frames V was trained on: collect and train V with --frame-size "
@@ -191,7 +190,7 @@ def check_pipeline_workers(preset: Preset, cluster: str) -> None:
 
 
 def run_pipeline_command(args: argparse.Namespace) -> int:
-    from agents.pipeline import run_pipeline
+    from agents.pipeline import PIPELINE_ENTRIES, run_pipeline
 
     uses_ray(args.cluster)  # a bad value is refused before anything runs
     settings = pipeline_settings(args)
