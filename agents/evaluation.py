@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.bundle import Bundle, load_bundle
+from agents.agent_config import AgentConfig
+from agents.bundle import Bundle, load_bundle, read_agent_info
 from agents.environments import build_vec_env, evaluate_policy_seeded
-from envs.backends import warn_on_backend_mismatch
+from envs.backends import BackendMismatchWarning, warn_on_backend_mismatch
 from envs.factory import resolve_spec
 from worldvae.vae.inference import runtime_available
 from worldvae.video import as_rgb, check_video_path, fit_width, gif_writer, put_label, write_video
@@ -249,15 +251,17 @@ def _evaluate_slice(
     import torch
 
     torch.set_num_threads(1)  # the processes share the cores
-    return evaluate_bundle(
-        path,
-        n_episodes,
-        seed,
-        device=device,
-        deterministic=deterministic,
-        backend=backend,
-        which=which,
-    ).returns
+    with warnings.catch_warnings():  # the parent warned once for all its processes
+        warnings.simplefilter("ignore", BackendMismatchWarning)
+        return evaluate_bundle(
+            path,
+            n_episodes,
+            seed,
+            device=device,
+            deterministic=deterministic,
+            backend=backend,
+            which=which,
+        ).returns
 
 
 def _evaluate_in_processes(
@@ -270,7 +274,11 @@ def _evaluate_in_processes(
     workers: int,
     which: str,
 ) -> EvalResult:
-    start = load_bundle(path, device="cpu", which=which).config.eval_seed if seed is None else seed
+    cfg = AgentConfig.from_dict(read_agent_info(Path(path))["agent"])
+    if backend is not None:  # once here, not once per process
+        chosen = resolve_spec(cfg.env.replace(backend=backend))
+        warn_on_backend_mismatch(cfg.env.backend, chosen.backend, f"the agent {path}")
+    start = cfg.eval_seed if seed is None else seed
     bounds = np.linspace(0, n_episodes, min(workers, n_episodes) + 1).astype(int)
     with parent_bound_pool(len(bounds) - 1) as pool:
         futures = [

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from agents.comparison import ComparisonResult
 from agents.controller.cmaes import BEST_CONTROLLER_FILE
 from agents.controller.kinds import CONTROLLER_KINDS, ControllerKind
 from agents.environments import evaluate_policy_seeded
+from agents.evaluation import evaluate_bundle
 from agents.presets import CanonicalStage, ControllerStage
 from worldvae.atomic import write_json
 from worldvae.envspec import EnvSpec
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 # The comparison's arms that are drivers of the World Models table, and their rows' names.
 PPO_DRIVERS = {"latent": "V: PPO on z", "latent+h": "V + M: PPO on [z, h]"}
+# Where a PPO driver's way of acting is chosen: its evaluation seed + this, past the tracks its
+# checkpoint was chosen on (and far from the canonical ones).
+CHOICE_SEED_OFFSET = 1_000
 
 
 def controller_config(
@@ -118,18 +123,30 @@ class Driver:
 
 
 def drivers_of(
-    result: ComparisonResult, controllers: dict[str, Path], sampled: bool = False
+    result: ComparisonResult,
+    controllers: dict[str, Path],
+    sampled: bool = False,
+    choose: Callable[[str, Chosen], Chosen] | None = None,
 ) -> list[Driver]:
-    """The comparison's best latent and latent+h policies (each also with sampled actions when
-    ``sampled``: ``ppo-OBS-sampled``), then the controllers."""
+    """The comparison's best latent and latent+h policies, then the controllers.
+
+    With ``sampled`` each PPO policy is also played with sampled actions: as a second driver
+    ``ppo-OBS-sampled``, or, given ``choose`` (driver name, mode-action policy -> the policy
+    played the better way, see :func:`choose_actions`), as the one way chosen."""
     found = []
     for obs, title in PPO_DRIVERS.items():
         chosen = best_of_arm(result, obs)
-        if chosen is not None:
-            found.append(_driver(f"ppo-{obs}", title, chosen))
-            if sampled:
-                again = replace(chosen, sampled=True)
-                found.append(_driver(f"ppo-{obs}-sampled", f"{title}, sampled actions", again))
+        if chosen is None:
+            continue
+        name = f"ppo-{obs}"
+        if sampled and choose is not None:
+            way = choose(name, chosen)
+            found.append(_driver(name, title + (", sampled actions" if way.sampled else ""), way))
+            continue
+        found.append(_driver(name, title, chosen))
+        if sampled:
+            again = replace(chosen, sampled=True)
+            found.append(_driver(f"{name}-sampled", f"{title}, sampled actions", again))
     for name, bundle in controllers.items():
         found.append(_driver(name, CONTROLLER_KINDS[name].title, chosen_controller(bundle)))
     return found
@@ -158,6 +175,49 @@ def _driver(name: str, title: str, chosen: Chosen) -> Driver:
     )
 
 
+def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Path) -> Chosen:
+    """``chosen`` played the better way, by its mode action or with sampled actions, as
+    measured on ``settings.choose_on`` tracks of the env it trained on from its evaluation
+    seed + :data:`CHOICE_SEED_OFFSET` (neither the tracks its checkpoint was chosen on nor the
+    canonical ones); a tie keeps the mode. Both means are kept in ``path`` (JSON, per driver
+    ``name``) and reused while the policy and the number of tracks are the same."""
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    key = {
+        "run": chosen.bundle.name,
+        "which": chosen.which,
+        "step": chosen.step,
+        "tracks": settings.choose_on,
+    }
+    entry = kept.get(name, {})
+    if {k: entry.get(k) for k in key} != key:
+        info = json.loads((chosen.bundle / "config.json").read_text())
+        seed = int(info["agent"]["eval_seed"]) + CHOICE_SEED_OFFSET
+        means = {}
+        for way, deterministic in (("mode", None), ("sampled", False)):
+            returns = evaluate_bundle(
+                chosen.bundle,
+                settings.choose_on,
+                seed,
+                device="cpu",
+                deterministic=deterministic,
+                workers=settings.workers,
+                which=chosen.which,
+            ).returns
+            means[way] = float(returns.mean())
+        entry = key | {"seed": seed} | means
+        kept[name] = entry
+        write_json(path, kept)
+    logger.info(
+        "%s: mode %.1f, sampled %.1f on %d tracks from %d",
+        name,
+        entry["mode"],
+        entry["sampled"],
+        entry["tracks"],
+        entry["seed"],
+    )
+    return replace(chosen, sampled=entry["sampled"] > entry["mode"])
+
+
 def dream_returns(chosen: Chosen, n_episodes: int, seed: int) -> np.ndarray:
     """Returns ``(n_episodes,)`` of a ``[z, h]`` driver played inside its M's dream (at the
     temperature it records, else M's), episodes seeded ``seed + i``, its actions sampled when
@@ -181,19 +241,29 @@ def score_world_models(
 ) -> str:
     """Score every driver on the canonical tracks (``out/drivers.json``) and each ``[z, h]``
     driver in M's dream (``out/dream.json``); return the report's section."""
-    drivers = drivers_of(result, controllers, settings.sampled)
+    choices = out / "actions.json"
+    choose = None
+    if settings.sampled and settings.choose_on:
+        out.mkdir(parents=True, exist_ok=True)
+
+        def choose(name: str, chosen: Chosen) -> Chosen:
+            return choose_actions(name, chosen, settings, choices)
+
+    drivers = drivers_of(result, controllers, settings.sampled, choose)
     scores = score_drivers({d.name: d.chosen for d in drivers}, out / "drivers.json", settings)
     dream_path = out / "dream.json"
     dreamed = json.loads(dream_path.read_text()) if dream_path.exists() else {}
     for d in drivers:
         key = f"{d.name}:{d.chosen.bundle.name}:{d.chosen.which}:{d.chosen.step}"
+        key += ":sampled" if d.chosen.sampled else ""
         no_memory = d.name in ("ppo-latent", "ppo-latent-sampled")  # PPO on z: no M to dream
         if no_memory or dreamed.get(d.name, {}).get("key") == key:
             continue
         returns = dream_returns(d.chosen, dream_episodes, settings.seed)
         dreamed[d.name] = {"key": key, "mean": float(returns.mean()), "std": float(returns.std())}
         write_json(dream_path, dreamed)
-    return world_models_section(drivers, scores, dreamed, settings)
+    chose = json.loads(choices.read_text()) if choose and choices.exists() else {}
+    return world_models_section(drivers, scores, dreamed, settings, chose)
 
 
 def world_models_section(
@@ -201,8 +271,10 @@ def world_models_section(
     scores: dict[str, dict[str, Any]],
     dreamed: dict[str, Any],
     settings: CanonicalStage,
+    chose: dict[str, Any] | None = None,
 ) -> str:
-    """The report's Markdown table: every driver's canonical score beside its training."""
+    """The report's Markdown table: every driver's canonical score beside its training, and
+    how each PPO driver's way of acting was chosen (``chose``, see :func:`choose_actions`)."""
     backend = "gymnasium" if "gymnasium" in settings.backends else settings.backends[0]
     rows = []
     for d in drivers:
@@ -231,6 +303,29 @@ def world_models_section(
             "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
+            *_choice_lines(drivers, chose or {}),
             f"For reference, over 100 tracks: {FIELD_MARKS}; solved is 900.",
         ]
     )
+
+
+def _choice_lines(drivers: list[Driver], chose: dict[str, Any]) -> list[str]:
+    """The report's lines on how the PPO drivers' way of acting was chosen (none without)."""
+    lines = []
+    for d in drivers:
+        c = chose.get(d.name)
+        if c is None:
+            continue
+        way = "sampled actions" if d.chosen.sampled else "its mode action"
+        lines.append(
+            f"- `{d.name}` plays {way}: {c['mode']:.1f} by its mode, {c['sampled']:.1f} "
+            f"sampled, on {c['tracks']} tracks of its training env from {c['seed']}"
+        )
+    if not lines:
+        return []
+    return [
+        "Each PPO driver was scored one way only, the better on other tracks than these:",
+        "",
+        *lines,
+        "",
+    ]

@@ -1,6 +1,7 @@
 """Wall-clock budgets (VAE and agents) and scoring an envpool-trained agent on gymnasium."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_agent_time_budget_stops_training_early(tmp_path):
     assert np.isfinite(result.final_mean_return)
 
 
-def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path):
+def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path, capfd):
     pytest.importorskip("envpool")
     cfg = resolve_config(
         "CarRacing-v3",
@@ -74,6 +75,14 @@ def test_envpool_agent_scores_on_gymnasium_tracks(tmp_path):
         canonical = evaluate_bundle(tmp_path / "agent", 2, device="cpu", backend="gymnasium")
     assert own.returns.shape == canonical.returns.shape == (2,)
     assert not np.allclose(own.returns, canonical.returns)  # other tracks, other returns
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        split = evaluate_bundle(tmp_path / "agent", 2, device="cpu", backend="gymnasium", workers=2)
+    assert split.returns.tolist() == canonical.returns.tolist()
+    said = [w for w in seen if issubclass(w.category, BackendMismatchWarning)]
+    assert len(said) == 1  # once for the call, not once per process
+    assert "BackendMismatchWarning" not in capfd.readouterr().err
     with pytest.raises(ValueError, match="envpool has no equivalent"):
         resolve_config("MiniGrid-Empty-5x5-v0", "pixel", env_given={"backend": "envpool"})
 

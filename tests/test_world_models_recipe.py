@@ -32,7 +32,8 @@ def test_worldmodels_preset_trains_m_and_three_controllers_and_scores_on_gymnasi
     assert p.controllers.kinds == ("cmaes", "cmaes-hidden", "dream-cmaes")
     assert p.memory.max_seconds == 600.0 and p.memory.patience == 10
     assert p.canonical.backends == ("gymnasium",) and p.canonical.seed == 10_000
-    assert p.canonical.sampled  # PPO drivers scored by their mode and by sampled actions
+    assert p.canonical.sampled  # PPO drivers played by their mode and by sampled actions,
+    assert p.canonical.choose_on == 20  # on 20 tracks of their own, and scored the better way
     # the drivers are chosen on other tracks than the canonical ones
     assert p.compare.eval_seed != p.canonical.seed and p.controllers.eval_seed != p.canonical.seed
     assert set(build_preset("carracing").compare.obs_kinds) == {"pixel", "latent", "random", "pca"}
@@ -112,6 +113,45 @@ def test_ppo_drivers_are_scored_by_their_mode_and_by_sampled_actions(world, tmp_
     assert "| V + M: PPO on [z, h], sampled actions | `zh` (" in section
     dreamed = json.loads((tmp_path / "wm" / "dream.json").read_text())
     assert set(dreamed) == {"ppo-latent+h", "ppo-latent+h-sampled"}
+
+
+def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(world, tmp_path):
+    from agents import resolve_config, train_agent
+    from agents.world_models import CHOICE_SEED_OFFSET
+
+    vae, rnn = world
+    cfg = resolve_config(
+        "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
+        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
+        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1, eval_seed=300,
+    )  # fmt: skip
+    train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
+    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    settings = CanonicalStage(
+        episodes=2, workers=1, seed=10_000, backends=("gymnasium",), sampled=True, choose_on=3
+    )
+    section = score_world_models(result, {}, tmp_path / "wm", settings, dream_episodes=1)
+    chose = json.loads((tmp_path / "wm" / "actions.json").read_text())["ppo-latent+h"]
+    assert chose["tracks"] == 3 and chose["seed"] == 300 + CHOICE_SEED_OFFSET
+    means = {}
+    for way, deterministic in (("mode", None), ("sampled", False)):
+        r = evaluate_bundle(
+            tmp_path / "compare" / "runs" / "zh", 3, 300 + CHOICE_SEED_OFFSET, device="cpu",
+            deterministic=deterministic, which=chose["which"],
+        )  # fmt: skip
+        means[way] = float(r.returns.mean())
+    assert means == {"mode": chose["mode"], "sampled": chose["sampled"]}
+    drivers = json.loads((tmp_path / "wm" / "drivers.json").read_text())
+    assert list(drivers) == ["ppo-latent+h"]  # one way scored, not both
+    assert bool(drivers["ppo-latent+h"].get("sampled")) == (means["sampled"] > means["mode"])
+    assert "Each PPO driver was scored one way only" in section
+    assert f"{chose['mode']:.1f} by its mode, {chose['sampled']:.1f} sampled" in section
+    # re-run: the choice and the scores are kept, nothing is played again
+    stamps = [(tmp_path / "wm" / f).stat().st_mtime_ns for f in ("actions.json", "drivers.json")]
+    assert score_world_models(result, {}, tmp_path / "wm", settings, 1) == section
+    assert stamps == [
+        (tmp_path / "wm" / f).stat().st_mtime_ns for f in ("actions.json", "drivers.json")
+    ]
 
 
 def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):
