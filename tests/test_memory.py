@@ -167,3 +167,55 @@ def test_existing_run_is_refused_and_nan_stops_keeping_the_last_checkpoint(tmp_p
     after = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
     for k in good:
         torch.testing.assert_close(good[k], after[k], rtol=0, atol=0)
+
+
+def test_reward_calibration_sums_m_rewards_step_by_step_over_real_episodes(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from worldvae.memory.diagnostics import reward_calibration
+
+    write_synthetic_latents(tmp_path / "lat", n_episodes=4, length=10)
+    ds = LatentDataset(tmp_path / "lat")
+    train_memory(tmp_path / "lat", tmp_path / "m", _cfg(epochs=1), progress=False)
+    m, _ = load_memory(tmp_path / "m", device="cpu")
+    cal = reward_calibration(m, ds, ds.episodes)
+    assert cal.real.shape == cal.predicted.shape == (4,) and cal.steps == 40
+    abs_err = 0.0
+    for i, info in enumerate(ds.episodes):
+        ep = ds.load(info)
+        state, summed = None, 0.0
+        with torch.no_grad():  # one step at a time, M's state carried: the real env's way
+            for t in range(len(ep["actions"])):
+                z = torch.as_tensor(ep["mu"][t], dtype=torch.float32)[None, None]
+                a = torch.as_tensor(ep["actions"][t], dtype=torch.float32)[None, None]
+                out, state = m(z, a, state)
+                summed += float(out.reward[0, 0])
+                abs_err += abs(float(out.reward[0, 0]) - float(ep["rewards"][t]))
+        assert cal.real[i] == pytest.approx(float(ep["rewards"].astype(np.float64).sum()))
+        assert cal.predicted[i] == pytest.approx(summed, abs=1e-4)
+    assert cal.step_mae == pytest.approx(abs_err / 40, abs=1e-5)
+    s = cal.summary()
+    assert s["episodes"] == 4 and s["ratio"] == pytest.approx(
+        cal.predicted.mean() / cal.real.mean()
+    )
+    assert -1.0 <= s["correlation"] <= 1.0
+    with pytest.raises(ValueError, match="no episode"):
+        reward_calibration(m, ds, [])
+    blind = MDNRNN(MemoryConfig(latent_dim=3, action_dim=2, predict_reward=False, **TINY))
+    with pytest.raises(ValueError, match="without rewards"):
+        reward_calibration(blind, ds, ds.episodes)
+
+    # the script: one row per M and group of episodes, the same numbers
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from m_reward_calibration import main
+    finally:
+        sys.path.pop(0)
+    argv = [str(tmp_path / "lat"), "--memory", f"M1={tmp_path / 'm'}", "--group", "a=0-1"]
+    assert main([*argv, "--group", "b=2-3"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| M1 |")]
+    first = reward_calibration(m, ds, ds.episodes[:2]).summary()
+    assert len(rows) == 2 and rows[0].startswith(f"| M1 | a | 2 | {first['real_return']:.1f} |")
+    assert main([*argv, "--group", "c=7-9"]) == 1
+    assert "no all episode in c=7-9" in capsys.readouterr().err

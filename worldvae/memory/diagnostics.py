@@ -1,14 +1,16 @@
-"""What M learned: next-step likelihood, reward and done accuracy, dream strips and dream videos
-decoded by V."""
+"""What M learned: next-step likelihood, reward and done accuracy, its rewards summed over real
+episodes against their returns, dream strips and dream videos decoded by V."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from worldvae.data.latents import LatentDataset, SequenceStream
+from worldvae.data.latents import LatentDataset, LatentEpisodeInfo, SequenceStream
 from worldvae.images import image_grid
 from worldvae.memory.losses import mdn_nll
 from worldvae.memory.model import MDNRNN, sample_next
@@ -53,6 +55,67 @@ def evaluate_memory(
         "done_recall": ends_found / ends if ends else float("nan"),
         "steps": steps,
     }
+
+
+@dataclass(frozen=True)
+class RewardCalibration:
+    """M's reward head against the rewards of real episodes, teacher-forced (M reads each real
+    latent and action in turn, its state carried through the episode, as it would when the
+    agent plays the real env).
+
+    ``real`` and ``predicted`` are per-episode returns ``(N,)``: the sum of the recorded
+    rewards, and of M's predicted rewards for the same steps; ``step_mae`` is the mean
+    absolute error per step over all of them."""
+
+    real: np.ndarray
+    predicted: np.ndarray
+    step_mae: float
+    steps: int
+
+    def summary(self) -> dict[str, float]:
+        """Means of the returns, their ratio, their correlation over episodes (NaN below two
+        episodes or without spread), the step MAE and the number of steps and episodes."""
+        real, pred = self.real, self.predicted
+        spread = len(real) > 1 and real.std() > 0 and pred.std() > 0
+        return {
+            "episodes": float(len(real)),
+            "steps": float(self.steps),
+            "real_return": float(real.mean()),
+            "predicted_return": float(pred.mean()),
+            "ratio": float(pred.mean() / real.mean()) if real.mean() else float("nan"),
+            "correlation": float(np.corrcoef(real, pred)[0, 1]) if spread else float("nan"),
+            "step_mae": self.step_mae,
+        }
+
+
+@torch.no_grad()
+def reward_calibration(
+    model: MDNRNN, dataset: LatentDataset, episodes: Sequence[LatentEpisodeInfo]
+) -> RewardCalibration:
+    """How well M's reward head sums to the real returns of ``episodes`` of ``dataset``
+    (posterior means ``mu`` ``(T+1, D)``, encoded actions ``(T, A)``, rewards ``(T,)``).
+
+    Raises:
+        ValueError: M was trained without a reward head, or no episode is given.
+    """
+    if not model.config.predict_reward:
+        raise ValueError("this M was trained without rewards (predict_reward false): no head")
+    if not episodes:
+        raise ValueError("no episode to calibrate M's rewards on")
+    model.eval()
+    real, pred, abs_err, steps = [], [], 0.0, 0
+    for info in episodes:
+        ep = dataset.load(info)
+        z = torch.as_tensor(ep["mu"][:-1], dtype=torch.float32, device=model.device)[None]
+        a = torch.as_tensor(ep["actions"], dtype=torch.float32, device=model.device)[None]
+        out, _ = model(z, a)
+        r = ep["rewards"].astype(np.float64)
+        p = out.reward[0].double().cpu().numpy()
+        real.append(r.sum())
+        pred.append(p.sum())
+        abs_err += float(np.abs(p - r).sum())
+        steps += len(r)
+    return RewardCalibration(np.array(real), np.array(pred), abs_err / max(steps, 1), steps)
 
 
 @torch.no_grad()
