@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.arms import ARMS, check_arms
-from agents.canonical import canonical_score
+from agents.canonical import best_of_arm, canonical_score
+from agents.collection import AgentPolicySpec
 from agents.comparison import ComparisonResult, best_policy
 from agents.preflight import check_arms_fit
 from agents.presets import PRESETS, Preset, build_preset, default_out
@@ -31,6 +32,7 @@ from envs.factory import resolve_spec
 from envs.policies import PolicySpec
 from worldvae.atomic import write_json
 from worldvae.data import EpisodeDataset
+from worldvae.data.manifest import MANIFEST_NAME
 from worldvae.diagnostics import inspect_model
 from worldvae.envspec import EnvSpec
 from worldvae.vae import load_model
@@ -56,6 +58,10 @@ PIPELINE_ENTRIES = (
     "latents",
     "rnn",
     "compare",
+    "data2",
+    "data12",
+    "latents12",
+    "rnn12",
     "controllers",
     "world_models",
     "canonical.json",
@@ -136,7 +142,11 @@ def run_pipeline(
     if chosen.controllers.kinds or any(ARMS[o].needs_memory for o in chosen.compare.obs_kinds):
         memory = train_memory_stage(run, data, vae)
     result = compare_stage(run, data, vae, memory, collected.total_frames)
-    controllers = controllers_stage(run, vae, memory) if memory and chosen.controllers.kinds else {}
+    controllers = {}
+    if memory and chosen.controllers.kinds:
+        if chosen.controllers.second_round_frames:
+            memory = second_round_stage(run, data, vae, result)
+        controllers = controllers_stage(run, vae, memory)
     reporter = Reporter(run, data, vae, result, command, memory)
     report = reporter.write()
     if chosen.canonical.episodes:  # the report above stands if this last stage is cut short
@@ -146,6 +156,11 @@ def run_pipeline(
     return report
 
 
+# What a second round of data needs: a [z, h] driver to collect it.
+SECOND_ROUND_NEEDS = (
+    "controllers.second_round_frames: the second round is driven by the best latent+h PPO "
+    "policy; add latent+h to compare.obs_kinds, or set controllers.second_round_frames=0"
+)
 # How the pipeline gets frames large enough for the pixel arm's CNN.
 PIPELINE_FRAMES_FIX = (
     "set --frame-size 36 or more (env.frame_size), or leave pixel out of --obs (compare.obs_kinds)"
@@ -172,6 +187,9 @@ def check_before_collecting(preset: Preset, env: EnvSpec) -> None:
                     "round of data with a trained agent by `worldvae collect --policy agent:RUN`"
                 )
             raise ValueError(f"collect.policy: {problem}") from None
+    second = preset.controllers.second_round_frames and preset.controllers.kinds
+    if second and "latent+h" not in preset.compare.obs_kinds:
+        raise ValueError(SECOND_ROUND_NEEDS)
     stage = preset.compare
     check_arms(
         stage.obs_kinds, env.env_id, model_dir="(trained below)", data_dir="(collected below)"
@@ -254,6 +272,47 @@ def compare_stage(
         )
     print(f"[3/4] agents: {run.path('compare') / 'runs'}", flush=True)
     return result
+
+
+def second_round_stage(run: PipelineRun, data: Path, vae: Path, result: ComparisonResult) -> Path:
+    """World Models' second round of data: ``controllers.second_round_frames`` frames driven by
+    the comparison's best ``[z, h]`` PPO policy with sampled actions (``out/data2``, collection
+    seed + 1: other tracks than the first round's), merged with the first round
+    (``out/data12``), encoded by the same V (``out/latents12``), and M trained on both
+    (``out/rnn12``) with M's settings. Each step resumes or is skipped when done. Returns the
+    new M's run directory."""
+    from envs.latent_memory import encode_latent_dataset
+    from worldvae.data.writer import merge_datasets
+    from worldvae.memory.trainer import train_memory
+
+    chosen = best_of_arm(result, "latent+h")
+    if chosen is None:  # check_before_collecting refuses such a preset
+        raise ValueError(SECOND_ROUND_NEEDS)
+    data2, data12, latents = run.path("data2"), run.path("data12"), run.path("latents12")
+    rnn = run.path("rnn12")
+    with run.stage("second_round"):
+        settings = asdict(run.preset.collect) | {
+            "n_frames": run.preset.controllers.second_round_frames,
+            "n_episodes": None,
+            "policy": AgentPolicySpec(str(chosen.bundle.resolve()), chosen.which),
+            "seed": run.preset.collect.seed + 1,
+        }
+        if uses_ray(run.cluster):
+            settings["n_workers"] = cluster_cpus(connect_ray(run.cluster))
+        r = collect(data2, run.env, **settings, progress=run.progress, cluster=run.cluster)
+        if not (data12 / MANIFEST_NAME).is_file():
+            merge_datasets([data, data2], data12)
+        encode_latent_dataset(data12, vae, latents, progress=run.progress)
+        if not is_finished(rnn):
+            train_memory(
+                latents, rnn, run.preset.memory, resume=rnn.exists(), progress=run.progress
+            )
+    print(
+        f"[3/4] second round: {r.total_episodes} episodes, {r.total_frames} frames driven by "
+        f"{chosen.bundle.name}; M on both rounds: {rnn / 'checkpoints' / 'best'}",
+        flush=True,
+    )
+    return rnn
 
 
 def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Path]:

@@ -251,7 +251,12 @@ class ControllerStage:
     (:data:`~agents.controller.kinds.CONTROLLER_KINDS`), each on the same wall-clock budget,
     chosen on the tracks from ``eval_seed`` and scored with the canonical stage's tracks.
     CMA-ES scores its candidates in ``workers`` local processes, or on the pipeline's Ray
-    cluster (``--cluster``). Empty ``kinds`` (the default) leaves the stage out."""
+    cluster (``--cluster``). Empty ``kinds`` (the default) leaves the stage out.
+
+    With ``second_round_frames`` the controllers use an M retrained on World Models' two
+    rounds of data: the first (the collection stage's), and as many frames more driven by the
+    comparison's best ``[z, h]`` PPO policy with sampled actions on other tracks (collection
+    seed + 1), merged; V stays the first round's, so every PPO driver keeps its M."""
 
     kinds: tuple[str, ...] = option(
         (),
@@ -282,6 +287,13 @@ class ControllerStage:
         None, "the dream's tau (default: M's)", 0.0, 100.0, low_open=True
     )
     seed: int = option(0, "seed of every controller", 0, 2**32 - 1)
+    second_round_frames: int = option(  # World Models' rounds of data
+        0,
+        "frames of a second round, driven by the best [z, h] PPO policy (sampled actions), "
+        "merged with the first to retrain M for the controllers (0: the first M)",
+        0,
+        10**11,
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)

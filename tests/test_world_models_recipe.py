@@ -13,6 +13,7 @@ from agents.world_models import score_world_models, train_controllers
 from tests.test_world_agents import ENV
 from worldvae.envspec import EnvSpec
 from worldvae.memory.trainer import MemoryTrainConfig, train_memory
+from worldvae.vae.trainer import is_finished
 
 TINY = ControllerStage(
     kinds=("cmaes", "dream-cmaes"),
@@ -152,6 +153,59 @@ def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(wo
     assert stamps == [
         (tmp_path / "wm" / f).stat().st_mtime_ns for f in ("actions.json", "drivers.json")
     ]
+
+
+def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world, tmp_path):
+    from agents import resolve_config, train_agent
+    from agents.pipeline import PipelineRun, check_before_collecting, second_round_stage
+    from worldvae.data import EpisodeDataset
+    from worldvae.data.latents import LatentDataset
+
+    vae, rnn = world
+    data = rnn.parent / "data"  # the fixture's first round: 3 CartPole episodes
+    cfg = resolve_config(
+        "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
+        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
+        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1,
+    )  # fmt: skip
+    train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
+    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    settings = {
+        "env.env_id": "CartPole-v1", "env.frame_size": 16, "collect.n_workers": 1,
+        "memory.model": {"hidden_size": 8, "n_gaussians": 2}, "memory.epochs": 1,
+        "memory.batch_size": 4, "controllers.kinds": ["cmaes"],
+        "controllers.second_round_frames": 40, "compare.obs_kinds": ["latent", "latent+h"],
+    }  # fmt: skip
+    preset = build_preset("smoke", settings)
+    env = EnvSpec("CartPole-v1", frame_size=16)
+    run = PipelineRun(preset, "smoke", tmp_path / "out", env, progress=False)
+    m2 = second_round_stage(run, data, vae, result)
+
+    assert m2 == tmp_path / "out" / "rnn12" and is_finished(m2)
+    second = EpisodeDataset(tmp_path / "out" / "data2")
+    assert second.n_frames() >= 40
+    policy = second.manifest.policy
+    assert policy["params"]["which"] == "best" and policy["params"]["path"].endswith("zh")
+    assert second.manifest.seed == preset.collect.seed + 1  # other episodes than round one's
+    first = EpisodeDataset(data)
+    merged = EpisodeDataset(tmp_path / "out" / "data12")
+    assert len(merged.episodes) == len(first.episodes) + len(second.episodes)
+    latents = LatentDataset(tmp_path / "out" / "latents12")
+    assert len(latents.episodes) == len(merged.episodes)
+    assert (
+        latents.manifest.model_sha256
+        == json.loads((tmp_path / "compare" / "runs" / "zh" / "config.json").read_text())[
+            "model_sha256"
+        ]
+    )  # the same V
+    stamp = (m2 / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    assert second_round_stage(run, data, vae, result) == m2  # done: nothing is redone
+    assert (m2 / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(EpisodeDataset(tmp_path / "out" / "data2").episodes) == len(second.episodes)
+
+    no_zh = build_preset("smoke", settings | {"compare.obs_kinds": ["latent"]})
+    with pytest.raises(ValueError, match=r"add latent\+h to compare\.obs_kinds"):
+        check_before_collecting(no_zh, env)
 
 
 def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):
