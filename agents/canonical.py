@@ -30,7 +30,7 @@ FIELD_MARKS = (
     "World Models 906 +- 21 (V+M+C), V only 632 +- 251, V + hidden layer 788 +- 141; "
     "rl-zoo PPO CnnPolicy 154 +- 75 after 4M steps, PPO-LSTM 863 +- 97"
 )
-TRACKS_PER_CHUNK = 10  # a process start (~4 s) per ~1 min of gymnasium CarRacing
+TRACKS_PER_CHUNK = 10  # a process start (~4 s) per ~100 s of gymnasium CarRacing
 BACKEND_TITLES = {
     "gymnasium": "gymnasium CarRacing-v3 (the published scores' env)",
     "envpool": "envpool CarRacing-v3 (trained on)",
@@ -102,7 +102,10 @@ def _kept_or_played(
     """The entry ``kept`` when it was scored with the same policy and settings, else a new
     entry with the chosen policy played on every backend; and whether it was played now."""
     key = _key(chosen, settings)
-    if {k: kept.get(k) for k in key} == key:
+    # an entry without "sampled" was played by the mode: it must not stand for sampled actions,
+    # nor a sampled entry for the mode
+    same_way = bool(kept.get("sampled", False)) == chosen.sampled
+    if same_way and {k: kept.get(k) for k in key} == key:
         return kept, False
     scores = {
         backend: score_on_backend(

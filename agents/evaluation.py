@@ -18,6 +18,7 @@ from agents.bundle import Bundle, load_bundle, read_agent_info
 from agents.environments import build_vec_env, evaluate_policy_seeded
 from envs.backends import BackendMismatchWarning, warn_on_backend_mismatch
 from envs.factory import resolve_spec
+from worldvae.envspec import EnvSpec
 from worldvae.vae.inference import runtime_available
 from worldvae.video import as_rgb, check_video_path, fit_width, gif_writer, put_label, write_video
 from worldvae.workers import check_local_workers, parent_bound_pool
@@ -148,11 +149,18 @@ def _bundle_env(
     (with a warning when the frames differ from those it trained on)."""
     bundle = load_bundle(path, device=device, which=which)
     cfg = dataclasses.replace(bundle.config, runtime=playable_runtime(bundle))
-    if backend is not None:
-        chosen = resolve_spec(cfg.env.replace(backend=backend))
-        warn_on_backend_mismatch(cfg.env.backend, chosen.backend, f"the agent {path}")
-        cfg = dataclasses.replace(cfg, env=chosen)
+    cfg = dataclasses.replace(cfg, env=_env_on(cfg, backend, path))
     return bundle, build_vec_env(cfg, 1, 0, bundle.model, memory=bundle.memory)
+
+
+def _env_on(cfg: AgentConfig, backend: str | None, path: str | Path) -> EnvSpec:
+    """The agent's env spec on ``backend`` (its own when None), with a warning when its frames
+    differ from those the agent trained on."""
+    if backend is None:
+        return cfg.env
+    chosen = resolve_spec(cfg.env.replace(backend=backend))
+    warn_on_backend_mismatch(cfg.env.backend, chosen.backend, f"the agent {path}")
+    return chosen
 
 
 def record_episode_video(
@@ -275,9 +283,7 @@ def _evaluate_in_processes(
     which: str,
 ) -> EvalResult:
     cfg = AgentConfig.from_dict(read_agent_info(Path(path))["agent"])
-    if backend is not None:  # once here, not once per process
-        chosen = resolve_spec(cfg.env.replace(backend=backend))
-        warn_on_backend_mismatch(cfg.env.backend, chosen.backend, f"the agent {path}")
+    _env_on(cfg, backend, path)  # warns here once, not once per process
     start = cfg.eval_seed if seed is None else seed
     bounds = np.linspace(0, n_episodes, min(workers, n_episodes) + 1).astype(int)
     with parent_bound_pool(len(bounds) - 1) as pool:

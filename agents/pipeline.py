@@ -88,7 +88,7 @@ class PipelineRun:
         """``out/name`` for one of :data:`PIPELINE_ENTRIES` (any other name is a defect: a
         re-run would refuse the folder as not the pipeline's)."""
         if name not in PIPELINE_ENTRIES:
-            raise KeyError(f"{name!r} is not one of the pipeline's entries {PIPELINE_ENTRIES}")
+            raise ValueError(f"{name!r} is not one of the pipeline's entries {PIPELINE_ENTRIES}")
         return self.out / name
 
     @contextmanager
@@ -144,9 +144,10 @@ def run_pipeline(
     result = compare_stage(run, data, vae, memory, collected.total_frames)
     controllers = {}
     if memory and chosen.controllers.kinds:
+        c_memory = memory  # the PPO drivers keep the first M; the Cs may get a second round's
         if chosen.controllers.second_round_frames:
-            memory = second_round_stage(run, data, vae, result)
-        controllers = controllers_stage(run, vae, memory)
+            c_memory = second_round_stage(run, data, vae, result)
+        controllers = controllers_stage(run, vae, c_memory)
     reporter = Reporter(run, data, vae, result, command, memory)
     report = reporter.write()
     if chosen.canonical.episodes:  # the report above stands if this last stage is cut short
@@ -215,12 +216,18 @@ def collect_stage(run: PipelineRun) -> CollectResult:
     """Collect the VAE's episodes into ``out/data`` (as Ray tasks on a Ray cluster)."""
     data = run.path("data")
     with run.stage("collect"):
-        settings = asdict(run.preset.collect)
-        if uses_ray(run.cluster):  # one episode task per CPU of the cluster at a time
-            settings["n_workers"] = cluster_cpus(connect_ray(run.cluster))
-        r = collect(data, run.env, **settings, progress=run.progress, cluster=run.cluster)
+        r = collect_round(run, data)
     print(f"[1/4] data: {r.total_episodes} episodes, {r.total_frames} frames in {data}", flush=True)
     return r
+
+
+def collect_round(run: PipelineRun, out: Path, **changes: Any) -> CollectResult:
+    """Collect into ``out`` with the preset's collection settings and ``changes`` to them (as
+    Ray tasks on a Ray cluster: one episode task per CPU of the cluster at a time)."""
+    settings = asdict(run.preset.collect) | changes
+    if uses_ray(run.cluster):
+        settings["n_workers"] = cluster_cpus(connect_ray(run.cluster))
+    return collect(out, run.env, **settings, progress=run.progress, cluster=run.cluster)
 
 
 def train_vae_stage(run: PipelineRun, data: Path) -> Path:
@@ -239,19 +246,25 @@ def train_memory_stage(run: PipelineRun, data: Path, vae: Path) -> Path:
     Both resume: finished latent episodes are kept, and M continues from its last checkpoint.
     Returns M's run directory.
     """
+    rnn = run.path("rnn")
+    with run.stage("train_rnn"):
+        encode_and_train_memory(run, data, vae, run.path("latents"), rnn)
+    print(f"[2/4] M: {rnn / 'checkpoints' / 'best'}", flush=True)
+    return rnn
+
+
+def encode_and_train_memory(
+    run: PipelineRun, data: Path, vae: Path, latents: Path, rnn: Path
+) -> None:
+    """Encode ``data`` with V into ``latents`` (finished episodes kept) and train M on them
+    into ``rnn`` with the preset's M settings (continued from its last checkpoint, or skipped
+    when finished)."""
     from envs.latent_memory import encode_latent_dataset
     from worldvae.memory.trainer import train_memory
 
-    rnn = run.path("rnn")
-    with run.stage("train_rnn"):
-        latents = run.path("latents")
-        encode_latent_dataset(data, vae, latents, progress=run.progress)
-        if not is_finished(rnn):
-            train_memory(
-                latents, rnn, run.preset.memory, resume=rnn.exists(), progress=run.progress
-            )
-    print(f"[2/4] M: {rnn / 'checkpoints' / 'best'}", flush=True)
-    return rnn
+    encode_latent_dataset(data, vae, latents, progress=run.progress)
+    if not is_finished(rnn):
+        train_memory(latents, rnn, run.preset.memory, resume=rnn.exists(), progress=run.progress)
 
 
 def compare_stage(
@@ -281,38 +294,48 @@ def second_round_stage(run: PipelineRun, data: Path, vae: Path, result: Comparis
     (``out/data12``), encoded by the same V (``out/latents12``), and M trained on both
     (``out/rnn12``) with M's settings. Each step resumes or is skipped when done. Returns the
     new M's run directory."""
-    from envs.latent_memory import encode_latent_dataset
     from worldvae.data.writer import merge_datasets
-    from worldvae.memory.trainer import train_memory
 
     chosen = best_of_arm(result, "latent+h")
     if chosen is None:  # check_before_collecting refuses such a preset
         raise ValueError(SECOND_ROUND_NEEDS)
-    data2, data12, latents = run.path("data2"), run.path("data12"), run.path("latents12")
-    rnn = run.path("rnn12")
+    data2, data12, rnn = run.path("data2"), run.path("data12"), run.path("rnn12")
     with run.stage("second_round"):
-        settings = asdict(run.preset.collect) | {
-            "n_frames": run.preset.controllers.second_round_frames,
-            "n_episodes": None,
-            "policy": AgentPolicySpec(str(chosen.bundle.resolve()), chosen.which),
-            "seed": run.preset.collect.seed + 1,
-        }
-        if uses_ray(run.cluster):
-            settings["n_workers"] = cluster_cpus(connect_ray(run.cluster))
-        r = collect(data2, run.env, **settings, progress=run.progress, cluster=run.cluster)
+        r = collect_round(
+            run,
+            data2,
+            n_frames=run.preset.controllers.second_round_frames,
+            n_episodes=None,
+            policy=AgentPolicySpec(str(chosen.bundle.resolve()), chosen.which),
+            seed=run.preset.collect.seed + 1,
+        )
         if not (data12 / MANIFEST_NAME).is_file():
             merge_datasets([data, data2], data12)
-        encode_latent_dataset(data12, vae, latents, progress=run.progress)
-        if not is_finished(rnn):
-            train_memory(
-                latents, rnn, run.preset.memory, resume=rnn.exists(), progress=run.progress
-            )
+        check_merged(data12, data, data2)
+        encode_and_train_memory(run, data12, vae, run.path("latents12"), rnn)
     print(
         f"[3/4] second round: {r.total_episodes} episodes, {r.total_frames} frames driven by "
         f"{chosen.bundle.name}; M on both rounds: {rnn / 'checkpoints' / 'best'}",
         flush=True,
     )
     return rnn
+
+
+def check_merged(merged: Path, *sources: Path) -> None:
+    """Refuse a merged dataset that no longer holds every episode of its sources (a source
+    grew after the merge, and M was trained on the smaller one).
+
+    Raises:
+        ValueError: naming the counts and the folders to remove.
+    """
+    have = len(EpisodeDataset(merged).episodes)
+    want = sum(len(EpisodeDataset(s).episodes) for s in sources)
+    if have != want:
+        raise ValueError(
+            f"{merged} holds {have} episodes, its sources {want} (the second round grew after "
+            f"it was merged); remove {merged.name}, latents12 and rnn12 from {merged.parent} "
+            "to merge and train M again, or set controllers.second_round_frames back"
+        )
 
 
 def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Path]:

@@ -231,10 +231,10 @@ class CanonicalStage:
     sampled: bool = option(  # gSDE's noise resampled as in training
         False, "World Models' recipe: also score each PPO driver with sampled actions"
     )
-    choose_on: int = option(  # never the canonical tracks: the agent's own evaluation tracks
+    choose_on: int = option(  # never the canonical tracks, nor those the checkpoint was chosen on
         0,
-        "with sampled: play each PPO driver both ways on this many of its evaluation tracks "
-        "and score only the better way (0 scores both)",
+        "with sampled: play each PPO driver both ways on this many tracks of its training env "
+        "(from its evaluation seed + 1000) and score only the better way (0 scores both)",
         0,
         100_000,
     )
@@ -243,6 +243,11 @@ class CanonicalStage:
         check_ranges(self)
         if not self.backends:
             raise ValueError("canonical.backends must name at least one of envpool, gymnasium")
+        if self.choose_on and not self.sampled:
+            raise ValueError(
+                "canonical.choose_on chooses between the mode and sampled actions: set "
+                "canonical.sampled=true with it, or canonical.choose_on=0"
+            )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from agents.agent_config import AgentConfig, resolve_config
 from agents.agent_training import bundle_env, train_agent
-from agents.bundle import load_bundle
+from agents.bundle import load_bundle, read_agent_info
 from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
 from agents.comparison import ComparisonResult
 from agents.controller.cmaes import BEST_CONTROLLER_FILE
@@ -33,6 +34,7 @@ from agents.evaluation import evaluate_bundle
 from agents.presets import CanonicalStage, ControllerStage
 from worldvae.atomic import write_json
 from worldvae.envspec import EnvSpec
+from worldvae.vae.io import model_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ def train_controllers(
     kept, an unfinished one continues from its checkpoint); return kind -> bundle."""
     bundles = {}
     for name in stage.kinds:
+        check_same_memory(out / name, memory)
         kind = CONTROLLER_KINDS[name]
         cfg = controller_config(kind, stage, env, vae, memory, cluster)
         result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
@@ -108,6 +111,27 @@ def train_controllers(
         )
         bundles[name] = out / name
     return bundles
+
+
+def check_same_memory(bundle: Path, memory: Path) -> None:
+    """Refuse a finished controller at ``bundle`` that was trained with another M than
+    ``memory`` (a second round turned on or off after the controllers were trained).
+
+    Raises:
+        ValueError: naming the controller and the fix.
+    """
+    info_file = bundle / "config.json"
+    if not info_file.is_file():
+        return
+    info = json.loads(info_file.read_text())
+    if info.get("status") != "complete" or "memory_sha256" not in info:
+        return
+    if info["memory_sha256"] != model_sha256(memory):
+        raise ValueError(
+            f"the controller {bundle} was trained with another M than {memory}; remove "
+            f"{bundle} to train it with this M, or set back the setting that changed M "
+            "(controllers.second_round_frames)"
+        )
 
 
 @dataclass(frozen=True)
@@ -180,18 +204,18 @@ def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Pa
     measured on ``settings.choose_on`` tracks of the env it trained on from its evaluation
     seed + :data:`CHOICE_SEED_OFFSET` (neither the tracks its checkpoint was chosen on nor the
     canonical ones); a tie keeps the mode. Both means are kept in ``path`` (JSON, per driver
-    ``name``) and reused while the policy and the number of tracks are the same."""
+    ``name``) and reused while the policy, the tracks and their number are the same."""
     kept = json.loads(path.read_text()) if path.exists() else {}
+    seed = int(read_agent_info(chosen.bundle)["agent"]["eval_seed"]) + CHOICE_SEED_OFFSET
     key = {
         "run": chosen.bundle.name,
         "which": chosen.which,
         "step": chosen.step,
         "tracks": settings.choose_on,
+        "seed": seed,
     }
     entry = kept.get(name, {})
     if {k: entry.get(k) for k in key} != key:
-        info = json.loads((chosen.bundle / "config.json").read_text())
-        seed = int(info["agent"]["eval_seed"]) + CHOICE_SEED_OFFSET
         means = {}
         for way, deterministic in (("mode", None), ("sampled", False)):
             returns = evaluate_bundle(
@@ -204,7 +228,7 @@ def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Pa
                 which=chosen.which,
             ).returns
             means[way] = float(returns.mean())
-        entry = key | {"seed": seed} | means
+        entry = key | means
         kept[name] = entry
         write_json(path, kept)
     logger.info(
@@ -240,15 +264,14 @@ def score_world_models(
     dream_episodes: int = 20,
 ) -> str:
     """Score every driver on the canonical tracks (``out/drivers.json``) and each ``[z, h]``
-    driver in M's dream (``out/dream.json``); return the report's section."""
+    driver in M's dream (``out/dream.json``); return the report's section. With
+    ``settings.sampled`` and ``settings.choose_on`` each PPO driver is scored one way only,
+    chosen by :func:`choose_actions` (``out/actions.json``)."""
     choices = out / "actions.json"
-    choose = None
+    choose: Callable[[str, Chosen], Chosen] | None = None
     if settings.sampled and settings.choose_on:
         out.mkdir(parents=True, exist_ok=True)
-
-        def choose(name: str, chosen: Chosen) -> Chosen:
-            return choose_actions(name, chosen, settings, choices)
-
+        choose = partial(choose_actions, settings=settings, path=choices)
     drivers = drivers_of(result, controllers, settings.sampled, choose)
     scores = score_drivers({d.name: d.chosen for d in drivers}, out / "drivers.json", settings)
     dream_path = out / "dream.json"

@@ -305,12 +305,15 @@ def test_a_worldmodels_pipeline_folder_is_its_own_after_the_controllers_stage(tm
     from agents.pipeline import PIPELINE_ENTRIES
 
     out = tmp_path / "wm"
-    for name in ("data", "vae", "latents", "rnn", "compare", "controllers", "world_models"):
-        (out / name).mkdir(parents=True)
+    for name in PIPELINE_ENTRIES:
+        if not name.endswith(".json"):
+            (out / name).mkdir(parents=True)
     (out / "world_models" / "drivers.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     before = _tree(out)
     line = _error(capsys, ["pipeline", "--preset", "worldmodels", "--out", str(out)])
     assert "not a pipeline folder (it holds notes.txt)" in line, line
     assert _tree(out) == before
-    assert {"controllers", "world_models", "canonical.json"} <= set(PIPELINE_ENTRIES)
+    assert {"controllers", "world_models", "canonical.json", "data12", "rnn12"} <= set(
+        PIPELINE_ENTRIES
+    )

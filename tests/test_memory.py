@@ -205,6 +205,9 @@ def test_reward_calibration_sums_m_rewards_step_by_step_over_real_episodes(tmp_p
     blind = MDNRNN(MemoryConfig(latent_dim=3, action_dim=2, predict_reward=False, **TINY))
     with pytest.raises(ValueError, match="without rewards"):
         reward_calibration(blind, ds, ds.episodes)
+    wider = MDNRNN(MemoryConfig(latent_dim=4, action_dim=2, **TINY))
+    with pytest.raises(ValueError, match=r"latents of 4 .* the dataset holds 3"):
+        reward_calibration(wider, ds, ds.episodes)
 
     # the script: one row per M and group of episodes, the same numbers
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))

@@ -2,6 +2,7 @@
 the canonical tracks and in M's dream, M's time budget."""
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -153,6 +154,23 @@ def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(wo
     assert stamps == [
         (tmp_path / "wm" / f).stat().st_mtime_ns for f in ("actions.json", "drivers.json")
     ]
+    # the choice flips either way: the driver is scored again the new way, never the kept one
+    bundle = tmp_path / "compare" / "runs" / "zh"
+    for winner in ("sampled", "mode", "sampled"):
+        kept = json.loads((tmp_path / "wm" / "actions.json").read_text())
+        loser = "mode" if winner == "sampled" else "sampled"
+        kept["ppo-latent+h"] |= {winner: 10.0, loser: 0.0}
+        (tmp_path / "wm" / "actions.json").write_text(json.dumps(kept))
+        score_world_models(result, {}, tmp_path / "wm", settings, 1)
+        entry = json.loads((tmp_path / "wm" / "drivers.json").read_text())["ppo-latent+h"]
+        assert bool(entry.get("sampled")) == (winner == "sampled")
+        r = evaluate_bundle(
+            bundle, 2, 10_000, device="cpu", backend="gymnasium", which=chose["which"],
+            deterministic=False if winner == "sampled" else None,
+        )  # fmt: skip
+        assert entry["scores"]["gymnasium"]["returns"] == r.returns.tolist()
+    with pytest.raises(ValueError, match=r"set canonical\.sampled=true with it"):
+        CanonicalStage(episodes=2, sampled=False, choose_on=3)
 
 
 def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world, tmp_path):
@@ -202,6 +220,16 @@ def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world,
     assert second_round_stage(run, data, vae, result) == m2  # done: nothing is redone
     assert (m2 / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == stamp
     assert len(EpisodeDataset(tmp_path / "out" / "data2").episodes) == len(second.episodes)
+
+    # controllers trained with the first M are refused with the second, and the other way round
+    tiny = replace(TINY, kinds=("cmaes",))
+    train_controllers(tiny, env, vae, rnn, tmp_path / "out" / "controllers", progress=False)
+    with pytest.raises(ValueError, match=r"trained with another M than .*rnn12; remove"):
+        train_controllers(tiny, env, vae, m2, tmp_path / "out" / "controllers", progress=False)
+    # a second round that grew after the merge is refused, naming what to remove
+    grown = replace(preset, controllers=replace(preset.controllers, second_round_frames=200))
+    with pytest.raises(ValueError, match=r"holds .* episodes, its sources .*remove data12"):
+        second_round_stage(replace(run, preset=grown), data, vae, result)
 
     no_zh = build_preset("smoke", settings | {"compare.obs_kinds": ["latent"]})
     with pytest.raises(ValueError, match=r"add latent\+h to compare\.obs_kinds"):

@@ -96,12 +96,20 @@ def reward_calibration(
     (posterior means ``mu`` ``(T+1, D)``, encoded actions ``(T, A)``, rewards ``(T,)``).
 
     Raises:
-        ValueError: M was trained without a reward head, or no episode is given.
+        ValueError: M was trained without a reward head, no episode is given, or the dataset's
+            latents or actions are not M's width.
     """
     if not model.config.predict_reward:
         raise ValueError("this M was trained without rewards (predict_reward false): no head")
     if not episodes:
         raise ValueError("no episode to calibrate M's rewards on")
+    cfg = model.config
+    if (dataset.latent_dim, dataset.action_dim) != (cfg.latent_dim, cfg.action_dim):
+        raise ValueError(
+            f"M reads latents of {cfg.latent_dim} and actions of {cfg.action_dim}, the dataset "
+            f"holds {dataset.latent_dim} and {dataset.action_dim}: give the latents of the V "
+            "M was trained on"
+        )
     model.eval()
     real, pred, abs_err, steps = [], [], 0.0, 0
     for info in episodes:
