@@ -87,17 +87,22 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     ]
 
 
-def test_ppo_drivers_are_scored_by_their_mode_and_by_sampled_actions(world, tmp_path):
+def _zh_comparison(vae, rnn, tmp_path, **kw) -> SimpleNamespace:
+    """A comparison of one tiny PPO run on [z, h] of CartPole (``tmp_path/compare/runs/zh``)."""
     from agents import resolve_config, train_agent
 
-    vae, rnn = world
     cfg = resolve_config(
         "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
         overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
-        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1,
+        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1, **kw,
     )  # fmt: skip
     train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
-    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    return SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+
+
+def test_ppo_drivers_are_scored_by_their_mode_and_by_sampled_actions(world, tmp_path):
+    vae, rnn = world
+    result = _zh_comparison(vae, rnn, tmp_path)
     settings = CanonicalStage(
         episodes=3, workers=1, seed=10_000, backends=("gymnasium",), sampled=True
     )
@@ -118,17 +123,10 @@ def test_ppo_drivers_are_scored_by_their_mode_and_by_sampled_actions(world, tmp_
 
 
 def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(world, tmp_path):
-    from agents import resolve_config, train_agent
     from agents.world_models import CHOICE_SEED_OFFSET
 
     vae, rnn = world
-    cfg = resolve_config(
-        "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
-        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
-        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1, eval_seed=300,
-    )  # fmt: skip
-    train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
-    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    result = _zh_comparison(vae, rnn, tmp_path, eval_seed=300)
     settings = CanonicalStage(
         episodes=2, workers=1, seed=10_000, backends=("gymnasium",), sampled=True, choose_on=3
     )
@@ -174,20 +172,13 @@ def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(wo
 
 
 def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world, tmp_path):
-    from agents import resolve_config, train_agent
     from agents.pipeline import PipelineRun, check_before_collecting, second_round_stage
     from worldvae.data import EpisodeDataset
     from worldvae.data.latents import LatentDataset
 
     vae, rnn = world
     data = rnn.parent / "data"  # the fixture's first round: 3 CartPole episodes
-    cfg = resolve_config(
-        "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
-        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
-        memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1,
-    )  # fmt: skip
-    train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
-    result = SimpleNamespace(runs=[{"run": "zh", "obs": "latent+h"}], out_dir=tmp_path / "compare")
+    result = _zh_comparison(vae, rnn, tmp_path)
     settings = {
         "env.env_id": "CartPole-v1", "env.frame_size": 16, "collect.n_workers": 1,
         "memory.model": {"hidden_size": 8, "n_gaussians": 2}, "memory.epochs": 1,
