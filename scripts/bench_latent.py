@@ -48,7 +48,8 @@ the first arm rotating per round, medians of ``--rounds`` rounds:
 * ``sync onnxruntime int8`` (``--int8``): the ``sync`` wrapper with its encode on the V's
   mean encoder exported to ONNX and quantized to int8 by ONNX Runtime's ``quantize_static``
   (calibrated on 256 frames of the env; ``scripts/bench_encoder.py``'s int8 arm), on the
-  wrapper's encode threads: what int8 would give the wrapper, measured before it is offered.
+  wrapper's encode threads: what int8 would give the wrapper, measured before it is offered;
+  ``new E:T:K onnxruntime int8`` the first budget's overlapped arm with that encode.
 
 The other ``new`` arms and ``sync torch`` encode with PyTorch; ``sync, fixed`` takes the
 wrapper's default runtime (``"auto"``: ONNX Runtime on the CPU where installed).
@@ -164,9 +165,10 @@ def runtime_arm(model: Any, n: int, budget: str, runtime: str, precision: str) -
         return None
 
 
-def int8_arm(model: Any, n: int) -> VecEnv | None:
-    """The ``sync onnxruntime int8`` arm (see the module docstring), or None (with the
-    reason printed) where ONNX Runtime or onnx is not installed."""
+def int8_arms(model: Any, n: int, budget: str) -> dict[str, VecEnv]:
+    """The ``sync onnxruntime int8`` and ``new <budget> onnxruntime int8`` arms (see the
+    module docstring), both encoding with one int8 session; none (with the reason printed)
+    where ONNX Runtime or onnx is not installed."""
     import tempfile
 
     from bench_encoder import export_onnx, onnxruntime_arm, quantized_onnx, real_frames
@@ -174,17 +176,31 @@ def int8_arm(model: Any, n: int) -> VecEnv | None:
     from worldvae.vae.inference import runtime_available
 
     if not (runtime_available("onnxruntime") and runtime_available("onnx")):
-        print("sync onnxruntime int8: skipped (onnxruntime or onnx is not installed)")
-        return None
+        print("onnxruntime int8 arms: skipped (onnxruntime or onnx is not installed)")
+        return {}
     frames = real_frames(256)
     with tempfile.TemporaryDirectory() as folder:
         fp32 = export_onnx(model, frames[:8], Path(folder) / "fp32.onnx")
         int8 = quantized_onnx(fp32, frames, Path(folder) / "int8.onnx")
         encode = onnxruntime_arm(int8, ENCODE_THREADS)  # the session holds the graph
-    arm = VecLatentObservation(envpool_vec(n), model, precision="fp32", runtime="onnxruntime")
-    arm.encoder = encode  # the wrapper calls it as it calls a FrameEncoder
-    arm.runtime = "onnxruntime int8"
-    return arm
+    env_threads, encode_threads, *chunk = (int(x) for x in budget.split(":"))
+    arms = {
+        "sync onnxruntime int8": VecLatentObservation(
+            envpool_vec(n), model, precision="fp32", runtime="onnxruntime"
+        ),
+        f"new {budget} onnxruntime int8": VecLatentObservation(
+            envpool_vec(n, env_threads),
+            model,
+            precision="fp32",
+            encode_threads=encode_threads,
+            chunk_size=chunk[0] if chunk else None,
+            runtime="onnxruntime",
+        ),
+    }
+    for arm in arms.values():
+        arm.encoder = encode  # the wrapper calls it as it calls a FrameEncoder
+        arm.runtime = "onnxruntime int8"
+    return arms
 
 
 def overlap_arms(model: Any, n: int, precision: str, budgets: list[str]) -> dict[str, VecEnv]:
@@ -238,9 +254,7 @@ def run_overlap(args: argparse.Namespace, model: Any) -> None:
                 envpool_vec(n), model, precision=args.precision, runtime=runtime
             )
     if args.int8:
-        arm = int8_arm(model, n)
-        if arm is not None:
-            arms["sync onnxruntime int8"] = arm
+        arms |= int8_arms(model, n, args.budgets[0])
     actions = np.random.default_rng(0).uniform(-1, 1, (n, 3)).astype(np.float32)
     names = list(arms)
     for venv in arms.values():
