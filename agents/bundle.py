@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from agents.agent_config import AgentConfig
 from agents.algo_kwargs import ACTIVATIONS
 from agents.algorithms import get_algorithm
 from agents.arms import get_arm
-from agents.controller.cmaes import CONTROLLER_FILE
+from agents.controller.cmaes import BEST_CONTROLLER_FILE, CONTROLLER_FILE
 from agents.environments import build_vec_env
 from envs.sb3_io import load_sb3
 from worldvae.encoders import Encoder, load_encoder
@@ -71,6 +72,21 @@ def copy_memory(src: str | Path, bundle: Path, vae_sha256: str, into: str = MEMO
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         shutil.copy2(src / name, dst / name)
     return model_sha256(dst)
+
+
+def policy_sha256(bundle: str | Path, which: str) -> str | None:
+    """Hash of the file holding ``bundle``'s ``which`` policy (``"best"`` or ``"final"``; an
+    SB3 agent's zip or a controller's safetensors), or None where there is none: what tells a
+    re-trained policy from the one a kept score was played with."""
+    names = (
+        (BEST_AGENT_FILE, BEST_CONTROLLER_FILE)
+        if which == "best"
+        else (AGENT_FILE, CONTROLLER_FILE)
+    )
+    for name in names:
+        if (Path(bundle) / name).is_file():
+            return hashlib.sha256((Path(bundle) / name).read_bytes()).hexdigest()
+    return None
 
 
 def is_complete(bundle: str | Path) -> bool:

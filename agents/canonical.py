@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.bundle import policy_sha256
 from agents.comparison import ComparisonResult, best_policy
 from agents.evaluation import evaluate_bundle
 from agents.presets import CanonicalStage
@@ -92,6 +93,8 @@ def _key(chosen: Chosen, settings: CanonicalStage) -> dict[str, Any]:
         "which": chosen.which,
         "step": chosen.step,
         "backends": list(settings.backends),
+        # a policy trained again into the same folder (same name and step) is played again
+        "policy_sha256": policy_sha256(chosen.bundle, chosen.which),
     }
     return key | {"sampled": True} if chosen.sampled else key
 

@@ -287,3 +287,6 @@ def test_canonical_score_plays_both_backends_in_chunks_and_reuses_its_scores(tmp
         result, path, CanonicalStage(episodes=25, workers=2, seed=100)
     )
     assert not calls and again == section
+    (runs / "latent_1" / "best_agent.zip").write_text("trained again")  # same name and step
+    agents.canonical.canonical_score(result, path, CanonicalStage(episodes=25, workers=2, seed=100))
+    assert {c[0] for c in calls} == {"latent_1"}, "a re-trained policy must be played again"
