@@ -214,6 +214,14 @@ class AgentConfig:
         "random every step, rewards and ends are their mean; the agent sees --memory's h",
         flag="--dream-memory",
     )
+    dream_penalty: float = option(  # envs.dream_env.DreamVecEnv(disagreement_penalty=...)
+        0.0,
+        "reward taken off each dream step per unit of the --dream-memory Ms' disagreement "
+        "about the next latent (the norm of their expected next latents' std): the dream "
+        "pays less where M is unsure (0: off)",
+        0.0,
+        1e6,
+    )
     total_timesteps: int = option(50_000, "env steps", 1, 10**11, flag="--steps")
     seed: int = option(0, "seed", 0, 2**32 - 1)
     n_envs: int = option(4, "parallel envs (default: the hyperparameters' n_envs)", 1, 1024)
@@ -257,6 +265,11 @@ class AgentConfig:
         object.__setattr__(self, "dream_ensemble", tuple(self.dream_ensemble))  # JSON: a list
         if self.dream_ensemble and not self.dream:
             raise ValueError("--dream-memory adds Ms to the dream: it needs --dream")
+        if self.dream_penalty and not self.dream_ensemble:
+            raise ValueError(
+                "--dream-penalty weighs the disagreement of several Ms: pass --dream-memory "
+                "with Ms trained on the same latents (train-rnn with other --seed values)"
+            )
         unknown = set(self.obs_options) - OBS_KEYS[self.obs]
         if unknown:
             raise ValueError(

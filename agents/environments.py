@@ -192,8 +192,8 @@ def build_dream_vec_env(
 ) -> VecEnv:
     """``n_envs`` dreams stepped together (:class:`~envs.dream_env.DreamVecEnv`: one batched M step
     per VecEnv step) from the latent dataset's first frames, at ``cfg.dream_temperature``,
-    with the other Ms of ``ensemble`` dreaming beside ``memory``, monitored and seeded like
-    the real env."""
+    with the other Ms of ``ensemble`` dreaming beside ``memory`` (their disagreement taken off
+    the rewards at ``cfg.dream_penalty``), monitored and seeded like the real env."""
     venv = VecMonitor(
         DreamVecEnv(
             memory,
@@ -203,6 +203,7 @@ def build_dream_vec_env(
             cfg.dream_temperature,
             max_episode_steps=dream_max_steps(cfg),
             ensemble=ensemble,
+            disagreement_penalty=cfg.dream_penalty,
         )
     )
     venv.seed(seed)

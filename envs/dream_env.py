@@ -14,6 +14,13 @@ members' means. The observed ``h`` stays the first M's, the one the real env's `
 wrapper runs. A controller that exploits one M's error then meets it only on the steps that
 M is drawn, and its reward error is averaged with the others' (the idea behind ensembles of
 learned models in model-based RL).
+
+``disagreement_penalty=lambda`` (with an ensemble) takes the members' disagreement about the
+next latent off every dreamed reward: ``r - lambda * ||std_m(E_m[z_{t+1}])||``, the standard
+deviation over members of each member's expected next latent, its norm over the latent's
+dimensions. Where the Ms agree (states like those they were trained on) the dream pays as
+before; where they part (states none of them saw) it pays less, so a controller is not paid
+for driving the dream where M is wrong (the uncertainty penalty of MOPO, Yu et al. 2020).
 """
 
 from __future__ import annotations
@@ -143,6 +150,14 @@ class DreamEnv(gym.Env):
         return np.asarray(self.vae.decode(self._z[0].cpu().numpy()))
 
 
+def disagreement(outs: list[MDNOutput]) -> np.ndarray:
+    """How far the Ms of an ensemble part about the next latent, per env ``(B,)``: the norm
+    over latent dimensions of the standard deviation over members of each member's expected
+    next latent (each ``outs[m]`` one step, ``(B, 1, ...)``). Zero where they agree."""
+    means = torch.stack([o.mean()[:, -1].float() for o in outs])  # (M, B, D)
+    return means.std(dim=0, correction=0).norm(dim=-1).cpu().numpy().astype(np.float32)
+
+
 def _ensemble_step(outs: list[MDNOutput], drawn: np.ndarray) -> MDNOutput:
     """One step of an ensemble of Ms as one :class:`MDNOutput` ``(B, 1, ...)``: env ``i``'s
     mixture from member ``drawn[i]`` of ``outs`` (each member's step, ``(B, 1, ...)``), the
@@ -186,9 +201,13 @@ class DreamVecEnv(VecEnv):
             module docstring); each must read the same latents and actions. Empty: ``memory``
             alone. An ensemble of copies of ``memory`` dreams exactly what ``memory`` alone
             does for the same seed.
+        disagreement_penalty: lambda >= 0, the reward taken off per unit of the members'
+            disagreement (see the module docstring; ``infos[i]["disagreement"]`` holds it
+            every step). Needs an ensemble.
 
     Raises:
-        ValueError: a member of ``ensemble`` reads other latents or actions than ``memory``.
+        ValueError: a member of ``ensemble`` reads other latents or actions than ``memory``;
+            a negative or non-finite penalty, or a penalty without an ensemble.
     """
 
     def __init__(
@@ -202,9 +221,18 @@ class DreamVecEnv(VecEnv):
         max_episode_steps: int = 1000,
         device: str = "cpu",
         ensemble: Sequence[MDNRNN | str | Path] = (),
+        disagreement_penalty: float = 0.0,
     ):
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        if not (math.isfinite(disagreement_penalty) and disagreement_penalty >= 0):
+            raise ValueError(f"disagreement_penalty must be >= 0, got {disagreement_penalty}")
+        if disagreement_penalty and not ensemble:
+            raise ValueError(
+                "disagreement_penalty weighs the disagreement of several Ms: pass an ensemble "
+                "of Ms trained on the same latents (train-rnn with other --seed values)"
+            )
+        self.disagreement_penalty = float(disagreement_penalty)
         one = DreamEnv(  # checks M, the action space, the starts and tau
             memory, start_latents, action_space, temperature, done_threshold,
             max_episode_steps, device=device,
@@ -275,15 +303,19 @@ class DreamVecEnv(VecEnv):
         a = torch.from_numpy(self.action_encoding.encode(self._actions)).to(self.memory.device)
         self._actions = None
         out, self._state = self.memory.step(self._z, a, self._state)
+        spread = None
         if self.ensemble:
             outs = [out]
             for k, member in enumerate(self.ensemble):
                 member_out, self._member_states[k] = member.step(self._z, a, self._member_states[k])
                 outs.append(member_out)
             dream = _ensemble_step(outs, self._member_rng.integers(len(outs), size=self.num_envs))
+            spread = disagreement(outs)
         else:
             dream = out
         rewards = dream.reward[:, -1].float().cpu().numpy().astype(np.float32)
+        if spread is not None and self.disagreement_penalty:
+            rewards -= np.float32(self.disagreement_penalty) * spread
         p_done = torch.sigmoid(dream.done_logit[:, -1]).float().cpu().numpy()
         self._z = sample_next(dream, self.temperature, self._generator)
         self._hidden = out.hidden[:, -1].float().cpu().numpy()
@@ -293,6 +325,9 @@ class DreamVecEnv(VecEnv):
         dones = terminated | truncated
         obs = self._obs()
         infos: list[dict[str, Any]] = [{"done_probability": float(p)} for p in p_done]
+        if spread is not None:
+            for info, d in zip(infos, spread, strict=True):
+                info["disagreement"] = float(d)
         ended = np.flatnonzero(dones)
         for i in ended:
             infos[i]["terminal_observation"] = obs[i].copy()

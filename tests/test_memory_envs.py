@@ -234,3 +234,50 @@ def test_dream_ensemble_refuses_a_member_of_other_latents(memory):
     with pytest.raises(ValueError, match="ensemble member 1 reads latents of size 5"):
         DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2,
                     ensemble=[_other_memory(2, latent_dim=5)])  # fmt: skip
+
+
+def test_dream_disagreement_penalty_takes_the_members_spread_off_each_reward(memory):
+    """With lambda, every dreamed reward is the unpenalised one less lambda times the members'
+    disagreement, reported per env; copies of M never disagree."""
+    import copy
+
+    from envs.dream_env import DreamVecEnv, disagreement
+
+    starts = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
+
+    def play(ensemble, penalty: float) -> list[tuple[np.ndarray, list[dict]]]:
+        venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=4, max_episode_steps=6,
+                           ensemble=ensemble, disagreement_penalty=penalty)  # fmt: skip
+        venv.seed(5)
+        venv.reset()
+        return [venv.step(np.array([t % 2, 1, 0, 1]))[1:4:2] for t in range(9)]
+
+    other = _other_memory(7)
+    for (plain, infos), (paid, infos_paid) in zip(
+        play([other], 0.0), play([other], 2.5), strict=True
+    ):
+        spread = np.array([i["disagreement"] for i in infos], np.float32)
+        assert (spread > 0).all() and spread == pytest.approx(
+            [i["disagreement"] for i in infos_paid]
+        )
+        np.testing.assert_allclose(paid, plain - 2.5 * spread, rtol=1e-5, atol=1e-6)
+    for _, infos in play([copy.deepcopy(memory)], 2.5):
+        assert [i["disagreement"] for i in infos] == [0.0] * 4
+    z, a = torch.zeros(2, 4), torch.zeros(2, 2)
+    outs = [m.step(z, a, None)[0] for m in (memory, other)]
+    means = np.stack([o.mean()[:, -1].numpy() for o in outs])
+    np.testing.assert_allclose(
+        disagreement(outs), np.linalg.norm(np.abs(means[0] - means[1]) / 2, axis=-1), rtol=1e-5
+    )
+
+
+def test_dream_disagreement_penalty_needs_an_ensemble_and_a_finite_non_negative_weight(memory):
+    from envs.dream_env import DreamVecEnv
+
+    starts = np.zeros((1, 4), np.float32)
+    with pytest.raises(ValueError, match="pass an ensemble"):
+        DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2, disagreement_penalty=1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="disagreement_penalty must be >= 0"):
+            DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2,
+                        ensemble=[_other_memory(2)], disagreement_penalty=bad)  # fmt: skip

@@ -187,6 +187,8 @@ def test_dream_ensemble_is_copied_into_the_bundle_and_a_copy_of_m_dreams_what_m_
     np.testing.assert_allclose(a.params(), b.params(), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match=r"--dream-memory .* needs --dream"):
         _cfg(world, steps=60, algo="cmaes", dream_ensemble=(str(rnn),))
+    with pytest.raises(ValueError, match="--dream-penalty weighs the disagreement"):
+        _cfg(world, steps=60, algo="cmaes", dream=True, dream_penalty=1.0)
     (tmp_path / "pair" / "dream_memory" / "1" / "model.safetensors").write_bytes(b"changed")
     spec = {"cfg": pair.to_dict(), "bundle": str(tmp_path / "pair"), "dream": True}
     with pytest.raises(ValueError, match=r"dream ensemble member .* changed"):
