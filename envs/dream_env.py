@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from envs.latent_memory import check_memory_fits, memory_space, resolve_memory
 from worldvae.data.latents import ActionSpec, LatentDataset
 from worldvae.memory import MDNRNN
-from worldvae.memory.model import MDNOutput, sample_next
+from worldvae.memory.model import MDNOutput, disagreement, sample_next
 from worldvae.vae import Autoencoder
 
 
@@ -148,14 +148,6 @@ class DreamEnv(gym.Env):
         if self.render_mode != "rgb_array" or self.vae is None:
             return None
         return np.asarray(self.vae.decode(self._z[0].cpu().numpy()))
-
-
-def disagreement(outs: list[MDNOutput]) -> np.ndarray:
-    """How far the Ms of an ensemble part about the next latent, per env ``(B,)``: the norm
-    over latent dimensions of the standard deviation over members of each member's expected
-    next latent (each ``outs[m]`` one step, ``(B, 1, ...)``). Zero where they agree."""
-    means = torch.stack([o.mean()[:, -1].float() for o in outs])  # (M, B, D)
-    return means.std(dim=0, correction=0).norm(dim=-1).cpu().numpy().astype(np.float32)
 
 
 def _ensemble_step(outs: list[MDNOutput], drawn: np.ndarray) -> MDNOutput:
@@ -310,7 +302,7 @@ class DreamVecEnv(VecEnv):
                 member_out, self._member_states[k] = member.step(self._z, a, self._member_states[k])
                 outs.append(member_out)
             dream = _ensemble_step(outs, self._member_rng.integers(len(outs), size=self.num_envs))
-            spread = disagreement(outs)
+            spread = disagreement(outs)[:, -1].cpu().numpy().astype(np.float32)
         else:
             dream = out
         rewards = dream.reward[:, -1].float().cpu().numpy().astype(np.float32)

@@ -222,3 +222,56 @@ def test_reward_calibration_sums_m_rewards_step_by_step_over_real_episodes(tmp_p
     assert len(rows) == 2 and rows[0].startswith(f"| M1 | a | 2 | {first['real_return']:.1f} |")
     assert main([*argv, "--group", "c=7-9"]) == 1
     assert "no all episode in c=7-9" in capsys.readouterr().err
+
+
+def test_teacher_forced_disagreement_reads_every_step_of_real_episodes(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from worldvae.memory.diagnostics import teacher_forced_disagreement
+    from worldvae.memory.model import disagreement
+
+    write_synthetic_latents(tmp_path / "lat", n_episodes=3, length=8)
+    ds = LatentDataset(tmp_path / "lat")
+    for seed in (0, 1):
+        cfg = _cfg(epochs=1, seed=seed)
+        train_memory(tmp_path / "lat", tmp_path / f"m{seed}", cfg, progress=False)
+    ms = [load_memory(tmp_path / f"m{seed}", device="cpu")[0] for seed in (0, 1)]
+    spread = teacher_forced_disagreement(ms, ds, ds.episodes)
+    assert spread.shape == (24,) and (spread > 0).all()  # two Ms of other seeds part a little
+    ep = ds.load(ds.episodes[1])
+    z = torch.as_tensor(ep["mu"][:-1], dtype=torch.float32)[None]
+    a = torch.as_tensor(ep["actions"], dtype=torch.float32)[None]
+    with torch.no_grad():
+        means = [m(z, a)[0].mean()[0].numpy() for m in ms]
+        want = disagreement([m(z, a)[0] for m in ms])[0].numpy()
+    np.testing.assert_allclose(spread[8:16], want, rtol=1e-5)
+    np.testing.assert_allclose(
+        want, np.linalg.norm(np.abs(means[0] - means[1]) / 2, axis=-1), rtol=1e-5
+    )
+    assert teacher_forced_disagreement([ms[0], ms[0]], ds, ds.episodes).max() == 0.0
+    with pytest.raises(ValueError, match="two Ms or more"):
+        teacher_forced_disagreement(ms[:1], ds, ds.episodes)
+    with pytest.raises(ValueError, match="no episode"):
+        teacher_forced_disagreement(ms, ds, [])
+    wider = MDNRNN(MemoryConfig(latent_dim=4, action_dim=2, **TINY))
+    with pytest.raises(ValueError, match=r"latents of 4 .* the dataset holds 3"):
+        teacher_forced_disagreement([ms[0], wider], ds, ds.episodes)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        from m_disagreement import main
+    finally:
+        sys.path.pop(0)
+    argv = [
+        str(tmp_path / "lat"),
+        "--memory",
+        str(tmp_path / "m0"),
+        "--memory",
+        str(tmp_path / "m1"),
+    ]
+    assert main([*argv, "--group", "a=0-0", "--group", "b=1-2"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith(("| a |", "| b |"))]
+    assert len(rows) == 2 and rows[1].startswith(f"| b | 2 | 16 | {spread[8:].mean():.3f} |")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "lat"), "--memory", str(tmp_path / "m0")])

@@ -241,7 +241,8 @@ def test_dream_disagreement_penalty_takes_the_members_spread_off_each_reward(mem
     disagreement, reported per env; copies of M never disagree."""
     import copy
 
-    from envs.dream_env import DreamVecEnv, disagreement
+    from envs.dream_env import DreamVecEnv
+    from worldvae.memory.model import disagreement
 
     starts = np.random.default_rng(4).standard_normal((3, 4)).astype(np.float32)
 
@@ -267,8 +268,12 @@ def test_dream_disagreement_penalty_takes_the_members_spread_off_each_reward(mem
     outs = [m.step(z, a, None)[0] for m in (memory, other)]
     means = np.stack([o.mean()[:, -1].numpy() for o in outs])
     np.testing.assert_allclose(
-        disagreement(outs), np.linalg.norm(np.abs(means[0] - means[1]) / 2, axis=-1), rtol=1e-5
+        disagreement(outs)[:, -1].numpy(),
+        np.linalg.norm(np.abs(means[0] - means[1]) / 2, axis=-1),
+        rtol=1e-5,
     )
+    with pytest.raises(ValueError, match="two Ms or more"):
+        disagreement(outs[:1])
 
 
 def test_dream_disagreement_penalty_needs_an_ensemble_and_a_finite_non_negative_weight(memory):

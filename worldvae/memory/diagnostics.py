@@ -13,7 +13,7 @@ import torch
 from worldvae.data.latents import LatentDataset, LatentEpisodeInfo, SequenceStream
 from worldvae.images import image_grid
 from worldvae.memory.losses import mdn_nll
-from worldvae.memory.model import MDNRNN, sample_next
+from worldvae.memory.model import MDNRNN, disagreement, sample_next
 from worldvae.video import as_rgb, put_label, side_by_side
 
 
@@ -124,6 +124,44 @@ def reward_calibration(
         abs_err += float(np.abs(p - r).sum())
         steps += len(r)
     return RewardCalibration(np.array(real), np.array(pred), abs_err / max(steps, 1), steps)
+
+
+@torch.no_grad()
+def teacher_forced_disagreement(
+    models: Sequence[MDNRNN], dataset: LatentDataset, episodes: Sequence[LatentEpisodeInfo]
+) -> np.ndarray:
+    """The Ms' disagreement about the next latent (:func:`~worldvae.memory.model.disagreement`)
+    at every step of ``episodes`` of ``dataset``, each M reading the real latents and actions
+    with its state carried through the episode: ``(total steps,)``. On episodes like those the
+    Ms were trained on this is the scale of their agreement, against which a dream's
+    disagreement penalty is set.
+
+    Raises:
+        ValueError: fewer than two Ms, no episode, or latents or actions of another width.
+    """
+    if len(models) < 2:
+        raise ValueError(f"disagreement needs two Ms or more, got {len(models)}")
+    if not episodes:
+        raise ValueError("no episode to read the Ms' disagreement on")
+    for m in models:
+        cfg = m.config
+        if (dataset.latent_dim, dataset.action_dim) != (cfg.latent_dim, cfg.action_dim):
+            raise ValueError(
+                f"an M reads latents of {cfg.latent_dim} and actions of {cfg.action_dim}, the "
+                f"dataset holds {dataset.latent_dim} and {dataset.action_dim}: give the latents "
+                "of the V the Ms were trained on"
+            )
+        m.eval()
+    spread = []
+    for info in episodes:
+        ep = dataset.load(info)
+        outs = []
+        for m in models:
+            z = torch.as_tensor(ep["mu"][:-1], dtype=torch.float32, device=m.device)[None]
+            a = torch.as_tensor(ep["actions"], dtype=torch.float32, device=m.device)[None]
+            outs.append(m(z, a)[0])
+        spread.append(disagreement(outs)[0].cpu().numpy())
+    return np.concatenate(spread).astype(np.float64)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ the reward and the done flag of the step, so that an agent can be trained inside
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -137,6 +138,16 @@ class MDNRNN(nn.Module):
         if state is None:
             state = self.initial_state(z.shape[0])
         return self(z[:, None], actions[:, None], state)
+
+
+def disagreement(outs: Sequence[MDNOutput]) -> Tensor:
+    """How far several Ms part about the next latent, per step ``(B, L)``: the norm over
+    latent dimensions of the standard deviation over ``outs`` (one per M, each ``(B, L, ...)``
+    for the same inputs) of each M's expected next latent. Zero where they agree."""
+    if len(outs) < 2:
+        raise ValueError(f"disagreement needs the outputs of two Ms or more, got {len(outs)}")
+    means = torch.stack([o.mean().float() for o in outs])  # (M, B, L, D)
+    return means.std(dim=0, correction=0).norm(dim=-1)
 
 
 def sample_next(
