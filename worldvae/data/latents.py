@@ -165,6 +165,16 @@ class LatentManifest(JsonManifest):
             MemberSpec("seed", "iu", None),
         )
 
+    def making(self) -> dict[str, Any]:
+        """What the latents were made from and how, without where those files lay: the
+        dataset's identity, the model's hash and config, the action encoding. A latent dataset
+        moved with its sources (a pipeline folder copied to another machine) is the same
+        making."""
+        identity = self.identity()
+        for where in ("source", "model_dir"):
+            identity.pop(where)
+        return identity
+
     def model_path(self, root: str | Path) -> Path:
         """The encoder's folder; ``root`` is this manifest's dataset folder, against which a
         relative path of an older manifest is read first (:func:`worldvae.records.recorded_path`)."""
@@ -264,7 +274,7 @@ def _claim_latent_dir(out: Path, manifest: LatentManifest, overwrite: bool) -> N
         old = LatentManifest.load(out).with_paths_read(out)
         if overwrite:
             remove_owned(out, LATENT_ENTRIES)
-        elif old.identity() != manifest.identity():
+        elif old.making() != manifest.making():
             raise FileExistsError(
                 f"{out} holds a latent dataset made from another dataset or model "
                 f"(model {old.model_sha256[:12]} from {old.source}); pass --overwrite to replace "
