@@ -71,6 +71,35 @@ def test_encode_data_refuses_a_directory_made_with_another_model(tmp_path, tiny_
     assert r.new_episodes == 3
 
 
+def test_encode_data_resumes_a_folder_moved_with_its_sources_and_refuses_other_data(
+    tmp_path, tiny_vae
+):
+    """A latent dataset moved together with the dataset and the model it was made from (a
+    pipeline folder copied elsewhere) resumes, and records where they lie now; a dataset of
+    another making is still refused."""
+    import shutil
+
+    model, _ = tiny_vae
+    before = tmp_path / "before"
+    before.mkdir()
+    data = write_synthetic_dataset(before / "ds", n_episodes=3, length=8)
+    shutil.move(tmp_path / "vae", before / "vae")
+    _encode(data, (model, before / "vae"), before / "lat")
+    after = shutil.move(before, tmp_path / "after")
+    kept = sorted(p.stat().st_mtime_ns for p in (after / "lat").rglob("*.npz"))
+    r = _encode(after / "ds", (model, after / "vae"), after / "lat")
+    assert (r.new_episodes, r.total_episodes) == (0, 3)
+    assert kept == sorted(p.stat().st_mtime_ns for p in (after / "lat").rglob("*.npz"))
+    manifest = LatentDataset(after / "lat").manifest
+    assert (manifest.source, manifest.model_dir) == (
+        str((after / "ds").resolve()),
+        str((after / "vae").resolve()),
+    )
+    other = write_synthetic_dataset(tmp_path / "other", n_episodes=3, length=8, seed=1)
+    with pytest.raises(FileExistsError, match=r"another dataset or model.*--overwrite"):
+        _encode(other, (model, after / "vae"), after / "lat")
+
+
 def test_encode_data_refuses_a_model_of_another_frame_shape(tmp_path):
     data = write_synthetic_dataset(tmp_path / "ds", n_episodes=2, length=5)
     model = Autoencoder(AutoencoderConfig(frame_shape=(32, 32, 3), latent_dim=4, channels=(8,)))
