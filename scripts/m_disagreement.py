@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 import torch
-from m_reward_calibration import index_range
+from m_reward_calibration import episode_groups, index_range
 
 from worldvae.data.latents import LatentDataset
 from worldvae.memory.diagnostics import teacher_forced_disagreement
@@ -42,20 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = LatentDataset(args.latents)
         models = [load_memory(path, device="cpu")[0] for path in args.memory]
+        groups = episode_groups(dataset, args.split, args.group)
     except (FileNotFoundError, ValueError) as e:  # a checkpoint error is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
-    episodes = dataset.split("val") if args.split == "val" else dataset.episodes
-    groups = args.group or [("all", (0, max(e.index for e in dataset.episodes)))]
     print(f"{args.latents}, {args.split} episodes, {len(models)} Ms")
     print()
     print("| episodes | n | steps | mean | median | p90 | p99 | real reward per step |")
     print("|---|---|---|---|---|---|---|---|")
-    for group, (first, last) in groups:
-        chosen = [e for e in episodes if first <= e.index <= last]
-        if not chosen:
-            print(f"error: no {args.split} episode in {group}={first}-{last}", file=sys.stderr)
-            return 1
+    for group, chosen in groups:
         try:
             spread = teacher_forced_disagreement(models, dataset, chosen)
         except ValueError as e:  # latents of another V

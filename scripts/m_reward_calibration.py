@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from worldvae.data.latents import LatentDataset
+from worldvae.data.latents import LatentDataset, LatentEpisodeInfo
 from worldvae.memory.diagnostics import reward_calibration
 from worldvae.memory.io import load_memory
 
@@ -42,6 +42,25 @@ def index_range(text: str) -> tuple[str, tuple[int, int]]:
     return name, (int(first), int(last))
 
 
+def episode_groups(
+    dataset: LatentDataset, split: str, groups: list[tuple[str, tuple[int, int]]]
+) -> list[tuple[str, list[LatentEpisodeInfo]]]:
+    """The episodes of ``split`` ("all" or "val") in each named index range (every episode
+    as one group "all" where none is named).
+
+    Raises:
+        ValueError: a range that holds no episode of the split.
+    """
+    episodes = dataset.split("val") if split == "val" else dataset.episodes
+    out = []
+    for group, (first, last) in groups or [("all", (0, max(e.index for e in dataset.episodes)))]:
+        chosen = [e for e in episodes if first <= e.index <= last]
+        if not chosen:
+            raise ValueError(f"no {split} episode in {group}={first}-{last}")
+        out.append((group, chosen))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("latents", help="a latent dataset (worldvae encode-data)")
@@ -52,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         dataset = LatentDataset(args.latents)
+        groups = episode_groups(dataset, args.split, args.group)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    episodes = dataset.split("val") if args.split == "val" else dataset.episodes
-    groups = args.group or [("all", (0, max(e.index for e in dataset.episodes)))]
     print(f"{args.latents}, {args.split} episodes")
     print()
     print("| M | episodes | n | real return | M's return | ratio | correlation | step MAE |")
@@ -67,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:  # a checkpoint error is a ValueError
             print(f"error: --memory {name}: {e}", file=sys.stderr)
             return 1
-        for group, (first, last) in groups:
-            chosen = [e for e in episodes if first <= e.index <= last]
-            if not chosen:
-                print(f"error: no {args.split} episode in {group}={first}-{last}", file=sys.stderr)
-                return 1
+        for group, chosen in groups:
             try:
                 s = reward_calibration(model, dataset, chosen).summary()
             except ValueError as e:  # no reward head, or latents of another V

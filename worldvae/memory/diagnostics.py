@@ -88,6 +88,21 @@ class RewardCalibration:
         }
 
 
+def check_widths(model: MDNRNN, dataset: LatentDataset) -> None:
+    """Refuse a latent dataset whose latents or actions are not ``model``'s width.
+
+    Raises:
+        ValueError: naming both widths and the fix.
+    """
+    cfg = model.config
+    if (dataset.latent_dim, dataset.action_dim) != (cfg.latent_dim, cfg.action_dim):
+        raise ValueError(
+            f"M reads latents of {cfg.latent_dim} and actions of {cfg.action_dim}, the dataset "
+            f"holds {dataset.latent_dim} and {dataset.action_dim}: give the latents of the V "
+            "M was trained on"
+        )
+
+
 @torch.no_grad()
 def reward_calibration(
     model: MDNRNN, dataset: LatentDataset, episodes: Sequence[LatentEpisodeInfo]
@@ -103,13 +118,7 @@ def reward_calibration(
         raise ValueError("this M was trained without rewards (predict_reward false): no head")
     if not episodes:
         raise ValueError("no episode to calibrate M's rewards on")
-    cfg = model.config
-    if (dataset.latent_dim, dataset.action_dim) != (cfg.latent_dim, cfg.action_dim):
-        raise ValueError(
-            f"M reads latents of {cfg.latent_dim} and actions of {cfg.action_dim}, the dataset "
-            f"holds {dataset.latent_dim} and {dataset.action_dim}: give the latents of the V "
-            "M was trained on"
-        )
+    check_widths(model, dataset)
     model.eval()
     real, pred, abs_err, steps = [], [], 0.0, 0
     for info in episodes:
@@ -144,13 +153,7 @@ def teacher_forced_disagreement(
     if not episodes:
         raise ValueError("no episode to read the Ms' disagreement on")
     for m in models:
-        cfg = m.config
-        if (dataset.latent_dim, dataset.action_dim) != (cfg.latent_dim, cfg.action_dim):
-            raise ValueError(
-                f"an M reads latents of {cfg.latent_dim} and actions of {cfg.action_dim}, the "
-                f"dataset holds {dataset.latent_dim} and {dataset.action_dim}: give the latents "
-                "of the V the Ms were trained on"
-            )
+        check_widths(m, dataset)
         m.eval()
     spread = []
     for info in episodes:
