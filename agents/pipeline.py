@@ -20,6 +20,7 @@ from agents.arms import ARMS, check_arms
 from agents.canonical import best_of_arm, canonical_score
 from agents.collection import AgentPolicySpec
 from agents.comparison import ComparisonResult, best_policy
+from agents.controller.kinds import CONTROLLER_KINDS
 from agents.preflight import check_arms_fit
 from agents.presets import PRESETS, Preset, build_preset, default_out
 from agents.ray_runs import run_comparison_on_cluster
@@ -62,6 +63,7 @@ PIPELINE_ENTRIES = (
     "data12",
     "latents12",
     "rnn12",
+    "dream_memory",
     "controllers",
     "world_models",
     "canonical.json",
@@ -145,9 +147,12 @@ def run_pipeline(
     controllers = {}
     if memory and chosen.controllers.kinds:
         c_memory = memory  # the PPO drivers keep the first M; the Cs may get a second round's
+        c_latents = run.path("latents")
         if chosen.controllers.second_round_frames:
             c_memory = second_round_stage(run, data, vae, result)
-        controllers = controllers_stage(run, vae, c_memory)
+            c_latents = run.path("latents12")
+        members = dream_members_stage(run, c_latents)
+        controllers = controllers_stage(run, vae, c_memory, members)
     reporter = Reporter(run, data, vae, result, command, memory)
     report = reporter.write()
     if chosen.canonical.episodes:  # the report above stands if this last stage is cut short
@@ -338,9 +343,34 @@ def check_merged(merged: Path, *sources: Path) -> None:
         )
 
 
-def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Path]:
+def dream_members_stage(run: PipelineRun, latents: Path) -> list[Path]:
+    """The other Ms of the dream-trained Cs' dream (``controllers.dream_members``): each
+    trained on ``latents`` (those the Cs' M was trained on) with M's settings and seed M's +
+    k into ``out/dream_memory/k`` (continued, or skipped when finished). None without a
+    dream-trained C."""
+    stage = run.preset.controllers
+    if not stage.dream_members or not any(CONTROLLER_KINDS[k].dream for k in stage.kinds):
+        return []
+    from worldvae.memory.trainer import train_memory
+
+    members = []
+    with run.stage("dream_memory"):
+        for k in range(1, stage.dream_members + 1):
+            rnn = run.path("dream_memory") / str(k)
+            if not is_finished(rnn):
+                cfg = replace(run.preset.memory, seed=run.preset.memory.seed + k)
+                train_memory(latents, rnn, cfg, resume=rnn.exists(), progress=run.progress)
+            members.append(rnn)
+    print(f"[3/4] the dream's other Ms: {run.path('dream_memory')} ({len(members)})", flush=True)
+    return members
+
+
+def controllers_stage(
+    run: PipelineRun, vae: Path, memory: Path, dream_members: list[Path]
+) -> dict[str, Path]:
     """Train World Models' controllers on ``[z, h]`` into ``out/controllers`` (CMA-ES on the
-    pipeline's Ray cluster when it has one); return kind -> bundle."""
+    pipeline's Ray cluster when it has one; the dream-trained ones with the other Ms of
+    ``dream_members``); return kind -> bundle."""
     with run.stage("controllers"):
         bundles = train_controllers(
             run.preset.controllers,
@@ -350,6 +380,7 @@ def controllers_stage(run: PipelineRun, vae: Path, memory: Path) -> dict[str, Pa
             run.path("controllers"),
             run.cluster,
             run.progress,
+            dream_members,
         )
     print(f"[3/4] controllers: {run.path('controllers')}", flush=True)
     return bundles

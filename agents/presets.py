@@ -261,7 +261,11 @@ class ControllerStage:
     With ``second_round_frames`` the controllers use an M retrained on World Models' two
     rounds of data: the first (the collection stage's), and as many frames more driven by the
     comparison's best ``[z, h]`` PPO policy with sampled actions on other tracks (collection
-    seed + 1), merged; V stays the first round's, so every PPO driver keeps its M."""
+    seed + 1), merged; V stays the first round's, so every PPO driver keeps its M.
+
+    With ``dream_members`` the dream-trained Cs dream with an ensemble: M and as many more
+    trained on the same latents with other seeds, the rewards less ``dream_penalty`` times
+    the members' disagreement (:class:`envs.dream_env.DreamVecEnv`)."""
 
     kinds: tuple[str, ...] = option(
         (),
@@ -299,9 +303,29 @@ class ControllerStage:
         0,
         10**11,
     )
+    dream_members: int = option(  # envs.dream_env.DreamVecEnv(ensemble=...)
+        0,
+        "more Ms dreaming beside M for the dream-trained Cs, trained on M's latents with M's "
+        "settings and seeds M's + 1, + 2, ...: each env's next latent from one drawn every "
+        "step, rewards and ends their mean (0: M alone)",
+        0,
+        64,
+    )
+    dream_penalty: float = option(  # DreamVecEnv(disagreement_penalty=...)
+        0.0,
+        "the dream's reward less this times its Ms' disagreement about the next latent "
+        "(needs dream_members; scripts/m_disagreement.py gives its scale on real episodes)",
+        0.0,
+        1e6,
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.dream_penalty and not self.dream_members:
+            raise ValueError(
+                "controllers.dream_penalty weighs the disagreement of the dream's Ms: set "
+                "controllers.dream_members too (e.g. 2)"
+            )
 
 
 # What a preset's stages are unless it says otherwise. The collection's workers are local

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -52,10 +52,12 @@ def controller_config(
     vae: Path,
     memory: Path,
     cluster: str = "local",
+    dream_members: Sequence[Path] = (),
 ) -> AgentConfig:
     """The agent config of one controller of ``stage``: ``[z, h]`` observations of V and M,
     the kind's algorithm (CMA-ES with the stage's population, rollouts, step size, workers and
-    hidden layer; or PPO with the env's hyperparameters), in the dream or the real env."""
+    hidden layer; or PPO with the env's hyperparameters), in the dream (with the other Ms of
+    ``dream_members`` and the stage's disagreement penalty) or the real env."""
     overrides: dict[str, Any] = {}
     if kind.algo == "cmaes":
         overrides = {
@@ -79,6 +81,8 @@ def controller_config(
         memory_dir=str(memory),
         dream=kind.dream,
         dream_temperature=stage.temperature,
+        dream_ensemble=tuple(str(m) for m in dream_members) if kind.dream else (),
+        dream_penalty=stage.dream_penalty if kind.dream and dream_members else 0.0,
         eval_freq=stage.eval_freq,
         eval_episodes=stage.eval_episodes,
         eval_seed=stage.eval_seed,
@@ -94,14 +98,17 @@ def train_controllers(
     out: Path,
     cluster: str = "local",
     progress: bool = True,
+    dream_members: Sequence[Path] = (),
 ) -> dict[str, Path]:
     """Train every controller of ``stage.kinds`` into ``out/KIND`` in turn (a finished one is
-    kept, an unfinished one continues from its checkpoint); return kind -> bundle."""
+    kept, an unfinished one continues from its checkpoint; a dream-trained one dreams with
+    the other Ms of ``dream_members``); return kind -> bundle."""
     bundles = {}
     for name in stage.kinds:
         check_same_memory(out / name, memory)
         kind = CONTROLLER_KINDS[name]
-        cfg = controller_config(kind, stage, env, vae, memory, cluster)
+        cfg = controller_config(kind, stage, env, vae, memory, cluster, dream_members)
+        check_same_dream(out / name, cfg)
         result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
         logger.info(
             "controller %s: %.1f in its last evaluation, %.0f s",
@@ -131,6 +138,39 @@ def check_same_memory(bundle: Path, memory: Path) -> None:
             f"the controller {bundle} was trained with another M than {memory}; remove "
             f"{bundle} to train it with this M, or set back the setting that changed M "
             "(controllers.second_round_frames)"
+        )
+
+
+def check_same_dream(bundle: Path, cfg: AgentConfig) -> None:
+    """Refuse a finished controller at ``bundle`` that was trained in another dream than
+    ``cfg``'s (other Ms beside M, another penalty or tau: controllers.dream_members,
+    dream_penalty or temperature changed after it was trained).
+
+    Raises:
+        ValueError: naming the controller, what differs and the fix.
+    """
+    info_file = bundle / "config.json"
+    if not cfg.dream or not info_file.is_file():
+        return
+    info = json.loads(info_file.read_text())
+    if info.get("status") != "complete":
+        return
+    was = AgentConfig.from_dict(info["agent"])
+    members = [model_sha256(m) for m in cfg.dream_ensemble]
+    differs = [
+        what
+        for what, same in (
+            ("its Ms", members == list(info.get("dream_ensemble_sha256", []))),
+            ("the penalty", was.dream_penalty == cfg.dream_penalty),
+            ("tau", was.dream_temperature == cfg.dream_temperature),
+        )
+        if not same
+    ]
+    if differs:
+        raise ValueError(
+            f"the controller {bundle} was trained in another dream ({', '.join(differs)}); "
+            f"remove {bundle} to train it in this one, or set back controllers.dream_members, "
+            "dream_penalty or temperature"
         )
 
 
@@ -172,8 +212,20 @@ def drivers_of(
             again = replace(chosen, sampled=True)
             found.append(_driver(f"{name}-sampled", f"{title}, sampled actions", again))
     for name, bundle in controllers.items():
-        found.append(_driver(name, CONTROLLER_KINDS[name].title, chosen_controller(bundle)))
+        found.append(_driver(name, controller_title(name, bundle), chosen_controller(bundle)))
     return found
+
+
+def controller_title(name: str, bundle: Path) -> str:
+    """The kind's title, with the dream's other Ms and penalty where it dreamt with them."""
+    agent = read_agent_info(bundle)["agent"]
+    members = len(agent.get("dream_ensemble") or ())
+    if not members:
+        return CONTROLLER_KINDS[name].title
+    penalty = agent.get("dream_penalty") or 0.0
+    return f"{CONTROLLER_KINDS[name].title}, {members + 1} Ms" + (
+        f", disagreement penalty {penalty:g}" if penalty else ""
+    )
 
 
 def chosen_controller(bundle: Path) -> Chosen:

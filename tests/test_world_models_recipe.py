@@ -227,6 +227,59 @@ def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world,
         check_before_collecting(no_zh, env)
 
 
+def test_the_dream_cs_other_ms_are_trained_once_and_a_c_of_another_dream_is_refused(
+    world, tmp_path
+):
+    from agents.controller.kinds import CONTROLLER_KINDS
+    from agents.pipeline import PipelineRun, dream_members_stage
+    from agents.world_models import controller_title
+
+    vae, rnn = world
+    latents = rnn.parent / "latents"  # the fixture's M was trained on these
+    settings = {
+        "env.env_id": "CartPole-v1", "env.frame_size": 16,
+        "memory.model": {"hidden_size": 8, "n_gaussians": 2}, "memory.epochs": 1,
+        "memory.batch_size": 4, "controllers.kinds": ["cmaes", "dream-cmaes"],
+        "controllers.dream_members": 2, "controllers.dream_penalty": 0.5,
+    }  # fmt: skip
+    preset = build_preset("smoke", settings)
+    env = EnvSpec("CartPole-v1", frame_size=16)
+    run = PipelineRun(preset, "smoke", tmp_path / "out", env, progress=False)
+    members = dream_members_stage(run, latents)
+    assert members == [tmp_path / "out" / "dream_memory" / k for k in ("1", "2")]
+    seeds = [json.loads((m / "config.json").read_text())["train"]["seed"] for m in members]
+    assert all(is_finished(m) for m in members) and seeds == [
+        preset.memory.seed + k for k in (1, 2)
+    ]
+    stamp = (members[1] / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
+    assert dream_members_stage(run, latents) == members  # done: nothing is redone
+    assert (members[1] / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == stamp
+    no_dream = build_preset("smoke", settings | {"controllers.kinds": ["cmaes"]})
+    assert dream_members_stage(replace(run, preset=no_dream), latents) == []
+
+    stage = replace(TINY, dream_members=2, dream_penalty=0.5)
+    out = tmp_path / "out" / "controllers"
+    bundles = train_controllers(stage, env, vae, rnn, out, progress=False, dream_members=members)
+    real, dream = (json.loads((bundles[k] / "config.json").read_text()) for k in TINY.kinds)
+    assert real["agent"]["dream_ensemble"] == [] and real["agent"]["dream_penalty"] == 0.0
+    assert dream["agent"]["dream_ensemble"] == [str(m.resolve()) for m in members]
+    assert dream["agent"]["dream_penalty"] == 0.5 and len(dream["dream_ensemble_sha256"]) == 2
+    titles = {k: controller_title(k, b) for k, b in bundles.items()}
+    assert titles == {
+        "cmaes": CONTROLLER_KINDS["cmaes"].title,
+        "dream-cmaes": f"{CONTROLLER_KINDS['dream-cmaes'].title}, 3 Ms, disagreement penalty 0.5",
+    }
+    with pytest.raises(
+        ValueError, match=r"dream-cmaes was trained in another dream \(the penalty\)"
+    ):
+        train_controllers(replace(stage, dream_penalty=2.0), env, vae, rnn, out, progress=False,
+                          dream_members=members)  # fmt: skip
+    with pytest.raises(ValueError, match=r"another dream \(its Ms, the penalty\); remove"):
+        train_controllers(stage, env, vae, rnn, out, progress=False)
+    with pytest.raises(ValueError, match=r"set controllers\.dream_members too"):
+        build_preset("smoke", {"controllers.dream_penalty": 1.0})
+
+
 def test_memory_time_budget_ends_the_run_after_a_validated_epoch(world, tmp_path):
     rnn = world[1]
     latents = rnn.parent / "latents"  # the fixture encodes its episodes there
