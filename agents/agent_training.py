@@ -3,6 +3,7 @@ or the train hook of an algorithm that brings its own (see :mod:`agents.algorith
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -311,6 +312,10 @@ def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
     of an older record, relative, are read from the bundle ``out`` first (worldvae.records)."""
     now = json.loads(json.dumps(cfg.to_dict()))
     old = dict(recorded)
+    # a setting added since the record was written takes its default; a record this version
+    # cannot read is compared as it is
+    with contextlib.suppress(ValueError, TypeError):
+        old = json.loads(json.dumps(AgentConfig.from_dict(recorded).to_dict()))
     for key in ("model_dir", "memory_dir"):
         if isinstance(old.get(key), str):
             old[key] = record_path(recorded_path(old[key], out, key) or old[key])

@@ -357,12 +357,32 @@ def dream_members_stage(run: PipelineRun, latents: Path) -> list[Path]:
     with run.stage("dream_memory"):
         for k in range(1, stage.dream_members + 1):
             rnn = run.path("dream_memory") / str(k)
+            check_member_latents(rnn, latents)
             if not is_finished(rnn):
                 cfg = replace(run.preset.memory, seed=run.preset.memory.seed + k)
                 train_memory(latents, rnn, cfg, resume=rnn.exists(), progress=run.progress)
             members.append(rnn)
     print(f"[3/4] the dream's other Ms: {run.path('dream_memory')} ({len(members)})", flush=True)
     return members
+
+
+def check_member_latents(rnn: Path, latents: Path) -> None:
+    """Refuse a dream member at ``rnn`` (finished or not) trained on other latents than
+    ``latents`` (a second round turned on or off after it was trained).
+
+    Raises:
+        ValueError: naming both and the fix.
+    """
+    config = rnn / "config.json"
+    if not config.is_file():
+        return
+    trained_on = json.loads(config.read_text()).get("data", {}).get("root")
+    if trained_on and Path(trained_on).resolve() != latents.resolve():
+        raise ValueError(
+            f"the dream's M {rnn} was trained on {trained_on}, the controllers' M on {latents}; "
+            f"remove {rnn.parent} to train the dream's Ms again, or set back "
+            "controllers.second_round_frames"
+        )
 
 
 def controllers_stage(

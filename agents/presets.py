@@ -321,6 +321,11 @@ class ControllerStage:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.dream_members and not any(CONTROLLER_KINDS[k].dream for k in self.kinds):
+            raise ValueError(
+                "controllers.dream_members trains more Ms for a dream-trained C: add one to "
+                "controllers.kinds (e.g. dream-cmaes) or set dream_members back to 0"
+            )
         if self.dream_penalty and not self.dream_members:
             raise ValueError(
                 "controllers.dream_penalty weighs the disagreement of the dream's Ms: set "

@@ -24,7 +24,7 @@ import numpy as np
 
 from agents.agent_config import AgentConfig, resolve_config
 from agents.agent_training import bundle_env, train_agent
-from agents.bundle import load_bundle, read_agent_info
+from agents.bundle import load_bundle, policy_sha256, read_agent_info
 from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
 from agents.comparison import ComparisonResult
 from agents.controller.cmaes import BEST_CONTROLLER_FILE
@@ -107,6 +107,11 @@ def train_controllers(
     for name in stage.kinds:
         check_same_memory(out / name, memory)
         kind = CONTROLLER_KINDS[name]
+        if kind.dream and len(dream_members) != stage.dream_members:
+            raise ValueError(
+                f"controllers.dream_members is {stage.dream_members} but {len(dream_members)} "
+                "other Ms were given for the dream"
+            )
         cfg = controller_config(kind, stage, env, vae, memory, cluster, dream_members)
         check_same_dream(out / name, cfg)
         result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
@@ -263,6 +268,7 @@ def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Pa
         "run": chosen.bundle.name,
         "which": chosen.which,
         "step": chosen.step,
+        "policy_sha256": policy_sha256(chosen.bundle, chosen.which),
         "tracks": settings.choose_on,
         "seed": seed,
     }
@@ -296,10 +302,14 @@ def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Pa
 
 def dream_returns(chosen: Chosen, n_episodes: int, seed: int) -> np.ndarray:
     """Returns ``(n_episodes,)`` of a ``[z, h]`` driver played inside its M's dream (at the
-    temperature it records, else M's), episodes seeded ``seed + i``, its actions sampled when
-    ``chosen.sampled``."""
+    temperature it records, else M's; M alone, without the other Ms or the penalty a
+    dream-trained C may have trained with), episodes seeded ``seed + i``, its actions sampled
+    when ``chosen.sampled``."""
     bundle = load_bundle(chosen.bundle, device="cpu", which=chosen.which)
-    spec = {"cfg": bundle.config.to_dict(), "bundle": str(chosen.bundle), "dream": True}
+    # M's own dream for every driver, a dream-trained C's other Ms and penalty left out: the
+    # column says how much M flatters, the same way for each row
+    cfg = replace(bundle.config, dream_ensemble=(), dream_penalty=0.0)
+    spec = {"cfg": cfg.to_dict(), "bundle": str(chosen.bundle), "dream": True}
     venv = bundle_env(spec)
     deterministic = bundle.config.deterministic_eval and not chosen.sampled
     try:
@@ -331,6 +341,7 @@ def score_world_models(
     for d in drivers:
         key = f"{d.name}:{d.chosen.bundle.name}:{d.chosen.which}:{d.chosen.step}"
         key += ":sampled" if d.chosen.sampled else ""
+        key += f":{policy_sha256(d.chosen.bundle, d.chosen.which)}"
         no_memory = d.name in ("ppo-latent", "ppo-latent-sampled")  # PPO on z: no M to dream
         if no_memory or dreamed.get(d.name, {}).get("key") == key:
             continue

@@ -182,7 +182,8 @@ def int8_arms(model: Any, n: int, budget: str) -> dict[str, VecEnv]:
     with tempfile.TemporaryDirectory() as folder:
         fp32 = export_onnx(model, frames[:8], Path(folder) / "fp32.onnx")
         int8 = quantized_onnx(fp32, frames, Path(folder) / "int8.onnx")
-        encode = onnxruntime_arm(int8, ENCODE_THREADS)  # the session holds the graph
+        sync_encode = onnxruntime_arm(int8, ENCODE_THREADS)  # the session holds the graph
+        budget_encode = onnxruntime_arm(int8, int(budget.split(":")[1]))
     env_threads, encode_threads, *chunk = (int(x) for x in budget.split(":"))
     arms = {
         "sync onnxruntime int8": VecLatentObservation(
@@ -197,7 +198,7 @@ def int8_arms(model: Any, n: int, budget: str) -> dict[str, VecEnv]:
             runtime="onnxruntime",
         ),
     }
-    for arm in arms.values():
+    for arm, encode in zip(arms.values(), (sync_encode, budget_encode), strict=True):
         arm.encoder = encode  # the wrapper calls it as it calls a FrameEncoder
         arm.runtime = "onnxruntime int8"
     return arms

@@ -124,3 +124,26 @@ def test_overwrite_replaces_only_the_bundle(model_dir, tmp_path):
         train_agent(cfg, out, progress=False)
     train_agent(cfg, out, progress=False, overwrite=True)
     assert np.isfinite(json.loads((out / "config.json").read_text())["final_mean_return"])
+
+
+def test_a_run_cut_before_a_setting_existed_resumes_and_other_settings_are_refused(
+    model_dir, tmp_path
+):
+    """An unfinished run whose record lacks settings added since (they take their defaults)
+    resumes; one recorded with another value of a setting is refused."""
+    cfg = _cfg(model_dir, steps=256)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train_agent(cfg, out, progress=False, callbacks=[StopAt(150)])
+    info = json.loads((out / "config.json").read_text())
+    for added in ("dream_penalty", "dream_ensemble"):
+        del info["agent"][added]
+    (out / "config.json").write_text(json.dumps(info))
+    other = json.loads(json.dumps(info))
+    other["agent"]["seed"] = 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps(other))
+    assert not train_agent(cfg, out, progress=False).skipped
+    assert json.loads((out / "config.json").read_text())["status"] == "complete"
+    with pytest.raises(ValueError, match="unfinished agent run with other settings"):
+        train_agent(cfg, tmp_path / "other", progress=False)

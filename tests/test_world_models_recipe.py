@@ -254,8 +254,14 @@ def test_the_dream_cs_other_ms_are_trained_once_and_a_c_of_another_dream_is_refu
     stamp = (members[1] / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns
     assert dream_members_stage(run, latents) == members  # done: nothing is redone
     assert (members[1] / "checkpoints" / "best" / "model.safetensors").stat().st_mtime_ns == stamp
-    no_dream = build_preset("smoke", settings | {"controllers.kinds": ["cmaes"]})
-    assert dream_members_stage(replace(run, preset=no_dream), latents) == []
+    alone = build_preset("smoke", settings | {"controllers.dream_members": 0,
+                                              "controllers.dream_penalty": 0})  # fmt: skip
+    assert dream_members_stage(replace(run, preset=alone), latents) == []
+    with pytest.raises(ValueError, match=r"dream_members trains more Ms for a dream-trained C"):
+        build_preset("smoke", settings | {"controllers.kinds": ["cmaes"]})
+    # members trained on other latents (a second round turned on after them) are refused
+    with pytest.raises(ValueError, match=r"trained on .*latents, the controllers' M on .*12"):
+        dream_members_stage(run, latents.parent / "latents12")
 
     stage = replace(TINY, dream_members=2, dream_penalty=0.5)
     out = tmp_path / "out" / "controllers"
@@ -274,7 +280,12 @@ def test_the_dream_cs_other_ms_are_trained_once_and_a_c_of_another_dream_is_refu
     ):
         train_controllers(replace(stage, dream_penalty=2.0), env, vae, rnn, out, progress=False,
                           dream_members=members)  # fmt: skip
-    with pytest.raises(ValueError, match=r"another dream \(its Ms, the penalty\); remove"):
+    with pytest.raises(ValueError, match=r"another dream \(its Ms\); remove"):
+        train_controllers(stage, env, vae, rnn, out, progress=False, dream_members=members[::-1])
+    with pytest.raises(ValueError, match=r"another dream \(tau\)"):
+        train_controllers(replace(stage, temperature=1.3), env, vae, rnn, out, progress=False,
+                          dream_members=members)  # fmt: skip
+    with pytest.raises(ValueError, match=r"dream_members is 2 but 0 other Ms were given"):
         train_controllers(stage, env, vae, rnn, out, progress=False)
     with pytest.raises(ValueError, match=r"set controllers\.dream_members too"):
         build_preset("smoke", {"controllers.dream_penalty": 1.0})
