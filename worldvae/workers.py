@@ -156,6 +156,10 @@ def stop_pool(pool: ProcessPoolExecutor, timeout: float = 10.0) -> None:
     """Terminate the workers of ``pool`` (running tasks included) and wait until they are gone."""
     # the executor's own table of its processes: there is no public handle before Python 3.14
     workers = list((getattr(pool, "_processes", None) or {}).values())
+    # the executor's thread marks the tasks the workers held as failed once it sees them
+    # gone; shutdown() forgets it, so it is taken first and waited for at the end: no
+    # future is left pending when this returns
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for p in workers:
         if p.is_alive():
@@ -166,6 +170,8 @@ def stop_pool(pool: ProcessPoolExecutor, timeout: float = 10.0) -> None:
         if p.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
             p.kill()
             p.join()
+    if manager is not None:
+        manager.join(max(1.0, deadline - time.monotonic()))
 
 
 @contextlib.contextmanager
