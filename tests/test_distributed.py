@@ -64,6 +64,7 @@ def _rank_main(rank: int, world: int, port: int, out: str, poison: bool) -> None
     except FloatingPointError as e:
         (Path(out) / f"rank{rank}.stopped").write_text(str(e))
     finally:
+        dist.barrier()  # no rank closes its connections while the other still reads (as the trainer)
         dist.destroy_process_group()
 
 
