@@ -255,11 +255,14 @@ class DreamVecEnv(VecEnv):
         self._t = np.zeros(n_envs, np.int64)
         self._actions: np.ndarray | None = None
         self._next_seed: int | None = None
+        self._next_seeds: list[int] | None = None
 
     @torch.inference_mode()
-    def _restart(self, envs: np.ndarray) -> None:
-        """New start latents and zero M state for the envs ``envs`` (indices)."""
-        picks = self._rng.integers(len(self.starts), size=len(envs))
+    def _restart(self, envs: np.ndarray, picks: np.ndarray | None = None) -> None:
+        """New start latents (``picks``, indices into the starts; None: drawn) and zero M
+        state for the envs ``envs`` (indices)."""
+        if picks is None:
+            picks = self._rng.integers(len(self.starts), size=len(envs))
         self._z[envs] = torch.from_numpy(self.starts[picks]).to(self.memory.device)
         for h, c in [self._state, *self._member_states]:
             h[:, envs] = 0.0
@@ -272,6 +275,8 @@ class DreamVecEnv(VecEnv):
         return np.concatenate([z, self._hidden], axis=1).astype(np.float32)
 
     def reset(self) -> np.ndarray:
+        if self._next_seeds is not None:
+            return self._reset_each(self._next_seeds)
         if self._next_seed is not None:
             self._rng = np.random.default_rng(self._next_seed)
             self._generator.manual_seed(int(self._rng.integers(2**62)))
@@ -280,10 +285,41 @@ class DreamVecEnv(VecEnv):
         self._restart(np.arange(self.num_envs))
         return self._obs()
 
+    @torch.inference_mode()
+    def _reset_each(self, seeds: list[int]) -> np.ndarray:
+        """Reset env ``i`` to the start latent a one-env dream seeded ``seeds[i]`` starts from;
+        M's samples come from a generator seeded by env 0's seed as that dream's would."""
+        self._next_seeds = None
+        picks, rngs = [], []
+        for s in seeds:
+            rng = np.random.default_rng(s)
+            draw = int(rng.integers(2**62))  # the generator's seed in a one-env dream
+            picks.append(int(rng.integers(len(self.starts), size=1)[0]))
+            rngs.append((rng, draw))
+        self._rng, first = rngs[0]  # later restarts: env 0's stream, as a one-env dream's
+        self._generator.manual_seed(first)
+        self._member_rng = np.random.default_rng([seeds[0], 1])
+        self._restart(np.arange(self.num_envs), np.asarray(picks))
+        return self._obs()
+
     def seed(self, seed: int | None = None) -> list[int | None]:
         """Seeds the next :meth:`reset` (start choices and M's samples), as SB3 does."""
-        self._next_seed = seed
+        self._next_seed, self._next_seeds = seed, None
         return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def seed_each(self, seeds: Sequence[int]) -> None:
+        """Seed the next :meth:`reset` env by env: env ``i`` starts from the start latent that
+        this dream with one env and ``seed(seeds[i])`` would start from (so a batch of
+        rollouts meets the starts of the same rollouts run one by one); M's samples then come
+        from one generator for all envs, seeded from ``seeds[0]`` (with one env: the very
+        dream of ``seed(seeds[0])``).
+
+        Raises:
+            ValueError: not one seed per env.
+        """
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed_each needs {self.num_envs} seeds, got {len(seeds)}")
+        self._next_seeds, self._next_seed = [int(s) for s in seeds], None
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)

@@ -3,6 +3,7 @@ scored by CMA-ES per env or batched on one VecEnv (same fitnesses)."""
 
 import csv
 import json
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -200,3 +201,59 @@ def test_the_best_evaluation_is_kept_and_replays_its_score(world, tmp_path):
     (tmp_path / "a" / BEST_CONTROLLER_FILE).unlink()  # a controller trained before it was kept
     with pytest.raises(FileNotFoundError, match="kept no best controller"):
         load_bundle(tmp_path / "a", device="cpu", which="best")
+
+
+def _dream_scoring_spec(world, rollouts):
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from envs.dream_env import DreamVecEnv
+
+    memory = load_memory(world[1], device="cpu")[0]
+    latents = world[1].parent / "latents"
+
+    def make_env(spec):
+        n = int(spec.get("n_envs", 1))
+        return VecMonitor(
+            DreamVecEnv(
+                memory, latents, gym.spaces.Discrete(2), n, max_episode_steps=25, done_threshold=1.0
+            )
+        )
+
+    return {"obs_dim": 4 + 8, "rollouts": rollouts, "hidden": 0, "make_env": make_env}
+
+
+def test_batched_scoring_in_the_dream_steps_every_rollout_together(world):
+    spec = _dream_scoring_spec(world, rollouts=2)
+    n = Controller(12, gym.spaces.Discrete(2)).n_params
+    candidates = list(np.random.default_rng(5).normal(0, 3.0, (3, n)))
+    per_env = CandidateScorer(spec, workers=1)
+    one_env = BatchedScorer(spec, popsize=3, max_envs=1)  # one rollout at a time: per-env's
+    together = BatchedScorer(spec, popsize=3, max_envs=64)  # 6 rollouts, one M step each
+    try:
+        fitness, steps = per_env.score(candidates, seed=7)
+        assert one_env.score(candidates, seed=7) == (fitness, steps)
+        got, got_steps = together.score(candidates, seed=7)
+        assert together.score(candidates, seed=7) == (got, got_steps)  # seeded
+        assert len(got) == 3 and all(np.isfinite(got))
+        assert got_steps == sum(  # every rollout ran to its own end (25 steps, or M's done)
+            len(r)
+            for r in together._wave(
+                np.stack([candidates[c] for c in (0, 0, 1, 1, 2, 2)]).astype(np.float32),
+                [7, 8] * 3,
+                6,
+            )
+        )
+        assert got != together.score(candidates, seed=8)[0]  # other seeds, other dreams
+    finally:
+        for s in (per_env, one_env, together):
+            s.close()
+
+
+def test_a_controller_trains_batched_in_the_dream(world, tmp_path):
+    cfg = replace(_cfg(world, batched=True, rollouts=2, sigma0=0.5), dream=True)
+    r = train_agent(cfg, tmp_path / "a", progress=False)
+    assert r.steps_per_second > 0
+    info = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert info["agent"]["dream"] and info["cmaes"]["batched"]
+    returns = evaluate_bundle(tmp_path / "a", n_episodes=2, device="cpu").returns
+    assert returns.shape == (2,) and np.all(returns >= 1)  # it acts in the real env

@@ -286,3 +286,32 @@ def test_dream_disagreement_penalty_needs_an_ensemble_and_a_finite_non_negative_
         with pytest.raises(ValueError, match="disagreement_penalty must be >= 0"):
             DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=2,
                         ensemble=[_other_memory(2)], disagreement_penalty=bad)  # fmt: skip
+
+
+def test_dream_vec_env_seeded_env_by_env_starts_each_where_one_env_dream_starts(memory):
+    from envs.dream_env import DreamVecEnv
+
+    starts = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    seeds = [5, 6, 7, 8]
+    venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=4)
+    venv.seed_each(seeds)
+    obs = venv.reset()
+    alone = []
+    for s in seeds:
+        one = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=1)
+        one.seed(s)
+        alone.append(one.reset()[0])
+    np.testing.assert_array_equal(obs, np.stack(alone))
+    assert len({tuple(o[:4]) for o in alone}) > 1  # the seeds pick different starts
+    # with one env, seed_each([s]) is seed(s): the same dream, sample for sample
+    a, b = (
+        DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=1, max_episode_steps=3)
+        for _ in range(2)
+    )
+    a.seed_each([9])
+    b.seed(9)
+    a.reset(), b.reset()
+    for _ in range(7):  # through M's ends and the time limit's restarts
+        np.testing.assert_array_equal(a.step(np.array([1]))[0], b.step(np.array([1]))[0])
+    with pytest.raises(ValueError, match="seed_each needs 4 seeds, got 2"):
+        venv.seed_each([1, 2])

@@ -6,8 +6,9 @@ over several rollouts, the population evaluated in parallel. Here the rollouts r
 env (through the ``latent+h`` wrapper) or in M's dream (:class:`~envs.dream_env.DreamEnv`); either
 way the periodic evaluation, like every agent's, is in the real env on fixed seeds. Worker
 processes (or, with ``cluster: ray``, Ray actors anywhere on a cluster) each build their env
-once and score the candidates handed to them; or, with ``batched: true`` in the real env, one
-VecEnv in this process steps every candidate's rollouts together (:class:`BatchedScorer`).
+once and score the candidates handed to them; or, with ``batched: true``, one VecEnv in this
+process steps every candidate's rollouts together (:class:`BatchedScorer`; in the dream, one
+batched M step for all of them).
 Every candidate of a generation meets the same episode seeds, so where a candidate is scored
 does not change its fitness.
 
@@ -42,6 +43,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.agent_checkpoint import CHECKPOINT_DIR
 from agents.agent_checkpoint import STATE as STATE_FILE
 from agents.progress import advance, budget_bar, count
+from envs.dream_env import DreamVecEnv
 from worldvae.atomic import atomic_dir, atomic_open, atomic_path, write_json
 from worldvae.config_fields import reject_unknown_keys
 from worldvae.workers import (
@@ -73,10 +75,11 @@ class CMAESConfig:
             Ray actors of one CPU each, anywhere on the cluster (see ``docs/scaling.md``).
         hidden: units of C's hidden layer (0: linear C, World Models' own; > 0: its "V + hidden
             layer" controller, see :class:`Controller`).
-        batched: score a generation in the real env on one VecEnv in this process
-            (:class:`BatchedScorer`: every candidate's rollouts stepped together, the same
-            fitnesses as the per-env scorers); ``workers`` and ``cluster`` are then unused.
-            Scoring in the dream keeps the per-env scorers.
+        batched: score a generation on one VecEnv in this process (:class:`BatchedScorer`:
+            every candidate's rollouts stepped together); ``workers`` and ``cluster`` are then
+            unused. In the real env the fitnesses are the per-env scorers'; in the dream
+            (one batched M step for all envs) each rollout starts where the per-env scorer's
+            does, and M's samples are drawn for all envs together.
         batch_envs: the most envs of the batched scorer's VecEnv.
     """
 
@@ -432,12 +435,16 @@ def seed_each(venv: VecEnv, seeds: list[int]) -> None:
 
     SB3's VecEnvs (and :class:`~envs.envpool_env.EnvpoolVecEnv`) keep the seeds of the next
     reset in the innermost VecEnv's ``_seeds``, one per env; ``venv.seed(s)`` fills it with
-    ``s + i``. This sets any list.
+    ``s + i``. This sets any list. M's dream (:class:`~envs.dream_env.DreamVecEnv`) takes them
+    through its own ``seed_each``.
 
     Raises:
         TypeError: the innermost VecEnv keeps no per-env seeds.
     """
     base = venv.unwrapped
+    if isinstance(base, DreamVecEnv):
+        base.seed_each(seeds)
+        return
     if len(getattr(base, "_seeds", ())) != venv.num_envs or len(seeds) != venv.num_envs:
         raise TypeError(
             f"{type(base).__name__} takes no per-env seeds for {venv.num_envs} envs; "
@@ -619,11 +626,11 @@ Scorer = CandidateScorer | RayCandidateScorer | BatchedScorer
 
 
 def make_scorer(spec: dict[str, Any], es_cfg: CMAESConfig) -> Scorer:
-    """The batched scorer (``es_cfg.batched``, real env only), Ray actors when
+    """The batched scorer (``es_cfg.batched``, in the real env or the dream), Ray actors when
     ``es_cfg.cluster`` names a Ray cluster, else local worker processes."""
     from envs.cluster import uses_ray
 
-    if es_cfg.batched and not spec["dream"]:
+    if es_cfg.batched:
         return BatchedScorer(spec, es_cfg.popsize, es_cfg.batch_envs)
     if uses_ray(es_cfg.cluster):
         return RayCandidateScorer(spec, es_cfg.workers, es_cfg.cluster)
