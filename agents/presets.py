@@ -286,6 +286,20 @@ class ControllerStage:
     rollouts: int = option(2, "CMA-ES episodes per candidate", 1, 100_000)
     sigma0: float = option(0.1, "CMA-ES initial step size", 0.0, 1e3, low_open=True)
     hidden: int = option(16, "units of the hidden layer of cmaes-hidden", 1, 100_000)
+    dream_popsize: int | None = option(  # a batched dream is cheap: World Models' 64
+        None, "CMA-ES candidates per generation in the dream (default: popsize)", 2, 100_000
+    )
+    dream_rollouts: int | None = option(  # World Models: 16
+        None, "CMA-ES dreams per candidate (default: rollouts)", 1, 100_000
+    )
+    dream_batch_envs: int = option(  # agents.controller.cmaes.BatchedScorer
+        1024,
+        "the most dreams stepped together when CMA-ES scores in M's dream on this machine "
+        "(one batched M step for all of a generation's rollouts; with --cluster its Ray "
+        "actors score instead)",
+        1,
+        1_000_000,
+    )
     workers: int = option(2, "CMA-ES scoring processes", 1, 1024)
     eval_freq: int = option(20_000, "env steps between the choosing evaluations", 1, 10**11)
     eval_episodes: int = option(4, "tracks per choosing evaluation", 1, 100_000)

@@ -32,6 +32,7 @@ from agents.controller.kinds import CONTROLLER_KINDS, ControllerKind
 from agents.environments import evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
 from agents.presets import CanonicalStage, ControllerStage
+from envs.cluster import uses_ray
 from worldvae.atomic import write_json
 from worldvae.envspec import EnvSpec
 from worldvae.vae.io import model_sha256
@@ -56,8 +57,10 @@ def controller_config(
 ) -> AgentConfig:
     """The agent config of one controller of ``stage``: ``[z, h]`` observations of V and M,
     the kind's algorithm (CMA-ES with the stage's population, rollouts, step size, workers and
-    hidden layer; or PPO with the env's hyperparameters), in the dream (with the other Ms of
-    ``dream_members`` and the stage's disagreement penalty) or the real env."""
+    hidden layer; in the dream its own population and rollouts, scored batched on this
+    machine, on Ray actors with a cluster; or PPO with the env's hyperparameters), in the
+    dream (with the other Ms of ``dream_members`` and the stage's disagreement penalty) or
+    the real env."""
     overrides: dict[str, Any] = {}
     if kind.algo == "cmaes":
         overrides = {
@@ -69,6 +72,11 @@ def controller_config(
         }
         if kind.hidden:
             overrides["hidden"] = stage.hidden
+        if kind.dream:
+            overrides["popsize"] = stage.dream_popsize or stage.popsize
+            overrides["rollouts"] = stage.dream_rollouts or stage.rollouts
+            if not uses_ray(cluster):  # one batched M step for every rollout of a generation
+                overrides |= {"batched": True, "batch_envs": stage.dream_batch_envs}
     return resolve_config(
         env.env_id,
         "latent+h",

@@ -326,3 +326,23 @@ def test_cmaes_stops_at_its_time_budget(world, tmp_path):
     info = json.loads((tmp_path / "c" / "config.json").read_text())
     assert info["status"] == "complete" and 0 < info["steps"] < 10**7
     assert r.train_seconds < 5
+
+
+def test_the_dream_cs_cma_es_has_its_own_population_and_scores_batched(world):
+    from agents.controller.kinds import CONTROLLER_KINDS
+    from agents.world_models import controller_config
+
+    vae, rnn = world
+    stage = replace(TINY, dream_popsize=64, dream_rollouts=16, dream_batch_envs=256)
+    env = EnvSpec("CartPole-v1", **ENV)
+    real = controller_config(CONTROLLER_KINDS["cmaes"], stage, env, vae, rnn).algo_kwargs
+    dream = controller_config(CONTROLLER_KINDS["dream-cmaes"], stage, env, vae, rnn).algo_kwargs
+    assert (real["popsize"], real["rollouts"]) == (2, 1) and not real.get("batched")
+    assert (dream["popsize"], dream["rollouts"]) == (64, 16)
+    assert dream["batched"] and dream["batch_envs"] == 256  # one M step for every rollout
+    # unset, the dream takes the stage's population; on a Ray cluster its actors score
+    plain = controller_config(CONTROLLER_KINDS["dream-cmaes"], TINY, env, vae, rnn, "ray")
+    assert (plain.algo_kwargs["popsize"], plain.algo_kwargs["rollouts"]) == (2, 1)
+    assert not plain.algo_kwargs.get("batched") and plain.algo_kwargs["cluster"] == "ray"
+    with pytest.raises(ValueError, match="dream_rollouts"):
+        build_preset("worldmodels", {"controllers.dream_rollouts": 0})
