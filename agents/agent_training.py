@@ -307,6 +307,11 @@ def _read_info(bundle: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and "agent" in info else None
 
 
+# CMA-ES settings that choose where candidates are scored, not what is trained: a run resumes
+# across them (agents.controller.cmaes.CMAESConfig)
+CMAES_SCORING = ("workers", "cluster", "batched", "batch_envs")
+
+
 def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
     """Settings that must agree to resume (the device may change). The model and M folders
     of an older record, relative, are read from the bundle ``out`` first (worldvae.records)."""
@@ -319,6 +324,11 @@ def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
     for key in ("model_dir", "memory_dir"):
         if isinstance(old.get(key), str):
             old[key] = record_path(recorded_path(old[key], out, key) or old[key])
+    if now.get("algo") == "cmaes":  # where candidates are scored does not change their fitness
+        for d in (old, now):
+            kwargs = d.get("algo_kwargs")
+            if isinstance(kwargs, dict):
+                d["algo_kwargs"] = {k: v for k, v in kwargs.items() if k not in CMAES_SCORING}
     return {k: v for k, v in old.items() if k != "device"} == {
         k: v for k, v in now.items() if k != "device"
     }

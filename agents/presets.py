@@ -256,7 +256,10 @@ class ControllerStage:
     (:data:`~agents.controller.kinds.CONTROLLER_KINDS`), each on the same wall-clock budget,
     chosen on the tracks from ``eval_seed`` and scored with the canonical stage's tracks.
     CMA-ES scores its candidates in ``workers`` local processes, or on the pipeline's Ray
-    cluster (``--cluster``). Empty ``kinds`` (the default) leaves the stage out.
+    cluster (``--cluster``); in M's dream (``dream_popsize`` candidates x ``dream_rollouts``)
+    it steps every rollout of a generation together in this process instead (at most
+    ``dream_batch_envs`` dreams per M step), unless on a Ray cluster. Empty ``kinds`` (the
+    default) leaves the stage out.
 
     With ``second_round_frames`` the controllers use an M retrained on World Models' two
     rounds of data: the first (the collection stage's), and as many frames more driven by the
@@ -300,7 +303,7 @@ class ControllerStage:
         1,
         1_000_000,
     )
-    workers: int = option(2, "CMA-ES scoring processes", 1, 1024)
+    workers: int = option(2, "CMA-ES scoring processes (in the real env, or on a cluster)", 1, 1024)
     eval_freq: int = option(20_000, "env steps between the choosing evaluations", 1, 10**11)
     eval_episodes: int = option(4, "tracks per choosing evaluation", 1, 100_000)
     eval_seed: int = option(  # other tracks than the canonical ones
@@ -340,6 +343,15 @@ class ControllerStage:
                 "controllers.dream_members trains more Ms for a dream-trained C: add one to "
                 "controllers.kinds (e.g. dream-cmaes) or set dream_members back to 0"
             )
+        dream_cmaes = any(
+            CONTROLLER_KINDS[k].dream and CONTROLLER_KINDS[k].algo == "cmaes" for k in self.kinds
+        )
+        for name in ("dream_popsize", "dream_rollouts"):
+            if getattr(self, name) is not None and not dream_cmaes:
+                raise ValueError(
+                    f"controllers.{name} sets the CMA-ES of a dream-trained C: add dream-cmaes "
+                    f"to controllers.kinds or leave {name} unset"
+                )
         if self.dream_penalty and not self.dream_members:
             raise ValueError(
                 "controllers.dream_penalty weighs the disagreement of the dream's Ms: set "

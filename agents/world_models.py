@@ -156,8 +156,9 @@ def check_same_memory(bundle: Path, memory: Path) -> None:
 
 def check_same_dream(bundle: Path, cfg: AgentConfig) -> None:
     """Refuse a finished controller at ``bundle`` that was trained in another dream than
-    ``cfg``'s (other Ms beside M, another penalty or tau: controllers.dream_members,
-    dream_penalty or temperature changed after it was trained).
+    ``cfg``'s, or by another population (other Ms beside M, another penalty, tau, population
+    or rollouts: controllers.dream_members, dream_penalty, temperature, dream_popsize or
+    dream_rollouts changed after it was trained).
 
     Raises:
         ValueError: naming the controller, what differs and the fix.
@@ -170,12 +171,17 @@ def check_same_dream(bundle: Path, cfg: AgentConfig) -> None:
         return
     was = AgentConfig.from_dict(info["agent"])
     members = [model_sha256(m) for m in cfg.dream_ensemble]
+
+    def population(c: AgentConfig) -> tuple[Any, Any]:
+        return c.algo_kwargs.get("popsize"), c.algo_kwargs.get("rollouts")
+
     differs = [
         what
         for what, same in (
             ("its Ms", members == list(info.get("dream_ensemble_sha256", []))),
             ("the penalty", was.dream_penalty == cfg.dream_penalty),
             ("tau", was.dream_temperature == cfg.dream_temperature),
+            ("its population or rollouts", population(was) == population(cfg)),
         )
         if not same
     ]
@@ -183,7 +189,7 @@ def check_same_dream(bundle: Path, cfg: AgentConfig) -> None:
         raise ValueError(
             f"the controller {bundle} was trained in another dream ({', '.join(differs)}); "
             f"remove {bundle} to train it in this one, or set back controllers.dream_members, "
-            "dream_penalty or temperature"
+            "dream_penalty, temperature, dream_popsize or dream_rollouts"
         )
 
 

@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from envs.latent_memory import check_memory_fits, memory_space, resolve_memory
 from worldvae.data.latents import ActionSpec, LatentDataset
 from worldvae.memory import MDNRNN
-from worldvae.memory.model import MDNOutput, disagreement, sample_next
+from worldvae.memory.model import MDNOutput, disagreement, mixture_noise, sample_next
 from worldvae.vae import Autoencoder
 
 
@@ -256,6 +256,8 @@ class DreamVecEnv(VecEnv):
         self._actions: np.ndarray | None = None
         self._next_seed: int | None = None
         self._next_seeds: list[int] | None = None
+        # after seed_each: per distinct seed, its dream's generator and member draws and its envs
+        self._groups: list[tuple[torch.Generator, np.random.Generator, np.ndarray]] | None = None
 
     @torch.inference_mode()
     def _restart(self, envs: np.ndarray, picks: np.ndarray | None = None) -> None:
@@ -282,23 +284,30 @@ class DreamVecEnv(VecEnv):
             self._generator.manual_seed(int(self._rng.integers(2**62)))
             self._member_rng = np.random.default_rng([self._next_seed, 1])
             self._next_seed = None
+        self._groups = None
         self._restart(np.arange(self.num_envs))
         return self._obs()
 
     @torch.inference_mode()
     def _reset_each(self, seeds: list[int]) -> np.ndarray:
-        """Reset env ``i`` to the start latent a one-env dream seeded ``seeds[i]`` starts from;
-        M's samples come from a generator seeded by env 0's seed as that dream's would."""
+        """Reset env ``i`` as a one-env dream seeded ``seeds[i]`` resets (its start latent), and
+        give the envs of each distinct seed that dream's own draws of M's samples (and of the
+        ensemble member) from then on (see :meth:`seed_each`)."""
         self._next_seeds = None
-        picks, rngs = [], []
-        for s in seeds:
+        picks, groups = [], {}
+        for i, s in enumerate(seeds):
             rng = np.random.default_rng(s)
             draw = int(rng.integers(2**62))  # the generator's seed in a one-env dream
             picks.append(int(rng.integers(len(self.starts), size=1)[0]))
-            rngs.append((rng, draw))
-        self._rng, first = rngs[0]  # later restarts: env 0's stream, as a one-env dream's
-        self._generator.manual_seed(first)
-        self._member_rng = np.random.default_rng([seeds[0], 1])
+            if s not in groups:
+                gen = torch.Generator(device=self.memory.device)
+                gen.manual_seed(draw)
+                groups[s] = (gen, np.random.default_rng([s, 1]), rng, [])
+            groups[s][3].append(i)
+        self._rng = groups[seeds[0]][2]  # later restarts: env 0's stream, as its dream's
+        self._groups = [
+            (gen, member_rng, np.asarray(idx)) for gen, member_rng, _, idx in groups.values()
+        ]
         self._restart(np.arange(self.num_envs), np.asarray(picks))
         return self._obs()
 
@@ -308,11 +317,13 @@ class DreamVecEnv(VecEnv):
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def seed_each(self, seeds: Sequence[int]) -> None:
-        """Seed the next :meth:`reset` env by env: env ``i`` starts from the start latent that
-        this dream with one env and ``seed(seeds[i])`` would start from (so a batch of
-        rollouts meets the starts of the same rollouts run one by one); M's samples then come
-        from one generator for all envs, seeded from ``seeds[0]`` (with one env: the very
-        dream of ``seed(seeds[0])``).
+        """Seed the next :meth:`reset` env by env: env ``i`` dreams what this dream with one env
+        and ``seed(seeds[i])`` would (its start latent, then M's samples and, with an
+        ensemble, the member drawn each step), until its episode ends; envs given the same
+        seed share those draws (common random numbers: a batch of CMA-ES rollouts scores
+        every candidate on the same dreams). Restarts after an episode's end draw their start
+        from the first seed's stream; a later :meth:`seed` or plain :meth:`reset` returns to
+        one generator for all envs.
 
         Raises:
             ValueError: not one seed per env.
@@ -337,7 +348,7 @@ class DreamVecEnv(VecEnv):
             for k, member in enumerate(self.ensemble):
                 member_out, self._member_states[k] = member.step(self._z, a, self._member_states[k])
                 outs.append(member_out)
-            dream = _ensemble_step(outs, self._member_rng.integers(len(outs), size=self.num_envs))
+            dream = _ensemble_step(outs, self._members_drawn(len(outs)))
             spread = disagreement(outs)[:, -1].cpu().numpy().astype(np.float32)
         else:
             dream = out
@@ -345,7 +356,7 @@ class DreamVecEnv(VecEnv):
         if spread is not None and self.disagreement_penalty:
             rewards -= np.float32(self.disagreement_penalty) * spread
         p_done = torch.sigmoid(dream.done_logit[:, -1]).float().cpu().numpy()
-        self._z = sample_next(dream, self.temperature, self._generator)
+        self._z = sample_next(dream, self.temperature, self._generator, self._group_noise())
         self._hidden = out.hidden[:, -1].float().cpu().numpy()
         self._t += 1
         terminated = p_done > self.done_threshold
@@ -364,6 +375,28 @@ class DreamVecEnv(VecEnv):
             self._restart(ended)
             obs[ended] = self._obs()[ended]
         return obs, rewards, dones, infos
+
+    def _members_drawn(self, n_members: int) -> np.ndarray:
+        """The member each env's next latent comes from this step ``(N,)``."""
+        if self._groups is None:
+            return self._member_rng.integers(n_members, size=self.num_envs)
+        drawn = np.empty(self.num_envs, np.int64)
+        for _, member_rng, envs in self._groups:
+            drawn[envs] = member_rng.integers(n_members, size=1)[0]
+        return drawn
+
+    def _group_noise(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After :meth:`seed_each`, each seed's draws for its envs; else None (one generator)."""
+        if self._groups is None:
+            return None
+        d, device = self.memory.config.latent_dim, self.memory.device
+        u = torch.empty(self.num_envs, d, device=device)
+        eps = torch.empty(self.num_envs, d, device=device)
+        for gen, _, envs in self._groups:
+            u1, e1 = mixture_noise(1, d, gen, device)
+            index = torch.from_numpy(envs).to(device)
+            u[index], eps[index] = u1, e1
+        return u, eps
 
     def close(self) -> None:
         pass

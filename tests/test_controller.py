@@ -22,6 +22,7 @@ from agents.controller.cmaes import (
     ControllerBatch,
     LinearController,
     load_controller,
+    rollouts,
 )
 from agents.environments import build_vec_env
 from worldvae.memory import load_memory
@@ -204,48 +205,58 @@ def test_the_best_evaluation_is_kept_and_replays_its_score(world, tmp_path):
 
 
 def _dream_scoring_spec(world, rollouts):
+    """Dreams of the tiny M whose done threshold ends some episodes before the time limit."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from envs.dream_env import DreamVecEnv
 
     memory = load_memory(world[1], device="cpu")[0]
     latents = world[1].parent / "latents"
+    probe = DreamVecEnv(memory, latents, gym.spaces.Discrete(2), 8, done_threshold=1.0)
+    probe.seed(0)
+    probe.reset()
+    p_done = [
+        info["done_probability"]
+        for t in range(25)
+        for info in probe.step(np.arange(8) % 2 if t % 3 else np.zeros(8, int))[3]
+    ]
+    threshold = float(np.quantile(p_done, 0.9))
 
     def make_env(spec):
         n = int(spec.get("n_envs", 1))
         return VecMonitor(
             DreamVecEnv(
-                memory, latents, gym.spaces.Discrete(2), n, max_episode_steps=25, done_threshold=1.0
+                memory, latents, gym.spaces.Discrete(2), n, done_threshold=threshold,
+                max_episode_steps=25,
             )
-        )
+        )  # fmt: skip
 
     return {"obs_dim": 4 + 8, "rollouts": rollouts, "hidden": 0, "make_env": make_env}
 
 
-def test_batched_scoring_in_the_dream_steps_every_rollout_together(world):
+def test_batched_scoring_in_the_dream_gives_the_per_env_fitnesses(world):
     spec = _dream_scoring_spec(world, rollouts=2)
     n = Controller(12, gym.spaces.Discrete(2)).n_params
-    candidates = list(np.random.default_rng(5).normal(0, 3.0, (3, n)))
+    candidates = list(np.random.default_rng(5).normal(0, 3.0, (4, n)))
     per_env = CandidateScorer(spec, workers=1)
-    one_env = BatchedScorer(spec, popsize=3, max_envs=1)  # one rollout at a time: per-env's
-    together = BatchedScorer(spec, popsize=3, max_envs=64)  # 6 rollouts, one M step each
+    together = BatchedScorer(spec, popsize=4, max_envs=64)  # 8 rollouts, one M step each
+    waves = BatchedScorer(spec, popsize=4, max_envs=3)  # 3 waves of at most 3 envs
     try:
+        lengths = set()
+        for c in candidates:  # the per-env scorer's episodes, one by one
+            per_env.controller.set_params(c)
+            for r in range(2):
+                lengths.add(rollouts(per_env.controller, per_env.venv, 1, 7 + r)[1])
+        assert min(lengths) < 25 and len(lengths) > 1  # M's done ends some rollouts early
         fitness, steps = per_env.score(candidates, seed=7)
-        assert one_env.score(candidates, seed=7) == (fitness, steps)
-        got, got_steps = together.score(candidates, seed=7)
-        assert together.score(candidates, seed=7) == (got, got_steps)  # seeded
-        assert len(got) == 3 and all(np.isfinite(got))
-        assert got_steps == sum(  # every rollout ran to its own end (25 steps, or M's done)
-            len(r)
-            for r in together._wave(
-                np.stack([candidates[c] for c in (0, 0, 1, 1, 2, 2)]).astype(np.float32),
-                [7, 8] * 3,
-                6,
-            )
-        )
-        assert got != together.score(candidates, seed=8)[0]  # other seeds, other dreams
+        assert len(set(fitness)) > 1
+        for scorer in (together, waves):  # every candidate meets the same dreams
+            got, got_steps = scorer.score(candidates, seed=7)
+            assert got_steps == steps
+            assert got == pytest.approx(fitness, rel=1e-5, abs=1e-5)
+        assert together.score(candidates, seed=8)[0] != pytest.approx(fitness)  # other dreams
     finally:
-        for s in (per_env, one_env, together):
+        for s in (per_env, together, waves):
             s.close()
 
 

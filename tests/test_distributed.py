@@ -59,12 +59,13 @@ def _rank_main(rank: int, world: int, port: int, out: str, poison: bool) -> None
     per_rank = SHARDS // world
     shard_ids = list(range(rank * per_rank, (rank + 1) * per_rank))
     try:
-        model = _train(ctx, shard_ids, poison_step=1 if poison else None)
-        save_file(model.state_dict(), str(Path(out) / f"rank{rank}.safetensors"))
-    except FloatingPointError as e:
-        (Path(out) / f"rank{rank}.stopped").write_text(str(e))
-    finally:
+        try:
+            model = _train(ctx, shard_ids, poison_step=1 if poison else None)
+            save_file(model.state_dict(), str(Path(out) / f"rank{rank}.safetensors"))
+        except FloatingPointError as e:  # every rank stops at the same step
+            (Path(out) / f"rank{rank}.stopped").write_text(str(e))
         dist.barrier()  # no rank closes its connections while the other still reads (as the trainer)
+    finally:
         dist.destroy_process_group()
 
 

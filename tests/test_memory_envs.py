@@ -315,3 +315,32 @@ def test_dream_vec_env_seeded_env_by_env_starts_each_where_one_env_dream_starts(
         np.testing.assert_array_equal(a.step(np.array([1]))[0], b.step(np.array([1]))[0])
     with pytest.raises(ValueError, match="seed_each needs 4 seeds, got 2"):
         venv.seed_each([1, 2])
+
+
+def test_dream_vec_env_envs_of_one_seed_share_its_dream(memory):
+    import copy
+
+    from envs.dream_env import DreamVecEnv
+
+    starts = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    m2 = copy.deepcopy(memory)  # a second member, so the member draws are followed too
+    with torch.no_grad():
+        for p in m2.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    kw = {"done_threshold": 1.0, "ensemble": [m2], "temperature": 1.3}
+    venv = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=3, **kw)
+    one = DreamVecEnv(memory, starts, gym.spaces.Discrete(2), n_envs=1, **kw)
+    venv.seed_each([5, 5, 6])
+    one.seed(5)
+    obs, alone = venv.reset(), one.reset()
+    for _ in range(8):
+        obs, rewards, *_ = venv.step(np.ones(3, int))
+        alone, alone_rewards, *_ = one.step(np.ones(1, int))
+        np.testing.assert_array_equal(obs[0], obs[1])  # the same seed: the same dream
+        np.testing.assert_allclose(obs[0], alone[0], rtol=1e-5, atol=1e-5)  # seed(5)'s dream
+        assert rewards[0] == pytest.approx(alone_rewards[0], rel=1e-5, abs=1e-5)
+    assert not np.allclose(obs[0, :4], obs[2, :4])  # another seed, another dream
+    venv.seed(5)  # back to one generator for all envs
+    venv.reset()
+    obs = venv.step(np.ones(3, int))[0]
+    assert not np.array_equal(obs[0, :4], obs[1, :4])

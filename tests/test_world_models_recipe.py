@@ -285,6 +285,9 @@ def test_the_dream_cs_other_ms_are_trained_once_and_a_c_of_another_dream_is_refu
     with pytest.raises(ValueError, match=r"another dream \(tau\)"):
         train_controllers(replace(stage, temperature=1.3), env, vae, rnn, out, progress=False,
                           dream_members=members)  # fmt: skip
+    with pytest.raises(ValueError, match=r"another dream \(its population or rollouts\)"):
+        train_controllers(replace(stage, dream_popsize=4), env, vae, rnn, out, progress=False,
+                          dream_members=members)  # fmt: skip
     with pytest.raises(ValueError, match=r"dream_members is 2 but 0 other Ms were given"):
         train_controllers(stage, env, vae, rnn, out, progress=False)
     with pytest.raises(ValueError, match=r"set controllers\.dream_members too"):
@@ -346,3 +349,23 @@ def test_the_dream_cs_cma_es_has_its_own_population_and_scores_batched(world):
     assert not plain.algo_kwargs.get("batched") and plain.algo_kwargs["cluster"] == "ray"
     with pytest.raises(ValueError, match="dream_rollouts"):
         build_preset("worldmodels", {"controllers.dream_rollouts": 0})
+    with pytest.raises(ValueError, match=r"dream_popsize sets the CMA-ES of a dream-trained C"):
+        build_preset(
+            "worldmodels", {"controllers.kinds": ["cmaes"], "controllers.dream_popsize": 8}
+        )
+
+
+def test_a_cma_es_run_resumes_across_where_its_candidates_are_scored(world, tmp_path):
+    from agents.agent_training import _same_run
+    from agents.controller.kinds import CONTROLLER_KINDS
+    from agents.world_models import controller_config
+
+    vae, rnn = world
+    env = EnvSpec("CartPole-v1", **ENV)
+    kind = CONTROLLER_KINDS["dream-cmaes"]
+    before = controller_config(kind, TINY, env, vae, rnn, "ray").to_dict()  # per-env scorers
+    now = controller_config(kind, TINY, env, vae, rnn)  # batched, in this process
+    assert before["algo_kwargs"] != now.algo_kwargs
+    assert _same_run(before, now, tmp_path)  # an unfinished run of before resumes batched
+    bigger = controller_config(kind, replace(TINY, dream_popsize=8), env, vae, rnn)
+    assert not _same_run(before, bigger, tmp_path)  # another population is another run

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import queue
 import signal
@@ -31,6 +32,8 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 WORKERS_PER_CORE = 4  # workers mostly wait on envs and disks; more than this only thrashes
@@ -172,6 +175,8 @@ def stop_pool(pool: ProcessPoolExecutor, timeout: float = 10.0) -> None:
             p.join()
     if manager is not None:
         manager.join(max(1.0, deadline - time.monotonic()))
+        if manager.is_alive():  # pragma: no cover - the executor's thread is stuck
+            logger.warning("the worker pool's thread did not end; some tasks may stay pending")
 
 
 @contextlib.contextmanager

@@ -76,10 +76,9 @@ class CMAESConfig:
         hidden: units of C's hidden layer (0: linear C, World Models' own; > 0: its "V + hidden
             layer" controller, see :class:`Controller`).
         batched: score a generation on one VecEnv in this process (:class:`BatchedScorer`:
-            every candidate's rollouts stepped together); ``workers`` and ``cluster`` are then
-            unused. In the real env the fitnesses are the per-env scorers'; in the dream
-            (one batched M step for all envs) each rollout starts where the per-env scorer's
-            does, and M's samples are drawn for all envs together.
+            every candidate's rollouts stepped together; in the dream one batched M step for
+            all of them), with the per-env scorers' fitnesses (up to float rounding in the
+            dream); ``workers`` and ``cluster`` are then unused.
         batch_envs: the most envs of the batched scorer's VecEnv.
     """
 
@@ -464,7 +463,9 @@ class BatchedScorer:
     ended is still stepped with the others (a VecEnv steps all its envs) but its rewards and
     steps are not counted. Each candidate's fitness sums its rewards in the per-env scorer's
     order (rollout by rollout, step by step), so the fitnesses equal the per-env scorer's
-    whenever the envs' observations do.
+    whenever the envs' observations do. In M's dream the envs of one rollout seed share that
+    seed's draws (:meth:`envs.dream_env.DreamVecEnv.seed_each`), so every candidate meets the
+    dreams it meets in the per-env scorer.
 
     ``K = ceil(jobs / waves)`` with ``waves = ceil(jobs / max_envs)`` and ``jobs = popsize *
     rollouts``: the fewest waves under the cap, the jobs spread evenly over them.

@@ -3,7 +3,7 @@
 from worldvae.memory.config import MemoryConfig
 from worldvae.memory.io import load_memory, read_memory_config
 from worldvae.memory.losses import mdn_nll
-from worldvae.memory.model import MDNRNN, MDNOutput, sample_next
+from worldvae.memory.model import MDNRNN, MDNOutput, mixture_noise, sample_next
 
 __all__ = [
     "MDNRNN",
@@ -11,6 +11,7 @@ __all__ = [
     "MemoryConfig",
     "load_memory",
     "mdn_nll",
+    "mixture_noise",
     "read_memory_config",
     "sample_next",
 ]

@@ -150,22 +150,43 @@ def disagreement(outs: Sequence[MDNOutput]) -> Tensor:
     return means.std(dim=0, correction=0).norm(dim=-1)
 
 
+def mixture_noise(
+    n: int,
+    d: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """The randomness of one :func:`sample_next` draw for ``n`` rows of ``d`` dimensions:
+    uniforms ``(n, d)`` that pick each dimension's mixture component and standard normals
+    ``(n, d)``, in that order from ``generator``."""
+    u = torch.rand((n, d), generator=generator, device=device, dtype=dtype)
+    eps = torch.randn((n, d), generator=generator, device=device, dtype=dtype)
+    return u, eps
+
+
 def sample_next(
-    out: MDNOutput, temperature: float = 1.0, generator: torch.Generator | None = None
+    out: MDNOutput,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    noise: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Sample the next latent from the last step of ``out``: ``(B, D)``.
 
     World Models' temperature ``tau``: mixture logits are divided by ``tau`` and the standard
     deviations multiplied by ``sqrt(tau)``; ``tau -> 0`` approaches the most likely component's
-    mean, ``tau > 1`` makes the dream more uncertain (harder to exploit).
+    mean, ``tau > 1`` makes the dream more uncertain (harder to exploit). Each dimension's
+    component is the first whose cumulative probability exceeds a uniform draw (inverse CDF).
+    ``noise`` (:func:`mixture_noise`, ``(B, D)`` each) gives the draws, so rows can share
+    them (common random numbers); None: drawn from ``generator``.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     log_pi, mu, log_sigma = out.log_pi[:, -1], out.mu[:, -1], out.log_sigma[:, -1]  # (B, D, K)
-    probs = torch.softmax(log_pi / temperature, dim=-1)
+    probs = torch.softmax(log_pi.float() / temperature, dim=-1)
     b, d, k = probs.shape
-    comp = torch.multinomial(probs.reshape(b * d, k), 1, generator=generator).view(b, d, 1)
+    u, eps = noise if noise is not None else mixture_noise(b, d, generator, mu.device)
+    comp = (probs.cumsum(-1) < u.unsqueeze(-1)).sum(-1, keepdim=True).clamp_(max=k - 1)
     mean = mu.gather(-1, comp).squeeze(-1)
     sigma = log_sigma.gather(-1, comp).squeeze(-1).exp() * temperature**0.5
-    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    return mean + sigma * noise
+    return mean + sigma * eps.to(mean.dtype)
