@@ -295,6 +295,15 @@ class ControllerStage:
     dream_rollouts: int | None = option(  # World Models: 16
         None, "CMA-ES dreams per candidate (default: rollouts)", 1, 100_000
     )
+    dream_timesteps: int = option(  # the real return peaks within the first generations
+        2_000_000,
+        "dream steps of each dream-trained C (its wall-clock budget still applies)",
+        1,
+        10**12,
+    )
+    dream_eval_freq: int = option(
+        128_000, "dream steps between a dream-trained C's choosing evaluations", 1, 10**11
+    )
     dream_batch_envs: int = option(  # agents.controller.cmaes.BatchedScorer
         1024,
         "the most dreams stepped together when CMA-ES scores in M's dream on this machine "

@@ -26,6 +26,8 @@ TINY = ControllerStage(
     eval_freq=1_000,
     eval_episodes=1,
     eval_seed=500,
+    dream_timesteps=60,
+    dream_eval_freq=1_000,
 )
 
 
@@ -343,6 +345,11 @@ def test_the_dream_cs_cma_es_has_its_own_population_and_scores_batched(world):
     assert (real["popsize"], real["rollouts"]) == (2, 1) and not real.get("batched")
     assert (dream["popsize"], dream["rollouts"]) == (64, 16)
     assert dream["batched"] and dream["batch_envs"] == 256  # one M step for every rollout
+    # the dream C has its own budget in dream steps and evaluates on its own schedule
+    grown = replace(stage, dream_timesteps=5_000, dream_eval_freq=700)
+    cfgs = {k: controller_config(CONTROLLER_KINDS[k], grown, env, vae, rnn) for k in TINY.kinds}
+    assert (cfgs["cmaes"].total_timesteps, cfgs["cmaes"].eval_freq) == (60, 1_000)
+    assert (cfgs["dream-cmaes"].total_timesteps, cfgs["dream-cmaes"].eval_freq) == (5_000, 700)
     # unset, the dream takes the stage's population; on a Ray cluster its actors score
     plain = controller_config(CONTROLLER_KINDS["dream-cmaes"], TINY, env, vae, rnn, "ray")
     assert (plain.algo_kwargs["popsize"], plain.algo_kwargs["rollouts"]) == (2, 1)
