@@ -295,8 +295,8 @@ class ControllerStage:
     dream_rollouts: int | None = option(  # World Models: 16
         None, "CMA-ES dreams per candidate (default: rollouts)", 1, 100_000
     )
-    dream_timesteps: int = option(  # the real return peaks within the first generations
-        2_000_000,
+    dream_timesteps: int = option(  # the real return peaked at 256k and 2.2M dream steps
+        4_000_000,
         "dream steps of each dream-trained C (its wall-clock budget still applies)",
         1,
         10**12,
