@@ -283,7 +283,7 @@ class ControllerStage:
         low_open=True,
     )
     total_timesteps: int = option(
-        10**9, "env steps (real or dreamed) of each controller", 1, 10**12
+        10**9, "real env steps of each controller trained in the real env", 1, 10**12
     )
     popsize: int = option(16, "CMA-ES candidates per generation", 2, 100_000)
     rollouts: int = option(2, "CMA-ES episodes per candidate", 1, 100_000)
@@ -297,7 +297,7 @@ class ControllerStage:
     )
     dream_timesteps: int = option(  # the real return peaked at 256k and 2.2M dream steps
         4_000_000,
-        "dream steps of each dream-trained C (its wall-clock budget still applies)",
+        "dream steps of each dream-trained C, CMA-ES or PPO (its wall-clock budget still applies)",
         1,
         10**12,
     )
@@ -313,7 +313,9 @@ class ControllerStage:
         1_000_000,
     )
     workers: int = option(2, "CMA-ES scoring processes (in the real env, or on a cluster)", 1, 1024)
-    eval_freq: int = option(20_000, "env steps between the choosing evaluations", 1, 10**11)
+    eval_freq: int = option(
+        20_000, "real env steps between the real-env controllers' choosing evaluations", 1, 10**11
+    )
     eval_episodes: int = option(4, "tracks per choosing evaluation", 1, 100_000)
     eval_seed: int = option(  # other tracks than the canonical ones
         20_000, "seed of the first choosing track", 0, 2**32 - 1

@@ -257,7 +257,9 @@ class DreamVecEnv(VecEnv):
         self._next_seed: int | None = None
         self._next_seeds: list[int] | None = None
         # after seed_each: per distinct seed, its dream's generator and member draws and its envs
-        self._groups: list[tuple[torch.Generator, np.random.Generator, np.ndarray]] | None = None
+        self._groups: (
+            list[tuple[torch.Generator, np.random.Generator, np.ndarray, torch.Tensor]] | None
+        ) = None
 
     @torch.inference_mode()
     def _restart(self, envs: np.ndarray, picks: np.ndarray | None = None) -> None:
@@ -294,7 +296,11 @@ class DreamVecEnv(VecEnv):
         give the envs of each distinct seed that dream's own draws of M's samples (and of the
         ensemble member) from then on (see :meth:`seed_each`)."""
         self._next_seeds = None
-        picks, groups = [], {}
+        picks: list[int] = []
+        # seed -> its generator of M's samples, its member draws, its start stream, its envs
+        groups: dict[
+            int, tuple[torch.Generator, np.random.Generator, np.random.Generator, list[int]]
+        ] = {}
         for i, s in enumerate(seeds):
             rng = np.random.default_rng(s)
             draw = int(rng.integers(2**62))  # the generator's seed in a one-env dream
@@ -305,8 +311,10 @@ class DreamVecEnv(VecEnv):
                 groups[s] = (gen, np.random.default_rng([s, 1]), rng, [])
             groups[s][3].append(i)
         self._rng = groups[seeds[0]][2]  # later restarts: env 0's stream, as its dream's
+        device = self.memory.device
         self._groups = [
-            (gen, member_rng, np.asarray(idx)) for gen, member_rng, _, idx in groups.values()
+            (gen, member_rng, np.asarray(idx), torch.as_tensor(idx, device=device))
+            for gen, member_rng, _, idx in groups.values()
         ]
         self._restart(np.arange(self.num_envs), np.asarray(picks))
         return self._obs()
@@ -381,7 +389,7 @@ class DreamVecEnv(VecEnv):
         if self._groups is None:
             return self._member_rng.integers(n_members, size=self.num_envs)
         drawn = np.empty(self.num_envs, np.int64)
-        for _, member_rng, envs in self._groups:
+        for _, member_rng, envs, _ in self._groups:
             drawn[envs] = member_rng.integers(n_members, size=1)[0]
         return drawn
 
@@ -392,9 +400,8 @@ class DreamVecEnv(VecEnv):
         d, device = self.memory.config.latent_dim, self.memory.device
         u = torch.empty(self.num_envs, d, device=device)
         eps = torch.empty(self.num_envs, d, device=device)
-        for gen, _, envs in self._groups:
+        for gen, _, _, index in self._groups:
             u1, e1 = mixture_noise(1, d, gen, device)
-            index = torch.from_numpy(envs).to(device)
             u[index], eps[index] = u1, e1
         return u, eps
 

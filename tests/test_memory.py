@@ -67,6 +67,32 @@ def test_sampling_temperature_controls_the_spread():
         sample_next(out, 0.0)
 
 
+def test_sampling_draws_each_component_by_its_weight_and_never_one_of_zero_weight():
+    from worldvae.memory.model import MDNOutput, mixture_noise
+
+    # one row, 2 dimensions, 3 components; the last weighs nothing (an ensemble's padding)
+    log_pi = torch.log(torch.tensor([[0.25, 0.75, 0.0], [0.5, 0.5, 0.0]])).view(1, 1, 2, 3)
+    mu = torch.tensor([[0.0, 10.0, 99.0], [-10.0, 10.0, 99.0]]).view(1, 1, 2, 3)
+    out = MDNOutput(log_pi, mu, torch.full_like(mu, -30.0), torch.zeros(1, 1),
+                    torch.zeros(1, 1), torch.zeros(1, 1, 4))  # fmt: skip
+    eps = torch.zeros(1, 2)
+    for u, want in (((0.1, 0.1), (0.0, -10.0)), ((0.3, 0.6), (10.0, 10.0))):
+        got = sample_next(out, 1.0, noise=(torch.tensor([u]), eps))
+        np.testing.assert_allclose(got[0], want, atol=1e-6)
+    top = torch.nextafter(torch.ones(1, 2), torch.zeros(1, 2))  # the largest uniform below 1
+    np.testing.assert_allclose(sample_next(out, 1.0, noise=(top, eps))[0], (10.0, 10.0), atol=1e-6)
+    # drawn from a generator: components in proportion to their weights
+    gen = torch.Generator().manual_seed(0)
+    wide = MDNOutput(log_pi.expand(4000, 1, 2, 3), mu.expand(4000, 1, 2, 3),
+                     torch.full((4000, 1, 2, 3), -30.0), torch.zeros(4000, 1),
+                     torch.zeros(4000, 1), torch.zeros(4000, 1, 4))  # fmt: skip
+    z = sample_next(wide, 1.0, gen)
+    assert (z[:, 0] > 5).float().mean().item() == pytest.approx(0.75, abs=0.03)
+    assert (z < 50).all()  # the weightless component (mean 99) never
+    u, e = mixture_noise(3, 2, torch.Generator().manual_seed(1))
+    assert u.shape == e.shape == (3, 2) and ((u >= 0) & (u < 1)).all()
+
+
 def test_model_rejects_inputs_of_the_wrong_width():
     m = MDNRNN(MemoryConfig(latent_dim=3, action_dim=2, hidden_size=8))
     with pytest.raises(ValueError, match=r"latents \(B, L, 3\) and actions \(B, L, 2\)"):

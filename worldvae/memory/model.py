@@ -176,7 +176,8 @@ def sample_next(
     World Models' temperature ``tau``: mixture logits are divided by ``tau`` and the standard
     deviations multiplied by ``sqrt(tau)``; ``tau -> 0`` approaches the most likely component's
     mean, ``tau > 1`` makes the dream more uncertain (harder to exploit). Each dimension's
-    component is the first whose cumulative probability exceeds a uniform draw (inverse CDF).
+    component is the first whose cumulative probability reaches a uniform draw (inverse CDF;
+    a component of zero weight is never drawn).
     ``noise`` (:func:`mixture_noise`, ``(B, D)`` each) gives the draws, so rows can share
     them (common random numbers); None: drawn from ``generator``.
     """
@@ -186,7 +187,8 @@ def sample_next(
     probs = torch.softmax(log_pi.float() / temperature, dim=-1)
     b, d, k = probs.shape
     u, eps = noise if noise is not None else mixture_noise(b, d, generator, mu.device)
-    comp = (probs.cumsum(-1) < u.unsqueeze(-1)).sum(-1, keepdim=True).clamp_(max=k - 1)
+    cdf = probs.cumsum(-1)  # scaled by its own total: a zero-weight last component is never
+    comp = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1, keepdim=True).clamp_(max=k - 1)
     mean = mu.gather(-1, comp).squeeze(-1)
     sigma = log_sigma.gather(-1, comp).squeeze(-1).exp() * temperature**0.5
     return mean + sigma * eps.to(mean.dtype)
