@@ -307,6 +307,10 @@ def _read_info(bundle: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) and "agent" in info else None
 
 
+class OtherSettingsError(ValueError):
+    """The agent folder holds an unfinished run of other settings (nothing was changed)."""
+
+
 # CMA-ES settings that choose where candidates are scored, not what is trained: a run resumes
 # across them (agents.controller.cmaes.CMAESConfig)
 CMAES_SCORING = ("workers", "cluster", "batched", "batch_envs")
@@ -359,7 +363,7 @@ def _claim_bundle(out: Path, cfg: AgentConfig, overwrite: bool) -> dict[str, Any
         remove_owned(out, AGENT_ENTRIES)
         return None
     if not _same_run(info["agent"], cfg, out):
-        raise ValueError(
+        raise OtherSettingsError(
             f"{out} holds an unfinished agent run with other settings; re-run with the same "
             "settings to resume it, pass --overwrite to replace it, or choose another --out"
         )

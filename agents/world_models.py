@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from agents.agent_config import AgentConfig, resolve_config
-from agents.agent_training import bundle_env, train_agent
+from agents.agent_training import OtherSettingsError, bundle_env, train_agent
 from agents.bundle import load_bundle, policy_sha256, read_agent_info
 from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
 from agents.comparison import ComparisonResult
@@ -122,7 +122,14 @@ def train_controllers(
             )
         cfg = controller_config(kind, stage, env, vae, memory, cluster, dream_members)
         check_same_dream(out / name, cfg)
-        result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
+        try:
+            result = train_agent(cfg, out / name, skip_complete=True, progress=progress)
+        except OtherSettingsError as e:  # the pipeline has no --overwrite to offer
+            raise ValueError(
+                f"the controller {out / name} is an unfinished run of other settings (a "
+                f"controllers setting or the preset changed since it started); remove "
+                f"{out / name} to train it again with these, or set the settings back"
+            ) from e
         logger.info(
             "controller %s: %.1f in its last evaluation, %.0f s",
             name,

@@ -64,6 +64,18 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     again = train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
     assert again == bundles and (bundles["cmaes"] / "config.json").stat().st_mtime_ns == stamp
 
+    # an unfinished C of other settings (a setting changed since it started) names its folder
+    cut = dict(infos["cmaes"], status="training")
+    cut["agent"] = dict(cut["agent"], total_timesteps=7)
+    (bundles["cmaes"] / "config.json").write_text(json.dumps(cut))
+    before = sorted(p.name for p in bundles["cmaes"].iterdir())
+    with pytest.raises(
+        ValueError, match=r"controller .*cmaes is an unfinished run of other settings.*remove"
+    ):
+        train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
+    assert sorted(p.name for p in bundles["cmaes"].iterdir()) == before  # nothing was changed
+    (bundles["cmaes"] / "config.json").write_text(json.dumps(infos["cmaes"]))
+
     # C trained only in the dream acts in the real env through the same bundle format
     real = evaluate_bundle(bundles["dream-cmaes"], n_episodes=2, device="cpu")
     assert real.returns.shape == (2,) and np.all(real.returns >= 1)
