@@ -282,13 +282,21 @@ class DreamVecEnv(VecEnv):
         if self._next_seeds is not None:
             return self._reset_each(self._next_seeds)
         if self._next_seed is not None:
-            self._rng = np.random.default_rng(self._next_seed)
-            self._generator.manual_seed(int(self._rng.integers(2**62)))
-            self._member_rng = np.random.default_rng([self._next_seed, 1])
+            self._rng, self._generator, self._member_rng = self._streams(self._next_seed)
             self._next_seed = None
         self._groups = None
         self._restart(np.arange(self.num_envs))
         return self._obs()
+
+    def _streams(
+        self, seed: int
+    ) -> tuple[np.random.Generator, torch.Generator, np.random.Generator]:
+        """The draws of a dream seeded ``seed``: its stream of start choices, its generator of
+        M's samples (seeded by that stream's first draw) and its stream of ensemble members."""
+        rng = np.random.default_rng(seed)
+        generator = torch.Generator(device=self.memory.device)
+        generator.manual_seed(int(rng.integers(2**62)))
+        return rng, generator, np.random.default_rng([seed, 1])
 
     @torch.inference_mode()
     def _reset_each(self, seeds: list[int]) -> np.ndarray:
@@ -296,27 +304,19 @@ class DreamVecEnv(VecEnv):
         give the envs of each distinct seed that dream's own draws of M's samples (and of the
         ensemble member) from then on (see :meth:`seed_each`)."""
         self._next_seeds = None
-        picks: list[int] = []
-        # seed -> its generator of M's samples, its member draws, its start stream, its envs
-        groups: dict[
-            int, tuple[torch.Generator, np.random.Generator, np.random.Generator, list[int]]
-        ] = {}
-        for i, s in enumerate(seeds):
-            rng = np.random.default_rng(s)
-            draw = int(rng.integers(2**62))  # the generator's seed in a one-env dream
-            picks.append(int(rng.integers(len(self.starts), size=1)[0]))
-            if s not in groups:
-                gen = torch.Generator(device=self.memory.device)
-                gen.manual_seed(draw)
-                groups[s] = (gen, np.random.default_rng([s, 1]), rng, [])
-            groups[s][3].append(i)
-        self._rng = groups[seeds[0]][2]  # later restarts: env 0's stream, as its dream's
+        streams = {s: self._streams(s) for s in dict.fromkeys(seeds)}
+        first = {
+            s: int(rng.integers(len(self.starts), size=1)[0]) for s, (rng, _, _) in streams.items()
+        }
+        self._rng = streams[seeds[0]][0]  # later restarts: env 0's stream, as its dream's
         device = self.memory.device
-        self._groups = [
-            (gen, member_rng, np.asarray(idx), torch.as_tensor(idx, device=device))
-            for gen, member_rng, _, idx in groups.values()
-        ]
-        self._restart(np.arange(self.num_envs), np.asarray(picks))
+        self._groups = []
+        for s, (_, generator, member_rng) in streams.items():
+            envs = [i for i, x in enumerate(seeds) if x == s]
+            self._groups.append(
+                (generator, member_rng, np.asarray(envs), torch.as_tensor(envs, device=device))
+            )
+        self._restart(np.arange(self.num_envs), np.asarray([first[s] for s in seeds]))
         return self._obs()
 
     def seed(self, seed: int | None = None) -> list[int | None]:
