@@ -42,7 +42,7 @@ from agents.bundle import (
     policy_kwargs,
     policy_name,
 )
-from agents.controller.cmaes import BEST_CONTROLLER_FILE
+from agents.controller.cmaes import BEST_CONTROLLER_FILE, CHOICE_CSV, EVALUATED_DIR
 from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
 from agents.preflight import check_agent_run
 from agents.progress import advance, budget_bar, count
@@ -71,6 +71,8 @@ AGENT_ENTRIES = (
     CONTROLLER_FILE,
     BEST_CONTROLLER_FILE,
     EVAL_CSV,
+    EVALUATED_DIR,
+    CHOICE_CSV,
     "tb",
     CHECKPOINT_DIR,
 )
@@ -311,9 +313,9 @@ class OtherSettingsError(ValueError):
     """The agent folder holds an unfinished run of other settings (nothing was changed)."""
 
 
-# CMA-ES settings that choose where candidates are scored, not what is trained: a run resumes
-# across them (agents.controller.cmaes.CMAESConfig)
-CMAES_SCORING = ("workers", "cluster", "batched", "batch_envs")
+# CMA-ES settings that choose where candidates are scored, or how the best is chosen once
+# training ends, not what is trained: a run resumes across them (agents.controller.cmaes)
+CMAES_SCORING = ("workers", "cluster", "batched", "batch_envs", "shortlist", "shortlist_episodes")
 
 
 def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
@@ -671,11 +673,19 @@ def _latent_data(cfg: AgentConfig, memory_info: dict[str, Any]) -> str:
     return str(data)
 
 
-def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[[Any], tuple[float, float]]:
-    """``evaluate(policy) -> (mean, std)`` return over ``cfg``'s evaluation episodes."""
+def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[..., tuple[float, float]]:
+    """``evaluate(policy, episodes=None, seed=None) -> (mean, std)`` return over ``episodes``
+    tracks from ``seed`` (None: ``cfg``'s evaluation episodes and seed)."""
 
-    def evaluate(policy: Any) -> tuple[float, float]:
-        returns = evaluate_policy_seeded(policy, eval_env, cfg.eval_episodes, cfg.eval_seed)
+    def evaluate(
+        policy: Any, episodes: int | None = None, seed: int | None = None
+    ) -> tuple[float, float]:
+        returns = evaluate_policy_seeded(
+            policy,
+            eval_env,
+            cfg.eval_episodes if episodes is None else episodes,
+            cfg.eval_seed if seed is None else seed,
+        )
         return float(returns.mean()), float(returns.std())
 
     return evaluate

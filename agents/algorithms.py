@@ -19,12 +19,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gymnasium as gym
 
-from agents.controller.cmaes import CMAESConfig, load_controller, train_controller
+from agents.controller.cmaes import (
+    CHOICE_SEED_OFFSET,
+    CMAESConfig,
+    load_controller,
+    train_controller,
+)
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -53,6 +59,9 @@ class RunSettings(Protocol):
     def eval_freq(self) -> int: ...
 
     @property
+    def eval_seed(self) -> int: ...
+
+    @property
     def checkpoint_freq(self) -> int: ...
 
     @property
@@ -69,8 +78,9 @@ class TrainRun:
         cfg: the run's configuration.
         out: the agent bundle (its model and memory already copied in).
         observation_space, action_space: those of the real env the agent is evaluated in.
-        evaluate: ``evaluate(policy) -> (mean, std)`` return of the configured evaluation
-            episodes in the real env, on fixed seeds (``policy`` has SB3's ``predict``).
+        evaluate: ``evaluate(policy, episodes=None, seed=None) -> (mean, std)`` return of
+            ``episodes`` episodes in the real env from ``seed`` (None: the configured
+            evaluation's; ``policy`` has SB3's ``predict``).
         make_env: ``make_env({"cfg": cfg.to_dict(), "bundle": str(out), "dream": ...})``
             builds one env of the run on the CPU (the dream or the real env); a module-level
             function, so worker processes and Ray actors can be handed it.
@@ -84,7 +94,7 @@ class TrainRun:
     out: Path
     observation_space: gym.Space
     action_space: gym.Space
-    evaluate: Callable[[Any], tuple[float, float]]
+    evaluate: Callable[..., tuple[float, float]]
     make_env: Callable[[dict[str, Any]], Any]
     latent_data: str
     progress: bool
@@ -175,7 +185,8 @@ class Algorithm:
 def _train_cmaes(run: TrainRun) -> dict[str, Any]:
     """World Models' controller: CMA-ES on a policy over ``[z, h]`` (linear, or with the
     ``cmaes`` section's ``hidden`` units in one hidden layer); it checkpoints every
-    ``checkpoint_freq`` env steps and resumes from there."""
+    ``checkpoint_freq`` env steps and resumes from there. A ``shortlist`` is chosen on tracks
+    from the evaluation seed + 1000."""
     cfg = run.cfg
     if cfg.obs != "latent+h":
         raise ValueError("the CMA-ES controller reads [z, h]: use --obs latent+h with --memory")
@@ -204,6 +215,11 @@ def _train_cmaes(run: TrainRun) -> dict[str, Any]:
         resume=run.resume,
         on_steps=run.on_steps,
         max_seconds=cfg.max_train_seconds,
+        choose=partial(
+            run.evaluate,
+            episodes=es_cfg.shortlist_episodes,
+            seed=cfg.eval_seed + CHOICE_SEED_OFFSET,
+        ),
     )
 
 

@@ -14,6 +14,8 @@ from agents import evaluate_bundle, load_bundle, resolve_config, train_agent
 from agents.agent_config import validate_hyperparams
 from agents.controller.cmaes import (
     BEST_CONTROLLER_FILE,
+    CHOICE_CSV,
+    CHOICE_SEED_OFFSET,
     CONTROLLER_FILE,
     BatchedScorer,
     CandidateScorer,
@@ -21,6 +23,7 @@ from agents.controller.cmaes import (
     Controller,
     ControllerBatch,
     LinearController,
+    evaluated_path,
     load_controller,
     rollouts,
 )
@@ -202,6 +205,51 @@ def test_the_best_evaluation_is_kept_and_replays_its_score(world, tmp_path):
     (tmp_path / "a" / BEST_CONTROLLER_FILE).unlink()  # a controller trained before it was kept
     with pytest.raises(FileNotFoundError, match="kept no best controller"):
         load_bundle(tmp_path / "a", device="cpu", which="best")
+
+
+def test_a_shortlist_keeps_the_candidate_best_on_other_tracks(world, tmp_path):
+    cfg = _cfg(world, steps=240, sigma0=1.0, shortlist=3, shortlist_episodes=3)
+    train_agent(cfg, tmp_path / "a", progress=False)
+    out = tmp_path / "a"
+    info = json.loads((out / "config.json").read_text())
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert len(rows) >= 4
+    kept = sorted(p.name for p in (out / "evaluated").iterdir())
+    assert kept == sorted(evaluated_path(out, int(r["steps"])).name for r in rows)
+    choice = list(csv.DictReader((out / CHOICE_CSV).open()))
+    means = sorted((float(r["mean_return"]) for r in rows), reverse=True)
+    # the three best evaluations (by their evaluation tracks), each on 3 other tracks
+    assert [float(r["mean_return"]) for r in choice] == pytest.approx(means[:3])
+    chosen = [r for r in choice if r["chosen"] == "True"]
+    assert len(chosen) == 1
+    scores = [float(r["choice_mean_return"]) for r in choice]
+    assert float(chosen[0]["choice_mean_return"]) == max(scores)
+    assert info["best_step"] == int(chosen[0]["steps"])
+    assert info["choice"] == {
+        "shortlist": 3,
+        "episodes": 3,
+        "mean_return": pytest.approx(max(scores)),
+        "std_return": pytest.approx(float(chosen[0]["choice_std_return"])),
+    }
+    # the best controller is that candidate: it plays the choosing tracks to its score
+    best = load_bundle(out, device="cpu", which="best").agent
+    step_file = load_file(str(evaluated_path(out, int(chosen[0]["steps"]))))
+    assert np.array_equal(best.params(), np.concatenate([step_file[k].ravel() for k in
+                                                         best.shapes()]))  # fmt: skip
+    again = evaluate_bundle(out, 3, cfg.eval_seed + CHOICE_SEED_OFFSET, device="cpu", which="best")
+    assert again.returns.mean() == pytest.approx(max(scores))
+    # --overwrite removes the shortlist's files with the rest of the bundle
+    plain = replace(cfg, total_timesteps=60, algo_kwargs=cfg.algo_kwargs | {"shortlist": 0})
+    train_agent(plain, out, progress=False, overwrite=True)
+    assert not (out / CHOICE_CSV).exists()
+    assert len(list((out / "evaluated").iterdir())) == 2  # the start's and step 60's
+
+
+def test_cmaes_settings_refuse_a_negative_shortlist():
+    with pytest.raises(ValueError, match="shortlist must be an integer >= 0"):
+        CMAESConfig(shortlist=-1)
+    with pytest.raises(ValueError, match="shortlist_episodes must be an integer >= 1"):
+        CMAESConfig(shortlist_episodes=0)
 
 
 def _dream_scoring_spec(world, rollouts):

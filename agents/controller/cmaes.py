@@ -56,8 +56,15 @@ from worldvae.workers import (
 logger = logging.getLogger(__name__)
 
 CONTROLLER_FILE = "controller.safetensors"
-# the mean candidate of the best periodic evaluation on the held-out tracks (eval_seed on)
+# the mean candidate of the best periodic evaluation on the held-out tracks (eval_seed on), or
+# with a shortlist the one of its best evaluations that scored best on the choosing tracks
 BEST_CONTROLLER_FILE = "best_controller.safetensors"
+# every evaluated mean candidate, by its step: what a shortlist chooses among
+EVALUATED_DIR = "evaluated"
+# the shortlist's candidates on the choosing tracks, and which was kept
+CHOICE_CSV = "choice.csv"
+# the choosing tracks start here past the evaluation seed (never the evaluation tracks)
+CHOICE_SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,12 @@ class CMAESConfig:
             all of them), with the per-env scorers' fitnesses (up to float rounding in the
             dream); ``workers`` and ``cluster`` are then unused.
         batch_envs: the most envs of the batched scorer's VecEnv.
+        shortlist: after training, re-score the mean candidates of the run's ``shortlist``
+            best periodic evaluations on ``shortlist_episodes`` other held-out tracks and keep
+            the best of them as the best controller (0: the best evaluation's, as it stands).
+            A choice on a few tracks is a draw: the same candidate's mean return moves by
+            about its std over tracks / sqrt(tracks).
+        shortlist_episodes: tracks of the shortlist's choice (from the evaluation seed + 1000).
     """
 
     popsize: int = 16
@@ -91,6 +104,8 @@ class CMAESConfig:
     hidden: int = 0
     batched: bool = False
     batch_envs: int = 64
+    shortlist: int = 0
+    shortlist_episodes: int = 20
 
     def __post_init__(self) -> None:
         from envs.cluster import check_cluster, uses_ray
@@ -99,7 +114,12 @@ class CMAESConfig:
         for name in ("popsize", "rollouts", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"cmaes {name} must be >= 1, got {getattr(self, name)}")
-        for name, least in (("hidden", 0), ("batch_envs", 1)):
+        for name, least in (
+            ("hidden", 0),
+            ("batch_envs", 1),
+            ("shortlist", 0),
+            ("shortlist_episodes", 1),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"cmaes {name} must be an integer >= {least}, got {value!r}")
@@ -220,6 +240,7 @@ class Controller:
         return to_actions(x @ self.weight.T + self.bias, self.action_space), None
 
     def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file(self.tensors(), str(tmp))
 
@@ -612,6 +633,11 @@ def _tell(es: Any, stream: CmaRandomStream, fitness_of: Any) -> list[float]:
     return fitness
 
 
+def evaluated_path(bundle: Path, steps: int) -> Path:
+    """Where the mean candidate evaluated at ``steps`` is kept."""
+    return bundle / EVALUATED_DIR / f"{steps:012d}.safetensors"
+
+
 def save_es_checkpoint(bundle: Path, state: dict[str, Any]) -> None:
     """Write the run's state (counters, every generation's fitnesses, eval rows) as JSON."""
     with atomic_dir(bundle / CHECKPOINT_DIR / "last") as tmp:
@@ -724,12 +750,15 @@ class _ControllerRun:
         """Score the current mean candidate in the real env; append its row to ``eval.csv``;
         keep it as the best controller when it beats every earlier row.
 
-        The best file is written before its row, so a run killed between the two re-evaluates
-        the same candidate on resume (same tracks, same actions) and writes the same file."""
+        The candidate is kept in ``evaluated/STEP.safetensors`` (what :meth:`shortlist` chooses
+        among). Its files are written before its row, so a run killed between the two
+        re-evaluates the same candidate on resume (same tracks, same actions) and writes the
+        same files."""
         p = self.p
         t = time.perf_counter()
         self.probe.set_params(self.es.result.xfavorite)
         mean, std = self.evaluate(self.probe)
+        self.probe.save(evaluated_path(self.out, p.steps))
         if not p.rows or mean > max(r["mean_return"] for r in p.rows):
             self.probe.save(self.out / BEST_CONTROLLER_FILE)
         self.eval_seconds += time.perf_counter() - t
@@ -795,10 +824,60 @@ class _ControllerRun:
         self.writer.close()
         self.bar.close()
 
-    def result(self, es_cfg: CMAESConfig) -> dict[str, Any]:
+    def shortlist(self, size: int, choose: Callable[[Controller], tuple[float, float]]) -> dict:
+        """Re-score the mean candidates of the ``size`` best evaluations (the earlier of equal
+        rows first) with ``choose`` (other held-out tracks) and keep the best of them (the
+        earlier of equals) as the best controller; ``choice.csv`` lists them. Return the
+        chosen row: its ``steps``, evaluation ``mean_return`` and ``choice_mean_return`` /
+        ``choice_std_return``.
+
+        Nothing it writes is read back on resume: a run killed during it chooses again, on the
+        same tracks, the same candidate."""
+        rows = sorted(self.p.rows, key=lambda r: -r["mean_return"])[:size]  # sorted is stable
+        scored = []
+        for row in rows:
+            path = evaluated_path(self.out, int(row["steps"]))
+            if not path.is_file():  # an evaluation from before candidates were kept
+                logger.warning("%s: no candidate kept for step %d; not in the shortlist", path,
+                               row["steps"])  # fmt: skip
+                continue
+            self.probe.set_tensors(load_file(str(path)))
+            mean, std = choose(self.probe)
+            scored.append(row | {"choice_mean_return": mean, "choice_std_return": std})
+            logger.info("shortlist: step %d, %.1f on the choosing tracks", row["steps"], mean)
+        if not scored:
+            raise FileNotFoundError(
+                f"{self.out} kept none of its evaluated candidates ({EVALUATED_DIR}/), so the "
+                "shortlist has nothing to choose from; set cmaes shortlist: 0 to resume it"
+            )
+        chosen = max(scored, key=lambda r: r["choice_mean_return"])
+        path = evaluated_path(self.out, int(chosen["steps"]))
+        self.probe.set_tensors(load_file(str(path)))
+        self.probe.save(self.out / BEST_CONTROLLER_FILE)
+        with atomic_open(self.out / CHOICE_CSV) as f:
+            fields = ["steps", "mean_return", "std_return", "choice_mean_return",
+                      "choice_std_return", "chosen"]  # fmt: skip
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(r | {"chosen": r is chosen} for r in scored)
+        self.writer.add_scalar("eval/choice_mean_return", chosen["choice_mean_return"],
+                               self.p.steps)  # fmt: skip
+        return chosen
+
+    def result(self, es_cfg: CMAESConfig, chosen: dict | None = None) -> dict[str, Any]:
+        """The bundle's record: with ``chosen`` (a :meth:`shortlist` row) its best is that
+        row, and ``choice`` holds its score on the choosing tracks."""
         seconds = self.train_seconds()
-        best = max(self.p.rows, key=lambda r: r["mean_return"])  # the first of equals
-        return {
+        best = chosen or max(self.p.rows, key=lambda r: r["mean_return"])  # the first of equals
+        extra = {}
+        if chosen is not None:
+            extra["choice"] = {
+                "shortlist": es_cfg.shortlist,
+                "episodes": es_cfg.shortlist_episodes,
+                "mean_return": chosen["choice_mean_return"],
+                "std_return": chosen["choice_std_return"],
+            }
+        return extra | {
             "final_mean_return": self.p.rows[-1]["mean_return"],
             "best_mean_return": best["mean_return"],
             "best_step": best["steps"],
@@ -823,6 +902,7 @@ def train_controller(
     resume: bool = False,
     on_steps: Callable[[int], None] | None = None,
     max_seconds: float | None = None,
+    choose: Callable[[Controller], tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent, or
     ``max_seconds`` of training (evaluation excluded, earlier invocations of a resumed run
@@ -835,7 +915,9 @@ def train_controller(
     the saved fitnesses, no env step taken), which restores it exactly without pickling it, and
     the run goes on from there to the same result as an uninterrupted one. ``on_steps(n)`` is
     called after each generation with the env steps it took. ``spec["make_env"]`` builds the
-    env candidates are scored in (see :func:`build_scoring_env`).
+    env candidates are scored in (see :func:`build_scoring_env`). With ``es_cfg.shortlist``,
+    ``choose(controller) -> (mean, std)`` scores the shortlist on its own held-out tracks
+    (see :meth:`_ControllerRun.shortlist`).
     """
     _require_cma()
     spec = spec | {"hidden": es_cfg.hidden}
@@ -873,8 +955,13 @@ def train_controller(
                 on_steps(taken)
         if state.rows[-1]["steps"] != state.steps:
             run.log_eval()
+        chosen = None
+        if es_cfg.shortlist:
+            if choose is None:
+                raise ValueError("cmaes shortlist needs a choosing evaluation (choose)")
+            chosen = run.shortlist(es_cfg.shortlist, choose)
     finally:
         run.close()
     probe.set_params(es.result.xfavorite)
     probe.save(out / CONTROLLER_FILE)
-    return run.result(es_cfg)
+    return run.result(es_cfg, chosen)
