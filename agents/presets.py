@@ -320,6 +320,15 @@ class ControllerStage:
     eval_seed: int = option(  # other tracks than the canonical ones
         20_000, "seed of the first choosing track", 0, 2**32 - 1
     )
+    shortlist: int = option(  # agents.controller.cmaes.CMAESConfig.shortlist
+        0,
+        "after training, the CMA-ES controllers' best choosing evaluations re-scored on "
+        "shortlist_episodes other tracks (from eval_seed + 1000) to keep the best (0: the best "
+        "choosing evaluation's)",
+        0,
+        10_000,
+    )
+    shortlist_episodes: int = option(20, "tracks the shortlist is re-scored on", 1, 100_000)
     temperature: float | None = option(
         None, "the dream's tau (default: M's)", 0.0, 100.0, low_open=True
     )

@@ -56,8 +56,8 @@ def controller_config(
     dream_members: Sequence[Path] = (),
 ) -> AgentConfig:
     """The agent config of one controller of ``stage``: ``[z, h]`` observations of V and M,
-    the kind's algorithm (CMA-ES with the stage's population, rollouts, step size, workers and
-    hidden layer; in the dream its own population and rollouts, scored batched on this
+    the kind's algorithm (CMA-ES with the stage's population, rollouts, step size, workers,
+    hidden layer and shortlist; in the dream its own population and rollouts, scored batched on this
     machine, on Ray actors with a cluster; or PPO with the env's hyperparameters), in the
     dream (with the other Ms of ``dream_members`` and the stage's disagreement penalty) or
     the real env."""
@@ -72,6 +72,11 @@ def controller_config(
         }
         if kind.hidden:
             overrides["hidden"] = stage.hidden
+        if stage.shortlist:
+            overrides |= {
+                "shortlist": stage.shortlist,
+                "shortlist_episodes": stage.shortlist_episodes,
+            }
         if kind.dream:
             overrides["popsize"] = stage.dream_popsize or stage.popsize
             overrides["rollouts"] = stage.dream_rollouts or stage.rollouts

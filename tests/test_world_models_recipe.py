@@ -388,3 +388,22 @@ def test_a_cma_es_run_resumes_across_where_its_candidates_are_scored(world, tmp_
     assert _same_run(before, now, tmp_path)  # an unfinished run of before resumes batched
     bigger = controller_config(kind, replace(TINY, dream_popsize=8), env, vae, rnn)
     assert not _same_run(before, bigger, tmp_path)  # another population is another run
+    # the shortlist chooses once training ends: a run resumes with another
+    listed = controller_config(kind, replace(TINY, shortlist=3), env, vae, rnn)
+    assert _same_run(before, listed, tmp_path)
+
+
+def test_the_recipe_s_cma_es_controllers_take_its_shortlist(world):
+    from agents.controller.kinds import CONTROLLER_KINDS
+    from agents.world_models import controller_config
+
+    vae, rnn = world
+    env = EnvSpec("CartPole-v1", **ENV)
+    stage = replace(TINY, shortlist=3, shortlist_episodes=7)
+    for name in ("cmaes", "dream-cmaes"):
+        kwargs = controller_config(CONTROLLER_KINDS[name], stage, env, vae, rnn).algo_kwargs
+        assert (kwargs["shortlist"], kwargs["shortlist_episodes"]) == (3, 7)
+    plain = controller_config(CONTROLLER_KINDS["cmaes"], TINY, env, vae, rnn).algo_kwargs
+    assert "shortlist" not in plain  # 0: the best choosing evaluation's, as before
+    with pytest.raises(ValueError, match="shortlist_episodes"):
+        build_preset("worldmodels", {"controllers.shortlist_episodes": 0})
