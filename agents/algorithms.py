@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -215,11 +214,7 @@ def _train_cmaes(run: TrainRun) -> dict[str, Any]:
         resume=run.resume,
         on_steps=run.on_steps,
         max_seconds=cfg.max_train_seconds,
-        choose=partial(
-            run.evaluate,
-            episodes=es_cfg.shortlist_episodes,
-            seed=cfg.eval_seed + CHOICE_SEED_OFFSET,
-        ),
+        choice_seed=cfg.eval_seed + CHOICE_SEED_OFFSET,
     )
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -514,8 +515,8 @@ class BatchedScorer:
             running &= ~np.asarray(dones, bool)
         return rewards
 
-    def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
-        """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
+    def _rewards(self, candidates: list[np.ndarray], seed: int) -> list[list[float]]:
+        """The rewards, step by step, of each (candidate, rollout) job in that order."""
         jobs = [(c, r) for c in range(len(candidates)) for r in range(self.rollouts)]
         rewards: list[list[float]] = []
         for start in range(0, len(jobs), self.n_envs):
@@ -524,6 +525,11 @@ class BatchedScorer:
             wave_jobs = wave + [(0, 0)] * idle
             params = np.stack([np.asarray(candidates[c], np.float32) for c, _ in wave_jobs])
             rewards += self._wave(params, [seed + r for _, r in wave_jobs], len(wave))
+        return rewards
+
+    def score(self, candidates: list[np.ndarray], seed: int) -> tuple[list[float], int]:
+        """Mean return of each candidate over the same ``rollouts`` seeds, and total steps."""
+        rewards = self._rewards(candidates, seed)
         fitness = []
         for c in range(len(candidates)):
             total = 0.0
@@ -532,6 +538,18 @@ class BatchedScorer:
                     total += x
             fitness.append(total / self.rollouts)
         return fitness, sum(len(e) for e in rewards)
+
+    def returns(self, candidates: list[np.ndarray], seed: int) -> np.ndarray:
+        """The return of each candidate's rollout ``r`` (seeded ``seed + r``) ``(C,
+        rollouts)``, each summed in step order as an evaluation sums it."""
+        rewards = self._rewards(candidates, seed)
+        out = np.zeros((len(candidates), self.rollouts))
+        for j, episode in enumerate(rewards):
+            total = 0.0
+            for x in episode:
+                total += x
+            out[j // self.rollouts, j % self.rollouts] = total
+        return out
 
     def close(self) -> None:
         self.venv.close()
@@ -631,6 +649,18 @@ def _tell(es: Any, stream: CmaRandomStream, fitness_of: Any) -> list[float]:
     with stream.active():
         es.tell(candidates, [-f for f in fitness])  # cma minimises
     return fitness
+
+
+def _play_real(
+    spec: dict[str, Any], episodes: int, seed: int, max_envs: int, candidates: list[np.ndarray]
+) -> np.ndarray:
+    """The returns ``(C, episodes)`` of ``candidates`` in the real env of ``spec``, episode
+    ``e`` seeded ``seed + e`` (an evaluation's seeds), played batched."""
+    scorer = BatchedScorer(spec | {"rollouts": episodes}, len(candidates), max_envs)
+    try:
+        return scorer.returns(candidates, seed)
+    finally:
+        scorer.close()
 
 
 def evaluated_path(bundle: Path, steps: int) -> Path:
@@ -824,42 +854,49 @@ class _ControllerRun:
         self.writer.close()
         self.bar.close()
 
-    def shortlist(self, size: int, choose: Callable[[Controller], tuple[float, float]]) -> dict:
+    def shortlist(self, size: int, choose: Callable[[list[np.ndarray]], np.ndarray]) -> dict:
         """Re-score the mean candidates of the ``size`` best evaluations (the earlier of equal
-        rows first) with ``choose`` (other held-out tracks) and keep the best of them (the
-        earlier of equals) as the best controller; ``choice.csv`` lists them. Return the
-        chosen row: its ``steps``, evaluation ``mean_return`` and ``choice_mean_return`` /
+        rows first) with ``choose`` (candidates -> their returns ``(C, episodes)`` on other
+        held-out tracks) and keep the best of them by mean return there (the earlier of
+        equals) as the best controller; ``choice.csv`` lists them. Return the chosen row: its
+        ``steps``, evaluation ``mean_return`` and ``choice_mean_return`` /
         ``choice_std_return``.
 
         Nothing it writes is read back on resume: a run killed during it chooses again, on the
         same tracks, the same candidate."""
-        rows = sorted(self.p.rows, key=lambda r: -r["mean_return"])[:size]  # sorted is stable
-        scored = []
-        for row in rows:
+        rows, candidates = [], []
+        for row in sorted(self.p.rows, key=lambda r: -r["mean_return"])[:size]:  # stable
             path = evaluated_path(self.out, int(row["steps"]))
             if not path.is_file():  # an evaluation from before candidates were kept
                 logger.warning("%s: no candidate kept for step %d; not in the shortlist", path,
                                row["steps"])  # fmt: skip
                 continue
             self.probe.set_tensors(load_file(str(path)))
-            mean, std = choose(self.probe)
-            scored.append(row | {"choice_mean_return": mean, "choice_std_return": std})
-            logger.info("shortlist: step %d, %.1f on the choosing tracks", row["steps"], mean)
-        if not scored:
+            rows.append(row)
+            candidates.append(self.probe.params())
+        if not rows:
             raise FileNotFoundError(
                 f"{self.out} kept none of its evaluated candidates ({EVALUATED_DIR}/), so the "
                 "shortlist has nothing to choose from; set cmaes shortlist: 0 to resume it"
             )
-        chosen = max(scored, key=lambda r: r["choice_mean_return"])
-        path = evaluated_path(self.out, int(chosen["steps"]))
-        self.probe.set_tensors(load_file(str(path)))
+        t = time.perf_counter()
+        returns = choose(candidates)
+        scored = [
+            row | {"choice_mean_return": float(r.mean()), "choice_std_return": float(r.std())}
+            for row, r in zip(rows, returns, strict=True)
+        ]
+        logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows),
+                    time.perf_counter() - t)  # fmt: skip
+        at = max(range(len(scored)), key=lambda i: scored[i]["choice_mean_return"])
+        chosen = scored[at]
+        self.probe.set_params(candidates[at])
         self.probe.save(self.out / BEST_CONTROLLER_FILE)
         with atomic_open(self.out / CHOICE_CSV) as f:
             fields = ["steps", "mean_return", "std_return", "choice_mean_return",
                       "choice_std_return", "chosen"]  # fmt: skip
             w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
-            w.writerows(r | {"chosen": r is chosen} for r in scored)
+            w.writerows(r | {"chosen": i == at} for i, r in enumerate(scored))
         self.writer.add_scalar("eval/choice_mean_return", chosen["choice_mean_return"],
                                self.p.steps)  # fmt: skip
         return chosen
@@ -902,7 +939,7 @@ def train_controller(
     resume: bool = False,
     on_steps: Callable[[int], None] | None = None,
     max_seconds: float | None = None,
-    choose: Callable[[Controller], tuple[float, float]] | None = None,
+    choice_seed: int | None = None,
 ) -> dict[str, Any]:
     """Run CMA-ES until ``total_timesteps`` env steps (dream or real) have been spent, or
     ``max_seconds`` of training (evaluation excluded, earlier invocations of a resumed run
@@ -915,9 +952,11 @@ def train_controller(
     the saved fitnesses, no env step taken), which restores it exactly without pickling it, and
     the run goes on from there to the same result as an uninterrupted one. ``on_steps(n)`` is
     called after each generation with the env steps it took. ``spec["make_env"]`` builds the
-    env candidates are scored in (see :func:`build_scoring_env`). With ``es_cfg.shortlist``,
-    ``choose(controller) -> (mean, std)`` scores the shortlist on its own held-out tracks
-    (see :meth:`_ControllerRun.shortlist`).
+    env candidates are scored in (see :func:`build_scoring_env`). With ``es_cfg.shortlist``
+    the shortlist is played in the real env (even for a dream-trained C) on
+    ``es_cfg.shortlist_episodes`` tracks seeded from ``choice_seed``, all of its episodes
+    together on a batched VecEnv of at most ``es_cfg.batch_envs`` envs (see
+    :meth:`_ControllerRun.shortlist`).
     """
     _require_cma()
     spec = spec | {"hidden": es_cfg.hidden}
@@ -957,9 +996,15 @@ def train_controller(
             run.log_eval()
         chosen = None
         if es_cfg.shortlist:
-            if choose is None:
-                raise ValueError("cmaes shortlist needs a choosing evaluation (choose)")
-            chosen = run.shortlist(es_cfg.shortlist, choose)
+            if choice_seed is None:
+                raise ValueError("cmaes shortlist needs the seed of its tracks (choice_seed)")
+            real = {k: v for k, v in spec.items() if k != "action_space"} | {"dream": False}
+            chosen = run.shortlist(
+                es_cfg.shortlist,
+                partial(
+                    _play_real, real, es_cfg.shortlist_episodes, choice_seed, es_cfg.batch_envs
+                ),
+            )
     finally:
         run.close()
     probe.set_params(es.result.xfavorite)
