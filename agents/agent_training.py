@@ -673,19 +673,11 @@ def _latent_data(cfg: AgentConfig, memory_info: dict[str, Any]) -> str:
     return str(data)
 
 
-def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[..., tuple[float, float]]:
-    """``evaluate(policy, episodes=None, seed=None) -> (mean, std)`` return over ``episodes``
-    tracks from ``seed`` (None: ``cfg``'s evaluation episodes and seed)."""
+def _evaluator(cfg: AgentConfig, eval_env: VecEnv) -> Callable[[Any], tuple[float, float]]:
+    """``evaluate(policy) -> (mean, std)`` return over ``cfg``'s evaluation episodes."""
 
-    def evaluate(
-        policy: Any, episodes: int | None = None, seed: int | None = None
-    ) -> tuple[float, float]:
-        returns = evaluate_policy_seeded(
-            policy,
-            eval_env,
-            cfg.eval_episodes if episodes is None else episodes,
-            cfg.eval_seed if seed is None else seed,
-        )
+    def evaluate(policy: Any) -> tuple[float, float]:
+        returns = evaluate_policy_seeded(policy, eval_env, cfg.eval_episodes, cfg.eval_seed)
         return float(returns.mean()), float(returns.std())
 
     return evaluate

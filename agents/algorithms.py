@@ -77,9 +77,8 @@ class TrainRun:
         cfg: the run's configuration.
         out: the agent bundle (its model and memory already copied in).
         observation_space, action_space: those of the real env the agent is evaluated in.
-        evaluate: ``evaluate(policy, episodes=None, seed=None) -> (mean, std)`` return of
-            ``episodes`` episodes in the real env from ``seed`` (None: the configured
-            evaluation's; ``policy`` has SB3's ``predict``).
+        evaluate: ``evaluate(policy) -> (mean, std)`` return of the configured evaluation
+            episodes in the real env, on fixed seeds (``policy`` has SB3's ``predict``).
         make_env: ``make_env({"cfg": cfg.to_dict(), "bundle": str(out), "dream": ...})``
             builds one env of the run on the CPU (the dream or the real env); a module-level
             function, so worker processes and Ray actors can be handed it.
@@ -93,7 +92,7 @@ class TrainRun:
     out: Path
     observation_space: gym.Space
     action_space: gym.Space
-    evaluate: Callable[..., tuple[float, float]]
+    evaluate: Callable[[Any], tuple[float, float]]
     make_env: Callable[[dict[str, Any]], Any]
     latent_data: str
     progress: bool

@@ -868,8 +868,7 @@ class _ControllerRun:
         for row in sorted(self.p.rows, key=lambda r: -r["mean_return"])[:size]:  # stable
             path = evaluated_path(self.out, int(row["steps"]))
             if not path.is_file():  # an evaluation from before candidates were kept
-                logger.warning("%s: no candidate kept for step %d; not in the shortlist", path,
-                               row["steps"])  # fmt: skip
+                logger.warning("%s: no candidate kept; step %d not shortlisted", path, row["steps"])
                 continue
             self.probe.set_tensors(load_file(str(path)))
             rows.append(row)
@@ -885,20 +884,21 @@ class _ControllerRun:
             row | {"choice_mean_return": float(r.mean()), "choice_std_return": float(r.std())}
             for row, r in zip(rows, returns, strict=True)
         ]
-        logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows),
-                    time.perf_counter() - t)  # fmt: skip
+        seconds = time.perf_counter() - t
+        logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows), seconds)
         at = max(range(len(scored)), key=lambda i: scored[i]["choice_mean_return"])
         chosen = scored[at]
         self.probe.set_params(candidates[at])
         self.probe.save(self.out / BEST_CONTROLLER_FILE)
+        fields = ["steps", "mean_return", "std_return", "choice_mean_return"]
+        fields += ["choice_std_return", "chosen"]
         with atomic_open(self.out / CHOICE_CSV) as f:
-            fields = ["steps", "mean_return", "std_return", "choice_mean_return",
-                      "choice_std_return", "chosen"]  # fmt: skip
             w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(r | {"chosen": i == at} for i, r in enumerate(scored))
-        self.writer.add_scalar("eval/choice_mean_return", chosen["choice_mean_return"],
-                               self.p.steps)  # fmt: skip
+        self.writer.add_scalar(
+            "eval/choice_mean_return", chosen["choice_mean_return"], self.p.steps
+        )
         return chosen
 
     def result(self, es_cfg: CMAESConfig, chosen: dict | None = None) -> dict[str, Any]:
