@@ -926,6 +926,17 @@ class _ControllerRun:
         }
 
 
+def _shortlist(
+    run: _ControllerRun, spec: dict[str, Any], es_cfg: CMAESConfig, choice_seed: int | None
+) -> dict[str, Any]:
+    """The run's shortlist, played in the real env of ``spec`` from ``choice_seed``."""
+    if choice_seed is None:
+        raise ValueError("cmaes shortlist needs the seed of its tracks (choice_seed)")
+    real = {k: v for k, v in spec.items() if k != "action_space"} | {"dream": False}
+    play = partial(_play_real, real, es_cfg.shortlist_episodes, choice_seed, es_cfg.batch_envs)
+    return run.shortlist(es_cfg.shortlist, play)
+
+
 def train_controller(
     spec: dict[str, Any],
     es_cfg: CMAESConfig,
@@ -994,17 +1005,7 @@ def train_controller(
                 on_steps(taken)
         if state.rows[-1]["steps"] != state.steps:
             run.log_eval()
-        chosen = None
-        if es_cfg.shortlist:
-            if choice_seed is None:
-                raise ValueError("cmaes shortlist needs the seed of its tracks (choice_seed)")
-            real = {k: v for k, v in spec.items() if k != "action_space"} | {"dream": False}
-            chosen = run.shortlist(
-                es_cfg.shortlist,
-                partial(
-                    _play_real, real, es_cfg.shortlist_episodes, choice_seed, es_cfg.batch_envs
-                ),
-            )
+        chosen = _shortlist(run, spec, es_cfg, choice_seed) if es_cfg.shortlist else None
     finally:
         run.close()
     probe.set_params(es.result.xfavorite)
