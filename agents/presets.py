@@ -268,7 +268,11 @@ class ControllerStage:
 
     With ``dream_members`` the dream-trained Cs dream with an ensemble: M and as many more
     trained on the same latents with other seeds, the rewards less ``dream_penalty`` times
-    the members' disagreement (:class:`envs.dream_env.DreamVecEnv`)."""
+    the members' disagreement (:class:`envs.dream_env.DreamVecEnv`).
+
+    Each CMA-ES C is kept as the best of its ``shortlist`` best choosing evaluations played
+    again on ``shortlist_episodes`` other tracks (from ``eval_seed + 1000``), all in one
+    batched real VecEnv once its training ends."""
 
     kinds: tuple[str, ...] = option(
         (),
@@ -321,7 +325,7 @@ class ControllerStage:
         20_000, "seed of the first choosing track", 0, 2**32 - 1
     )
     shortlist: int = option(  # agents.controller.cmaes.CMAESConfig.shortlist
-        0,
+        4,
         "after training, the CMA-ES controllers' best choosing evaluations re-scored on "
         "shortlist_episodes other tracks (from eval_seed + 1000) to keep the best (0: the best "
         "choosing evaluation's)",

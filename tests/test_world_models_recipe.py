@@ -28,6 +28,8 @@ TINY = ControllerStage(
     eval_seed=500,
     dream_timesteps=60,
     dream_eval_freq=1_000,
+    shortlist=2,
+    shortlist_episodes=2,
 )
 
 
@@ -60,6 +62,8 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     infos = {k: json.loads((b / "config.json").read_text()) for k, b in bundles.items()}
     assert [i["agent"]["dream"] for i in infos.values()] == [False, True]
     assert all(i["agent"]["eval_seed"] == 500 and i["status"] == "complete" for i in infos.values())
+    for info in infos.values():  # each C kept the better of its two best on 2 other tracks
+        assert info["choice"]["shortlist"] == 2 and info["choice"]["episodes"] == 2
     stamp = (bundles["cmaes"] / "config.json").stat().st_mtime_ns
     again = train_controllers(TINY, env, vae, rnn, tmp_path / "controllers", progress=False)
     assert again == bundles and (bundles["cmaes"] / "config.json").stat().st_mtime_ns == stamp
@@ -403,7 +407,9 @@ def test_the_recipe_s_cma_es_controllers_take_its_shortlist(world):
     for name in ("cmaes", "dream-cmaes"):
         kwargs = controller_config(CONTROLLER_KINDS[name], stage, env, vae, rnn).algo_kwargs
         assert (kwargs["shortlist"], kwargs["shortlist_episodes"]) == (3, 7)
-    plain = controller_config(CONTROLLER_KINDS["cmaes"], TINY, env, vae, rnn).algo_kwargs
-    assert "shortlist" not in plain  # 0: the best choosing evaluation's, as before
+    assert build_preset("worldmodels").controllers.shortlist == 4
+    none = replace(TINY, shortlist=0)
+    plain = controller_config(CONTROLLER_KINDS["cmaes"], none, env, vae, rnn).algo_kwargs
+    assert "shortlist" not in plain  # 0: the best choosing evaluation's
     with pytest.raises(ValueError, match="shortlist_episodes"):
         build_preset("worldmodels", {"controllers.shortlist_episodes": 0})
