@@ -225,6 +225,8 @@ def test_a_shortlist_keeps_the_candidate_best_on_other_tracks(world, tmp_path):
     scores = [float(r["choice_mean_return"]) for r in choice]
     assert float(chosen[0]["choice_mean_return"]) == max(scores)
     assert info["best_step"] == int(chosen[0]["steps"])
+    # its time is an evaluation's: the training seconds end at the last evaluation's
+    assert info["train_seconds"] == pytest.approx(float(rows[-1]["seconds"]), abs=0.05)
     assert info["choice"] == {
         "shortlist": 3,
         "episodes": 3,

@@ -885,6 +885,7 @@ class _ControllerRun:
             for row, r in zip(rows, returns, strict=True)
         ]
         seconds = time.perf_counter() - t
+        self.eval_seconds += seconds  # an evaluation's time: not training's
         logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows), seconds)
         at = max(range(len(scored)), key=lambda i: scored[i]["choice_mean_return"])
         chosen = scored[at]
