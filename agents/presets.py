@@ -513,8 +513,9 @@ PRESETS: dict[str, Preset] = {
     # World Models' recipe on CarRacing within two hours on 2 CPU cores: V; M until its
     # validation NLL stops improving or its budget ends; PPO on z (V) and on [z, h] (V + M);
     # then C on [z, h] by CMA-ES (linear, and with a hidden layer) in the real env and by
-    # CMA-ES inside M's dream. Every driver is chosen on the tracks from 20000 (envpool) and
-    # scored on gymnasium's own tracks from 10000. `--cluster` scores CMA-ES on Ray. PPO gets
+    # CMA-ES inside M's dream. Every driver is chosen on the tracks from 20000 (envpool; each
+    # C's 4 best evaluations then on 20 more from 21000) and scored on gymnasium's own tracks
+    # from 10000. `--cluster` scores CMA-ES on Ray. PPO gets
     # 20 minutes (PPO on [z, h] scored 676 after 10, 765 after 20; 813 with sampled actions),
     # so each C gets 10 to stay inside two hours, where scoring 100 gymnasium tracks takes
     # about 9 minutes a driver: each PPO driver is scored once, by its mode or with sampled

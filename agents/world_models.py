@@ -27,7 +27,7 @@ from agents.agent_training import OtherSettingsError, bundle_env, train_agent
 from agents.bundle import load_bundle, policy_sha256, read_agent_info
 from agents.canonical import FIELD_MARKS, Chosen, best_of_arm, score_drivers
 from agents.comparison import ComparisonResult
-from agents.controller.cmaes import BEST_CONTROLLER_FILE
+from agents.controller.cmaes import BEST_CONTROLLER_FILE, CHOICE_SEED_OFFSET
 from agents.controller.kinds import CONTROLLER_KINDS, ControllerKind
 from agents.environments import evaluate_policy_seeded
 from agents.evaluation import evaluate_bundle
@@ -41,9 +41,6 @@ logger = logging.getLogger(__name__)
 
 # The comparison's arms that are drivers of the World Models table, and their rows' names.
 PPO_DRIVERS = {"latent": "V: PPO on z", "latent+h": "V + M: PPO on [z, h]"}
-# Where a PPO driver's way of acting is chosen: its evaluation seed + this, past the tracks its
-# checkpoint was chosen on (and far from the canonical ones).
-CHOICE_SEED_OFFSET = 1_000
 
 
 def controller_config(
@@ -261,8 +258,9 @@ def controller_title(name: str, bundle: Path) -> str:
 
 def chosen_controller(bundle: Path) -> Chosen:
     """A CMA-ES controller as chosen on its evaluation tracks: the mean candidate of its best
-    periodic evaluation (``best_controller.safetensors``), or its final one where the bundle
-    kept no best (trained before it was kept)."""
+    periodic evaluation, or with a shortlist the one of its best evaluations that did best on
+    the shortlist's tracks (``best_controller.safetensors``, its step ``best_step``), or its
+    final one where the bundle kept no best (trained before it was kept)."""
     info = json.loads((bundle / "config.json").read_text())
     if (bundle / BEST_CONTROLLER_FILE).is_file() and "best_step" in info:
         return Chosen(bundle, "best", int(info["best_step"]))

@@ -1,6 +1,9 @@
 """Agents on [z, h]: in the real env, inside the dream, and World Models' CMA-ES controller."""
 
+import csv
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -166,6 +169,41 @@ def test_cmaes_resumes_to_the_same_controller_as_an_uninterrupted_run(world, tmp
     strip = [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in whole]  # drop the seconds
     assert strip == [",".join(x.split(",")[:1] + x.split(",")[3:]) for x in cut]
     assert r.final_mean_return == float(whole[-1].split(",")[3])
+
+
+def test_a_run_resumed_from_before_candidates_were_kept_shortlists_what_it_has(world, tmp_path):
+    """A run whose early evaluations kept no candidate (begun before they were kept) still
+    shortlists on resume: the rows that kept one, and the best row from the best file."""
+    cfg = _cfg(world, steps=60, algo="cmaes", dream=True, checkpoint_freq=1, eval_freq=16)
+    cfg = replace(cfg, algo_kwargs=cfg.algo_kwargs | {"shortlist": 3, "shortlist_episodes": 2})
+    generations = []
+
+    def stop_after_three(n: int) -> None:
+        generations.append(n)
+        if len(generations) == 3:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_agent(cfg, tmp_path / "cut", progress=False, on_steps=stop_after_three)
+    state = json.loads((tmp_path / "cut" / "checkpoints" / "last" / "state.json").read_text())
+    early = {int(r["steps"]) for r in state["rows"]}
+    best_early = max(state["rows"], key=lambda r: r["mean_return"])
+    shutil.rmtree(tmp_path / "cut" / "evaluated")  # as a run begun before they were kept
+    train_agent(cfg, tmp_path / "cut", progress=False)
+    info = json.loads((tmp_path / "cut" / "config.json").read_text())
+    rows = list(csv.DictReader((tmp_path / "cut" / "eval.csv").open()))
+    choice = list(csv.DictReader((tmp_path / "cut" / "choice.csv").open()))
+    listed = {int(r["steps"]) for r in choice}
+    later = [r for r in rows if int(r["steps"]) not in early]
+    assert later and info["choice"]["shortlist"] == 3 and len(choice) == min(3, len(rows))
+    for r in choice:  # a candidate of an early row only for the best row
+        assert int(r["steps"]) not in early or float(r["mean_return"]) == max(
+            float(x["mean_return"]) for x in rows
+        )
+    best = max(rows, key=lambda r: float(r["mean_return"]))
+    if int(best["steps"]) in early:
+        assert int(best_early["steps"]) in listed
+    assert info["best_step"] in listed
 
 
 def test_dream_ensemble_is_copied_into_the_bundle_and_a_copy_of_m_dreams_what_m_does(

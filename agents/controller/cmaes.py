@@ -64,8 +64,9 @@ BEST_CONTROLLER_FILE = "best_controller.safetensors"
 EVALUATED_DIR = "evaluated"
 # the shortlist's candidates on the choosing tracks, and which was kept
 CHOICE_CSV = "choice.csv"
-# the choosing tracks start here past the evaluation seed (never the evaluation tracks)
-CHOICE_SEED_OFFSET = 1000
+# the shortlist's tracks start here past the evaluation seed (never the evaluation tracks, and
+# far from the canonical ones); a PPO driver's way of acting is chosen there too
+CHOICE_SEED_OFFSET = 1_000
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class CMAESConfig:
             every candidate's rollouts stepped together; in the dream one batched M step for
             all of them), with the per-env scorers' fitnesses (up to float rounding in the
             dream); ``workers`` and ``cluster`` are then unused.
-        batch_envs: the most envs of the batched scorer's VecEnv.
+        batch_envs: the most envs of the batched scorer's VecEnv, and of the shortlist's
+            (which plays batched whatever ``batched`` says, in rounds when it has more
+            episodes).
         shortlist: after training, re-score the mean candidates of the run's ``shortlist``
             best periodic evaluations on ``shortlist_episodes`` other held-out tracks and keep
             the best of them as the best controller (0: the best evaluation's, as it stands).
@@ -305,7 +308,8 @@ def load_controller(
 ) -> Controller:
     """The controller of a CMA-ES bundle (safetensors; nothing is unpickled): ``"final"``, the
     mean candidate at the end of training, or ``"best"``, the one of its best periodic
-    evaluation. Its architecture comes from the file: a ``hidden.weight`` ``(H, obs_dim)``
+    evaluation (with a shortlist, the one of its best evaluations that did best on the
+    shortlist's tracks). Its architecture comes from the file: a ``hidden.weight`` ``(H, obs_dim)``
     gives a hidden layer of ``H``.
 
     Raises:
@@ -758,6 +762,7 @@ class _ControllerRun:
 
         self.es, self.stream, self.probe, self.p = es, stream, probe, progress
         self.scorer, self.out, self.seed, self.evaluate = scorer, out, seed, evaluate
+        self.scorer_open = True
         self.eval_every, self.checkpoint_every = eval_every_steps, checkpoint_every_steps
         self.total = total_timesteps
         self.eval_seconds = 0.0
@@ -849,44 +854,64 @@ class _ControllerRun:
             self.checkpoint()
         return p.steps - before
 
+    def close_scorer(self) -> None:
+        if self.scorer_open:
+            self.scorer_open = False
+            self.scorer.close()
+
     def close(self) -> None:
-        self.scorer.close()
+        self.close_scorer()
         self.writer.close()
         self.bar.close()
 
-    def shortlist(self, size: int, choose: Callable[[list[np.ndarray]], np.ndarray]) -> dict:
-        """Re-score the mean candidates of the ``size`` best evaluations (the earlier of equal
-        rows first) with ``choose`` (candidates -> their returns ``(C, episodes)`` on other
-        held-out tracks) and keep the best of them by mean return there (the earlier of
-        equals) as the best controller; ``choice.csv`` lists them. Return the chosen row: its
-        ``steps``, evaluation ``mean_return`` and ``choice_mean_return`` /
-        ``choice_std_return``.
-
-        Nothing it writes is read back on resume: a run killed during it chooses again, on the
-        same tracks, the same candidate."""
+    def _shortlisted(self, size: int) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+        """The ``size`` best evaluation rows that kept their candidate, best first (stable
+        among equals), and those candidates. The best row of a run that evaluated it before
+        candidates were kept takes its candidate from the best controller file, which holds
+        it until a shortlist has run."""
+        best = max(self.p.rows, key=lambda r: r["mean_return"])  # the first of equals
         rows, candidates = [], []
-        for row in sorted(self.p.rows, key=lambda r: -r["mean_return"])[:size]:  # stable
+        for row in sorted(self.p.rows, key=lambda r: -r["mean_return"]):
             path = evaluated_path(self.out, int(row["steps"]))
-            if not path.is_file():  # an evaluation from before candidates were kept
-                logger.warning("%s: no candidate kept; step %d not shortlisted", path, row["steps"])
+            if not path.is_file() and row is best:
+                path = self.out / BEST_CONTROLLER_FILE
+            if not path.is_file():  # evaluated before candidates were kept
                 continue
             self.probe.set_tensors(load_file(str(path)))
             rows.append(row)
             candidates.append(self.probe.params())
-        if not rows:
-            raise FileNotFoundError(
-                f"{self.out} kept none of its evaluated candidates ({EVALUATED_DIR}/), so the "
-                "shortlist has nothing to choose from; set cmaes shortlist: 0 to resume it"
-            )
+            if len(rows) == size:
+                break
+        return rows, candidates
+
+    def shortlist(
+        self, size: int, choose: Callable[[list[np.ndarray]], np.ndarray]
+    ) -> dict[str, Any] | None:
+        """Re-score the mean candidates of the ``size`` best evaluations with ``choose``
+        (candidates -> their returns ``(C, episodes)`` on other held-out tracks) and keep the
+        best of them by mean return there (of equals, the better evaluated) as the best
+        controller; ``choice.csv`` lists them. Return the chosen row: its ``steps``,
+        evaluation ``mean_return`` and ``choice_mean_return`` / ``choice_std_return``; or None
+        (the best evaluation's candidate kept) when no evaluation kept its candidate.
+
+        Its time counts as evaluation, not training. Nothing it writes is read back: a run
+        killed during it resumes from its last checkpoint and chooses again."""
         t = time.perf_counter()
+        rows, candidates = self._shortlisted(size)
+        if not rows:
+            logger.warning(
+                "%s: no evaluation kept its candidate (%s/): the best evaluation's is kept, "
+                "without a shortlist",
+                self.out,
+                EVALUATED_DIR,
+            )
+            return None
+        self.close_scorer()  # its workers, actors or dream envs are done
         returns = choose(candidates)
         scored = [
             row | {"choice_mean_return": float(r.mean()), "choice_std_return": float(r.std())}
             for row, r in zip(rows, returns, strict=True)
         ]
-        seconds = time.perf_counter() - t
-        self.eval_seconds += seconds  # an evaluation's time: not training's
-        logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows), seconds)
         at = max(range(len(scored)), key=lambda i: scored[i]["choice_mean_return"])
         chosen = scored[at]
         self.probe.set_params(candidates[at])
@@ -900,14 +925,17 @@ class _ControllerRun:
         self.writer.add_scalar(
             "eval/choice_mean_return", chosen["choice_mean_return"], self.p.steps
         )
+        seconds = time.perf_counter() - t
+        self.eval_seconds += seconds  # an evaluation's time: not training's
+        logger.info("%s: shortlist of %d played in %.0f s", self.out, len(rows), seconds)
         return chosen
 
-    def result(self, es_cfg: CMAESConfig, chosen: dict | None = None) -> dict[str, Any]:
+    def result(self, es_cfg: CMAESConfig, chosen: dict[str, Any] | None = None) -> dict[str, Any]:
         """The bundle's record: with ``chosen`` (a :meth:`shortlist` row) its best is that
         row, and ``choice`` holds its score on the choosing tracks."""
         seconds = self.train_seconds()
         best = chosen or max(self.p.rows, key=lambda r: r["mean_return"])  # the first of equals
-        extra = {}
+        extra: dict[str, Any] = {}
         if chosen is not None:
             extra["choice"] = {
                 "shortlist": es_cfg.shortlist,
@@ -928,11 +956,9 @@ class _ControllerRun:
 
 
 def _shortlist(
-    run: _ControllerRun, spec: dict[str, Any], es_cfg: CMAESConfig, choice_seed: int | None
-) -> dict[str, Any]:
+    run: _ControllerRun, spec: dict[str, Any], es_cfg: CMAESConfig, choice_seed: int
+) -> dict[str, Any] | None:
     """The run's shortlist, played in the real env of ``spec`` from ``choice_seed``."""
-    if choice_seed is None:
-        raise ValueError("cmaes shortlist needs the seed of its tracks (choice_seed)")
     real = {k: v for k, v in spec.items() if k != "action_space"} | {"dream": False}
     play = partial(_play_real, real, es_cfg.shortlist_episodes, choice_seed, es_cfg.batch_envs)
     return run.shortlist(es_cfg.shortlist, play)
@@ -971,6 +997,8 @@ def train_controller(
     :meth:`_ControllerRun.shortlist`).
     """
     _require_cma()
+    if es_cfg.shortlist and choice_seed is None:
+        raise ValueError("cmaes shortlist needs the seed of its tracks (choice_seed)")
     spec = spec | {"hidden": es_cfg.hidden}
     probe = spec_controller(spec, spec["action_space"])
     es, stream = _new_strategy(probe.n_params, es_cfg, seed)
@@ -1006,7 +1034,9 @@ def train_controller(
                 on_steps(taken)
         if state.rows[-1]["steps"] != state.steps:
             run.log_eval()
-        chosen = _shortlist(run, spec, es_cfg, choice_seed) if es_cfg.shortlist else None
+        chosen = None
+        if es_cfg.shortlist and choice_seed is not None:
+            chosen = _shortlist(run, spec, es_cfg, choice_seed)
     finally:
         run.close()
     probe.set_params(es.result.xfavorite)
