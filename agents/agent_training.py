@@ -330,7 +330,8 @@ def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
     for key in ("model_dir", "memory_dir"):
         if isinstance(old.get(key), str):
             old[key] = record_path(recorded_path(old[key], out, key) or old[key])
-    if now.get("algo") == "cmaes":  # where candidates are scored does not change their fitness
+    if now.get("algo") == "cmaes":  # where candidates are scored, and the shortlist after
+        # training, change no generation's fitness
         for d in (old, now):
             kwargs = d.get("algo_kwargs")
             if isinstance(kwargs, dict):

@@ -272,7 +272,7 @@ class ControllerStage:
 
     Each CMA-ES C is kept as the best of its ``shortlist`` best choosing evaluations played
     again on ``shortlist_episodes`` other tracks (from ``eval_seed + 1000``), all in one
-    batched real VecEnv once its training ends."""
+    batched real VecEnv (in rounds of at most its batch_envs) once its training ends."""
 
     kinds: tuple[str, ...] = option(
         (),

@@ -187,7 +187,9 @@ def sample_next(
     probs = torch.softmax(log_pi.float() / temperature, dim=-1)
     b, d, k = probs.shape
     u, eps = noise if noise is not None else mixture_noise(b, d, generator, mu.device)
-    cdf = probs.cumsum(-1)  # scaled by its own total: a zero-weight last component is never
+    # the uniform is scaled by the CDF's own total, so a zero-weight last component is never
+    # drawn even where float rounding leaves the total below 1
+    cdf = probs.cumsum(-1)
     comp = (cdf < u.unsqueeze(-1) * cdf[..., -1:]).sum(-1, keepdim=True).clamp_(max=k - 1)
     mean = mu.gather(-1, comp).squeeze(-1)
     sigma = log_sigma.gather(-1, comp).squeeze(-1).exp() * temperature**0.5
