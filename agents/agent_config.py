@@ -74,7 +74,12 @@ def _algo_keys(algo: str) -> set[str]:
 def _algo_defaults(algo: str) -> dict[str, Any]:
     """The constructor's numeric defaults (and ``n_envs``): what a YAML value must match."""
     params = inspect.signature(algo_class(algo).__init__).parameters
-    out: dict[str, Any] = {"n_envs": 1, "normalize_reward": False}
+    out: dict[str, Any] = {
+        "n_envs": 1,
+        "normalize_reward": False,
+        "shortlist": 0,
+        "shortlist_episodes": 20,
+    }
     for name, p in params.items():
         if isinstance(p.default, (int, float)):
             out[name] = p.default
@@ -87,9 +92,11 @@ def _check_types(values: dict[str, Any], defaults: dict[str, Any], where: str) -
         if key not in defaults or value is None:
             continue
         want = defaults[key]
-        counts = ("n_envs", "n_steps", "batch_size", "buffer_size")
+        counts = ("n_envs", "n_steps", "batch_size", "buffer_size", "shortlist_episodes")
         if isinstance(want, bool):
             ok = isinstance(value, bool)
+        elif key == "shortlist":
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         elif isinstance(value, (list, dict)):  # e.g. train_freq: [1, episode]
             ok = True
         elif key in counts:
@@ -99,7 +106,7 @@ def _check_types(values: dict[str, Any], defaults: dict[str, Any], where: str) -
         if not ok:
             raise ValueError(
                 f"{where}.{key} must be {type(want).__name__}"
-                f"{' >= 1' if key in ('n_envs', 'n_steps', 'batch_size', 'buffer_size') else ''}"
+                f"{' >= 1' if key in counts else ' >= 0' if key == 'shortlist' else ''}"
                 f", got {value!r}"
             )
 

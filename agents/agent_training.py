@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from agents.agent_checkpoint import (
     save_checkpoint,
 )
 from agents.agent_config import AgentConfig
-from agents.algo_kwargs import constructor_kwargs
+from agents.algo_kwargs import SHORTLIST_KEYS, constructor_kwargs
 from agents.algorithms import TrainRun, get_algorithm
 from agents.arms import get_arm
 from agents.bundle import (
@@ -44,6 +45,7 @@ from agents.bundle import (
 )
 from agents.controller.cmaes import BEST_CONTROLLER_FILE, CHOICE_CSV, EVALUATED_DIR
 from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
+from agents.policy_shortlist import evaluated_policy_path, run_shortlist, shortlist_size
 from agents.preflight import check_agent_run
 from agents.progress import advance, budget_bar, count
 from envs.backends import warn_on_backend_mismatch
@@ -122,7 +124,9 @@ class EvalAndProgress(BaseCallback):
 
     Each evaluation appends a row to ``eval.csv`` (steps, training seconds excluding
     evaluation, wall seconds, mean and std return) and logs ``eval/mean_return``. When
-    ``best_path`` is given, the policy of the best evaluation so far is kept there. Each row
+    ``best_path`` is given, the policy of the best evaluation so far is kept there; with
+    ``keep_in`` (the bundle), every evaluation's policy is kept for a shortlist
+    (:func:`agents.policy_shortlist.evaluated_policy_path`). Each row
     is handed to the ``listeners``; one that sets its ``stop`` ends training.
     """
 
@@ -135,10 +139,12 @@ class EvalAndProgress(BaseCallback):
         on_steps: Callable[[int], None] | None = None,
         best_path: Path | None = None,
         listeners: Sequence[EvalListener] = (),
+        keep_in: Path | None = None,
     ):
         super().__init__()
         self.eval_env, self.cfg, self.csv_path = eval_env, cfg, csv_path
         self.best_path = best_path
+        self.keep_in = keep_in
         self.listeners = list(listeners)
         self.stopped = False  # a listener stopped the run
         self.on_steps = on_steps
@@ -207,6 +213,10 @@ class EvalAndProgress(BaseCallback):
             best is None or row["mean_return"] > best["mean_return"]
         ):
             save_agent(self.model, self.best_path)
+        if self.keep_in is not None:
+            kept = evaluated_policy_path(self.keep_in, int(row["steps"]))
+            kept.parent.mkdir(exist_ok=True)
+            save_agent(self.model, kept)
         self.logger.record("eval/mean_return", row["mean_return"])
         self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
         self.postfix["eval_return"] = f"{row['mean_return']:.1f}"
@@ -330,12 +340,13 @@ def _same_run(recorded: dict[str, Any], cfg: AgentConfig, out: Path) -> bool:
     for key in ("model_dir", "memory_dir"):
         if isinstance(old.get(key), str):
             old[key] = record_path(recorded_path(old[key], out, key) or old[key])
-    if now.get("algo") == "cmaes":  # where candidates are scored, and the shortlist after
-        # training, change no generation's fitness
-        for d in (old, now):
-            kwargs = d.get("algo_kwargs")
-            if isinstance(kwargs, dict):
-                d["algo_kwargs"] = {k: v for k, v in kwargs.items() if k not in CMAES_SCORING}
+    # where CMA-ES scores its candidates, and a shortlist after training, change nothing
+    # that is trained
+    ignored = CMAES_SCORING if now.get("algo") == "cmaes" else SHORTLIST_KEYS
+    for d in (old, now):
+        kwargs = d.get("algo_kwargs")
+        if isinstance(kwargs, dict):
+            d["algo_kwargs"] = {k: v for k, v in kwargs.items() if k not in ignored}
     return {k: v for k, v in old.items() if k != "device"} == {
         k: v for k, v in now.items() if k != "device"
     }
@@ -494,7 +505,10 @@ def _train(
         raise ValueError(
             f"{algorithm.title} refused the hyperparameters: {e}; change them (--hyperparams)"
         ) from e
-    return _learn(cfg, out, info, agent, env, eval_env, resumed, progress, on_steps, callbacks)
+    play_env = partial(build_vec_env, cfg, seed=cfg.eval_seed, model=model, memory=memory)
+    return _learn(
+        cfg, out, info, agent, env, eval_env, resumed, progress, on_steps, callbacks, play_env
+    )
 
 
 def _bundle_info(cfg: AgentConfig, out: Path, resumed: dict[str, Any] | None) -> dict[str, Any]:
@@ -619,8 +633,10 @@ def _learn(
     progress: bool,
     on_steps: Callable[[int], None] | None,
     callbacks: list[BaseCallback],
+    play_env: Callable[[int], VecEnv],
 ) -> AgentResult:
-    """SB3's learn loop with our evaluations and checkpoints, then the complete bundle."""
+    """SB3's learn loop with our evaluations and checkpoints, then a shortlist where ``cfg``
+    asks for one (on ``play_env(n)``, ``n`` evaluation envs), then the complete bundle."""
     evaluator = EvalAndProgress(
         eval_env,
         cfg,
@@ -629,6 +645,7 @@ def _learn(
         on_steps,
         best_path=out / BEST_AGENT_FILE,
         listeners=[c for c in callbacks if isinstance(c, EvalListener)],
+        keep_in=out if shortlist_size(cfg)[0] else None,
     )
     checkpointer = CheckpointAndReset(cfg, out, evaluator)
     if resumed is not None:
@@ -647,6 +664,12 @@ def _learn(
     env.close()
     eval_env.close()
     final = evaluator.rows[-1]["mean_return"]
+    best = best_row(evaluator.rows)
+    if shortlist_size(cfg)[0] and (
+        chosen := run_shortlist(agent, cfg, out, evaluator.rows, play_env)
+    ):
+        info["choice"] = chosen
+        best = next(r for r in evaluator.rows if r["steps"] == chosen["steps"])
     info |= {
         "status": "complete",
         "final_mean_return": final,
@@ -654,9 +677,7 @@ def _learn(
         "steps_per_second": round(agent.num_timesteps / max(train_seconds, 1e-9), 2),
         "steps": int(agent.num_timesteps),
         "wall_seconds": round(time.perf_counter() - t, 3),
-        "best": {k: best[k] for k in ("steps", "mean_return", "std_return")}
-        if (best := best_row(evaluator.rows))
-        else None,
+        "best": {k: best[k] for k in ("steps", "mean_return", "std_return")} if best else None,
     }
     write_json(out / CONFIG_FILE, info)
     remove_owned(out, [CHECKPOINT_DIR])  # replay buffers are large; the agent is complete

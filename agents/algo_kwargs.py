@@ -6,7 +6,10 @@ A section holds the constructor's own arguments plus a few of ours:
 - ``normalize_reward``: train on rewards scaled by a running estimate of the discounted
   return's standard deviation (SB3's ``VecNormalize`` with ``norm_obs=False``); evaluation
   and every reported return stay in the env's own units;
-- ``policy_kwargs``: given to the policy (see :func:`agents.bundle.policy_kwargs`).
+- ``policy_kwargs``: given to the policy (see :func:`agents.bundle.policy_kwargs`);
+- ``shortlist`` (0: off) and ``shortlist_episodes`` (20): keep every evaluation's policy and,
+  once training ends, keep as the best policy the one of the ``shortlist`` best evaluations
+  that does best on ``shortlist_episodes`` other episodes (:mod:`agents.policy_shortlist`).
 
 ``learning_rate`` and ``clip_range`` take a number or a linear schedule written as a
 mapping, ``{linear: 0.0003}`` (from 0.0003 down to 0 over ``total_timesteps``) or
@@ -19,7 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 # Our keys in an algorithm section: not constructor arguments.
-EXTRA_ALGO_KEYS = ("n_envs", "normalize_reward")
+EXTRA_ALGO_KEYS = ("n_envs", "normalize_reward", "shortlist", "shortlist_episodes")
+# Of those, the ones that choose the best policy once training ends: a run resumes across them.
+SHORTLIST_KEYS = ("shortlist", "shortlist_episodes")
 SCHEDULED_KEYS = ("learning_rate", "clip_range")
 # ``policy_kwargs.activation_fn`` by name (YAML holds literals only): the ``torch.nn`` class.
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "gelu": "GELU", "elu": "ELU"}

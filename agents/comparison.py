@@ -325,12 +325,15 @@ def _read_curve(bundle: Path) -> dict[str, np.ndarray]:
 
 def best_policy(runs_dir: Path, runs: list[str]) -> tuple[str, str, int]:
     """The run, policy (``"best"`` or ``"final"``) and step of the highest periodic
-    evaluation among ``runs``; a run that kept no best policy offers its final one."""
+    evaluation among ``runs``, or of the best on its shortlist's episodes where the runs had
+    one (:mod:`agents.policy_shortlist`); a run that kept no best policy offers its final one."""
     candidates = []
     for run in runs:
         info = json.loads((runs_dir / run / "config.json").read_text())
         kept = info.get("best") and (runs_dir / run / BEST_AGENT_FILE).is_file()
-        if kept:
+        if kept and info.get("choice"):
+            candidates.append((info["choice"]["mean_return"], run, "best", info["best"]["steps"]))
+        elif kept:
             candidates.append((info["best"]["mean_return"], run, "best", info["best"]["steps"]))
         else:
             candidates.append((info["final_mean_return"], run, "final", info["steps"]))

@@ -284,10 +284,16 @@ def choose_actions(name: str, chosen: Chosen, settings: CanonicalStage, path: Pa
     """``chosen`` played the better way, by its mode action or with sampled actions, as
     measured on ``settings.choose_on`` tracks of the env it trained on from its evaluation
     seed + :data:`CHOICE_SEED_OFFSET` (neither the tracks its checkpoint was chosen on nor the
-    canonical ones); a tie keeps the mode. Both means are kept in ``path`` (JSON, per driver
-    ``name``) and reused while the policy, the tracks and their number are the same."""
+    canonical ones; after those of its shortlist where it had one, whose best mode score
+    there would favour the mode); a tie keeps the mode. Both means are kept in ``path``
+    (JSON, per driver ``name``) and reused while the policy, the tracks and their number are
+    the same."""
     kept = json.loads(path.read_text()) if path.exists() else {}
-    seed = int(read_agent_info(chosen.bundle)["agent"]["eval_seed"]) + CHOICE_SEED_OFFSET
+    info = read_agent_info(chosen.bundle)
+    seed = int(info["agent"]["eval_seed"]) + CHOICE_SEED_OFFSET
+    shortlist = info.get("choice") or {}
+    if chosen.which == "best" and shortlist.get("seed") == seed:
+        seed += int(shortlist["episodes"])
     key = {
         "run": chosen.bundle.name,
         "which": chosen.which,

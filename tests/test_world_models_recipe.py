@@ -105,13 +105,14 @@ def test_controllers_train_once_and_every_driver_is_scored_and_dreamed(world, tm
     ]
 
 
-def _zh_comparison(vae, rnn, tmp_path, **kw) -> SimpleNamespace:
-    """A comparison of one tiny PPO run on [z, h] of CartPole (``tmp_path/compare/runs/zh``)."""
+def _zh_comparison(vae, rnn, tmp_path, algo=None, **kw) -> SimpleNamespace:
+    """A comparison of one tiny PPO run on [z, h] of CartPole (``tmp_path/compare/runs/zh``),
+    ``algo`` added to its PPO hyperparameters."""
     from agents import resolve_config, train_agent
 
     cfg = resolve_config(
         "CartPole-v1", "latent+h", "ppo", str(vae), 128, seed=0,
-        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1}, env_given=ENV,
+        overrides={"n_steps": 64, "batch_size": 64, "n_epochs": 1} | (algo or {}), env_given=ENV,
         memory_dir=str(rnn), n_envs=2, eval_freq=64, eval_episodes=1, **kw,
     )  # fmt: skip
     train_agent(cfg, tmp_path / "compare" / "runs" / "zh", progress=False)
@@ -187,6 +188,29 @@ def test_a_ppo_driver_is_scored_only_the_way_it_played_better_on_other_tracks(wo
         assert entry["scores"]["gymnasium"]["returns"] == r.returns.tolist()
     with pytest.raises(ValueError, match=r"set canonical\.sampled=true with it"):
         CanonicalStage(episodes=2, sampled=False, choose_on=3)
+
+
+def test_a_shortlisted_ppo_driver_chooses_its_actions_on_the_tracks_after_its_shortlist(
+    world, tmp_path
+):
+    from agents.world_models import CHOICE_SEED_OFFSET
+
+    vae, rnn = world
+    shortlist = {"shortlist": 2, "shortlist_episodes": 2}
+    result = _zh_comparison(vae, rnn, tmp_path, algo=shortlist, eval_seed=300)
+    bundle = tmp_path / "compare" / "runs" / "zh"
+    info = json.loads((bundle / "config.json").read_text())
+    assert info["choice"]["seed"] == 300 + CHOICE_SEED_OFFSET
+    settings = CanonicalStage(
+        episodes=1, workers=1, seed=10_000, backends=("gymnasium",), sampled=True, choose_on=3
+    )
+    score_world_models(result, {}, tmp_path / "wm", settings, dream_episodes=1)
+    chose = json.loads((tmp_path / "wm" / "actions.json").read_text())["ppo-latent+h"]
+    # not the 2 tracks its mode was chosen on: the 3 after them
+    assert chose["seed"] == 300 + CHOICE_SEED_OFFSET + 2
+    assert chose["step"] == info["best"]["steps"] == info["choice"]["steps"]
+    r = evaluate_bundle(bundle, 3, chose["seed"], device="cpu", which="best")
+    assert float(r.returns.mean()) == chose["mode"]
 
 
 def test_second_round_is_driven_by_the_zh_policy_merged_and_trains_m_once(world, tmp_path):
