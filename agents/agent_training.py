@@ -45,7 +45,12 @@ from agents.bundle import (
 )
 from agents.controller.cmaes import BEST_CONTROLLER_FILE, CHOICE_CSV, EVALUATED_DIR
 from agents.environments import build_dream_vec_env, build_vec_env, evaluate_policy_seeded
-from agents.policy_shortlist import evaluated_policy_path, run_shortlist, shortlist_size
+from agents.policy_shortlist import (
+    evaluated_policy_path,
+    restore_best_policy,
+    run_shortlist,
+    shortlist_size,
+)
 from agents.preflight import check_agent_run
 from agents.progress import advance, budget_bar, count
 from envs.backends import warn_on_backend_mismatch
@@ -209,6 +214,7 @@ class EvalAndProgress(BaseCallback):
         best = best_row(self.rows)
         self.rows.append(row)
         self._write_csv()
+        saving = time.perf_counter()
         if self.best_path is not None and (
             best is None or row["mean_return"] > best["mean_return"]
         ):
@@ -217,6 +223,7 @@ class EvalAndProgress(BaseCallback):
             kept = evaluated_policy_path(self.keep_in, int(row["steps"]))
             kept.parent.mkdir(exist_ok=True)
             save_agent(self.model, kept)
+        self.eval_seconds += time.perf_counter() - saving  # an evaluation's, not training's
         self.logger.record("eval/mean_return", row["mean_return"])
         self.logger.record("charts/SPS", self.num_timesteps / max(row["seconds"], 1e-9))
         self.postfix["eval_return"] = f"{row['mean_return']:.1f}"
@@ -665,11 +672,14 @@ def _learn(
     eval_env.close()
     final = evaluator.rows[-1]["mean_return"]
     best = best_row(evaluator.rows)
-    if shortlist_size(cfg)[0] and (
-        chosen := run_shortlist(agent, cfg, out, evaluator.rows, play_env)
-    ):
+    chosen = None
+    if shortlist_size(cfg)[0] and not evaluator.stopped:  # a stopped run is not chosen from
+        chosen = run_shortlist(agent, cfg, out, evaluator.rows, play_env)
+    if chosen is not None:
         info["choice"] = chosen
         best = next(r for r in evaluator.rows if r["steps"] == chosen["steps"])
+    elif best is not None:
+        restore_best_policy(out, int(best["steps"]))
     info |= {
         "status": "complete",
         "final_mean_return": final,

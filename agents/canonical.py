@@ -56,8 +56,9 @@ class Chosen:
 
 
 def best_of_arm(result: ComparisonResult, obs: str) -> Chosen | None:
-    """The policy of the highest periodic evaluation over the runs of the arm ``obs`` (see
-    :func:`~agents.comparison.best_policy`), or None when the comparison has no such arm."""
+    """The best policy over the runs of the arm ``obs``: of the highest periodic evaluation,
+    or the best on the runs' shortlists (see :func:`~agents.comparison.best_policy`); None
+    when the comparison has no such arm."""
     runs = [r["run"] for r in result.runs if r["obs"] == obs]
     if not runs:
         return None
@@ -69,9 +70,10 @@ def canonical_score(result: ComparisonResult, path: Path, settings: CanonicalSta
     """Score the best latent policy over ``settings.episodes`` tracks on each of
     ``settings.backends``, from ``settings.seed``.
 
-    The policy is the one of the highest periodic evaluation over the latent runs (see
-    :func:`best_of_arm`); those evaluations play the tracks from the comparison's evaluation
-    seed on the training backend, which are not gymnasium's canonical tracks.
+    The policy is the one of the highest periodic evaluation over the latent runs, or the
+    best on their shortlists (see :func:`best_of_arm`); those play the tracks from the
+    comparison's evaluation seed (a shortlist's from 1000 after it) on the training backend,
+    which are not gymnasium's canonical tracks.
 
     Tracks are played in chunks (``settings.workers`` processes each) until all are scored or
     ``settings.max_seconds`` have passed on that backend; the section says how many were.

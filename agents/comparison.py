@@ -325,13 +325,16 @@ def _read_curve(bundle: Path) -> dict[str, np.ndarray]:
 
 def best_policy(runs_dir: Path, runs: list[str]) -> tuple[str, str, int]:
     """The run, policy (``"best"`` or ``"final"``) and step of the highest periodic
-    evaluation among ``runs``, or of the best on its shortlist's episodes where the runs had
-    one (:mod:`agents.policy_shortlist`); a run that kept no best policy offers its final one."""
+    evaluation among ``runs``, or, where every run chose its best policy by a shortlist
+    (:mod:`agents.policy_shortlist`), of the best on its shortlist's episodes (a best
+    evaluation, often the luckiest of many, is not weighed against them); a run that kept no
+    best policy offers its final one."""
+    infos = {run: json.loads((runs_dir / run / "config.json").read_text()) for run in runs}
+    by_choice = all(info.get("choice") for info in infos.values())
     candidates = []
-    for run in runs:
-        info = json.loads((runs_dir / run / "config.json").read_text())
+    for run, info in infos.items():
         kept = info.get("best") and (runs_dir / run / BEST_AGENT_FILE).is_file()
-        if kept and info.get("choice"):
+        if kept and by_choice:
             candidates.append((info["choice"]["mean_return"], run, "best", info["best"]["steps"]))
         elif kept:
             candidates.append((info["best"]["mean_return"], run, "best", info["best"]["steps"]))

@@ -98,8 +98,9 @@ class ExplorationNoise:
         >>> noise.before_step(0)  # at each step t of an episode, before ``predict``
     """
 
-    def __init__(self, agent: Any, deterministic: bool):
+    def __init__(self, agent: Any, deterministic: bool, n_envs: int = 1):
         self.agent = agent
+        self.n_envs = n_envs  # the rows of each predict, a matrix for each
         self.every = (
             max(int(getattr(agent, "sde_sample_freq", -1)), 0)
             if getattr(agent, "use_sde", False) and not deterministic
@@ -109,7 +110,7 @@ class ExplorationNoise:
     def before_step(self, step: int) -> None:
         """Resample the matrix when step ``step`` (0 at an episode's start) is due for it."""
         if self.every is not None and (step == 0 or (self.every and step % self.every == 0)):
-            self.agent.policy.reset_noise()
+            self.agent.policy.reset_noise(self.n_envs)
 
 
 def evaluate_policy_seeded(

@@ -69,6 +69,29 @@ def shortlisted(
     return picked
 
 
+def restore_best_policy(bundle: Path, steps: int) -> None:
+    """Make ``best_agent.zip`` the policy evaluated at ``steps`` where it was kept: a run
+    finished without a shortlist after one had replaced that file (killed during it, then
+    resumed with ``shortlist: 0``) keeps the best evaluation's policy, as it records."""
+    kept = evaluated_policy_path(bundle, steps)
+    best = bundle / BEST_AGENT_FILE
+    if kept.is_file() and (not best.is_file() or best.read_bytes() != kept.read_bytes()):
+        with atomic_path(best) as tmp:
+            shutil.copyfile(kept, tmp)
+
+
+def _keep_best_row(bundle: Path, picked: list[tuple[dict[str, float], Path]]) -> None:
+    """Copy a row's policy taken from ``best_agent.zip`` to its own ``evaluated/`` file
+    before the shortlist replaces that file, so a run killed after it chooses the same."""
+    for i, (row, path) in enumerate(picked):
+        if path.name == BEST_AGENT_FILE:
+            kept = evaluated_policy_path(bundle, int(row["steps"]))
+            kept.parent.mkdir(exist_ok=True)
+            with atomic_path(kept) as tmp:
+                shutil.copyfile(path, tmp)
+            picked[i] = (row, kept)
+
+
 def _take(obs: Any, idx: np.ndarray) -> Any:
     """Rows ``idx`` of a VecEnv observation (an array, or a dict of arrays)."""
     if isinstance(obs, dict):
@@ -88,7 +111,7 @@ def _wave(
     seed ``seeds[i]``; return the returns ``(live,)`` of envs ``0 .. live - 1``."""
     n = venv.num_envs
     groups = [(c, np.flatnonzero(owner == c)) for c in np.unique(owner)]
-    noises = {c: ExplorationNoise(policies[c], deterministic) for c, _ in groups}
+    noises = {c: ExplorationNoise(policies[c], deterministic, len(idx)) for c, idx in groups}
     states: dict[int, Any] = {c: None for c, _ in groups}
     seed_each(venv, seeds)
     obs = venv.reset()
@@ -135,7 +158,8 @@ def play_policies(
     its rewards not counted; the envs of the last wave without a job replay the first job. With
     mode actions the returns equal :func:`agents.environments.evaluate_policy_seeded`'s
     wherever a batched predict gives the same actions as one row at a time; sampled actions
-    are seeded once per wave (``seed`` + the wave's first job), so they differ from it.
+    (gSDE's noise drawn for each env, resampled as in training) are seeded once per wave
+    (``seed`` + the wave's first job), so they differ from it.
     """
     jobs = [(c, e) for c in range(len(policies)) for e in range(episodes)]
     n = venv.num_envs
@@ -171,8 +195,9 @@ def run_shortlist(
     no evaluation kept its policy (``best_agent.zip`` left as it is, with a warning).
 
     ``agent`` is the trained agent (its class and device load the kept policies), ``rows`` its
-    evaluations, ``make_env(n)`` a VecEnv of ``n`` of its evaluation envs. The best by mean
-    return on the shortlist's episodes wins (of equals, the better evaluated); its file is
+    evaluations, ``make_env(n)`` a VecEnv of ``n`` of its evaluation envs. Each policy plays
+    its mode action, as the periodic evaluations do. The best by mean return on the
+    shortlist's episodes wins (of equals, the better evaluated); its file is
     copied to ``best_agent.zip``. Nothing it writes is read back: a run killed during it
     resumes from its last checkpoint and chooses again.
     """
@@ -187,6 +212,7 @@ def run_shortlist(
         )
         return None
     t = time.perf_counter()
+    _keep_best_row(out, picked)
     space_env = make_env(1)
     obs_space, act_space = space_env.observation_space, space_env.action_space
     space_env.close()
@@ -199,7 +225,7 @@ def run_shortlist(
     venv = make_env(-(-jobs // -(-jobs // MAX_ENVS)))  # the fewest waves, jobs spread evenly
     seed = cfg.eval_seed + CHOICE_SEED_OFFSET
     try:
-        returns = play_policies(policies, venv, episodes, seed, cfg.deterministic_eval)
+        returns = play_policies(policies, venv, episodes, seed)  # the mode, as evaluations
     finally:
         venv.close()
     scored = [

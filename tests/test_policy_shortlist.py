@@ -116,3 +116,52 @@ def test_a_run_resumes_across_its_shortlist_settings_only():
 def test_shortlist_settings_out_of_range_are_refused(values, message):
     with pytest.raises(ValueError, match=message):
         validate_hyperparams({"ppo": values}, "hp.yaml")
+
+
+def _run(runs, name, best, choice=None):
+    (runs / name).mkdir(parents=True)
+    (runs / name / "best_agent.zip").write_bytes(b"zip")
+    info = {"best": {"steps": best[0], "mean_return": best[1]}, "final_mean_return": 0.0}
+    info |= {"choice": {"mean_return": choice, "steps": best[0]}} if choice is not None else {}
+    info |= {"steps": 100}
+    (runs / name / "config.json").write_text(json.dumps(info))
+
+
+def test_the_best_run_is_the_best_on_its_shortlist_where_every_run_had_one(tmp_path):
+    _run(tmp_path, "lucky", (40, 500.0), choice=300.0)  # best evaluation, worse elsewhere
+    _run(tmp_path, "steady", (80, 450.0), choice=420.0)
+    assert best_policy(tmp_path, ["lucky", "steady"]) == ("steady", "best", 80)
+    _run(tmp_path, "plain", (60, 460.0))  # chose by its evaluations: all are weighed by theirs
+    assert best_policy(tmp_path, ["lucky", "steady", "plain"]) == ("lucky", "best", 40)
+
+
+def test_a_best_policy_taken_from_the_best_file_is_kept_before_the_shortlist_replaces_it(
+    tmp_path,
+):
+    from agents.policy_shortlist import _keep_best_row, restore_best_policy
+
+    (tmp_path / "best_agent.zip").write_bytes(b"step 32")
+    picked = shortlisted(tmp_path, [{"steps": 32, "mean_return": 9.0}], 2)
+    _keep_best_row(tmp_path, picked)
+    assert picked[0][1] == evaluated_policy_path(tmp_path, 32)
+    assert picked[0][1].read_bytes() == b"step 32"
+    # the shortlist then keeps another step's policy; a run finished without one (killed
+    # after the shortlist, resumed with shortlist 0) keeps its best evaluation's again
+    (tmp_path / "best_agent.zip").write_bytes(b"step 64")
+    restore_best_policy(tmp_path, 32)
+    assert (tmp_path / "best_agent.zip").read_bytes() == b"step 32"
+    restore_best_policy(tmp_path, 96)  # kept no policy: the file is left as it is
+    assert (tmp_path / "best_agent.zip").read_bytes() == b"step 32"
+
+
+def test_sampled_play_draws_gsde_noise_for_each_env():
+    cfg = resolve_config("Pendulum-v1", "state", "ppo", None, 64, seed=0, n_envs=1)
+    one = build_vec_env(cfg, 1, 0, None)
+    policy = PPO("MlpPolicy", one, use_sde=True, sde_sample_freq=4, seed=0, device="cpu")
+    one.close()
+    venv = build_vec_env(cfg, 3, 0, None)
+    returns = play_policies([policy], venv, 3, 7, deterministic=False)
+    venv.close()
+    assert returns.shape == (1, 3) and np.isfinite(returns).all()
+    # one exploration matrix per env, not one shared by the policy's three episodes
+    assert policy.policy.action_dist.exploration_matrices.shape[0] == 3
