@@ -40,6 +40,8 @@ def test_worldmodels_preset_trains_m_and_three_controllers_and_scores_on_gymnasi
     assert p.canonical.backends == ("gymnasium",) and p.canonical.seed == 10_000
     assert p.canonical.sampled  # PPO drivers played by their mode and by sampled actions,
     assert p.canonical.choose_on == 20  # on 20 tracks of their own, and scored the better way
+    # each PPO driver kept as the best of its 4 best evaluations on 20 more tracks
+    assert p.compare.overrides == {"ppo": {"shortlist": 4, "shortlist_episodes": 20}}
     # the drivers are chosen on other tracks than the canonical ones
     assert p.compare.eval_seed != p.canonical.seed and p.controllers.eval_seed != p.canonical.seed
     assert set(build_preset("carracing").compare.obs_kinds) == {"pixel", "latent", "random", "pca"}
