@@ -198,8 +198,9 @@ def run_shortlist(
     evaluations, ``make_env(n)`` a VecEnv of ``n`` of its evaluation envs. Each policy plays
     its mode action, as the periodic evaluations do. The best by mean return on the
     shortlist's episodes wins (of equals, the better evaluated); its file is
-    copied to ``best_agent.zip``. Nothing it writes is read back: a run killed during it
-    resumes from its last checkpoint and chooses again.
+    copied to ``best_agent.zip``. A run killed during it resumes from its last checkpoint and
+    chooses again among the same policies (a best row's policy taken from ``best_agent.zip``
+    is first copied to its own file, which the next choice reads).
     """
     size, episodes = shortlist_size(cfg)
     picked = shortlisted(out, rows, size)
